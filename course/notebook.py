@@ -1,0 +1,458 @@
+"""The one notebook loader: takes a notebook's definitions without running its top-level work.
+
+Used by the grader's worker, `course generate --sampler`, `grader check` and the lectures.
+
+    loaded = load_notebook("02_sampling.ipynb")
+    fns = require(loaded.namespace, ["sample_next"], where="02_sampling.ipynb")
+
+What is kept, from every code cell in order, whatever the cells' tags, ids or splitting:
+
+- `import` and `from ... import` statements;
+- function definitions (sync or async, decorated or not) and class definitions;
+- simple constant assignments: every target is a name (or a tuple/list of names) and the value
+  is built only from literals, names kept earlier, attribute and subscript access on those,
+  operators, and calls of the pure builtins `float int bool str complex tuple frozenset`
+  (so `EPS = 1e-9`, `VOCAB = ["a", "b"]`, `N = 2 ** 10`, `NEG_INF = float("-inf")`,
+  `DTYPE = torch.float32` are kept; `x = train(model)`, `model = GPT(cfg)` are not);
+  annotated assignments (`EPS: float = 1e-9`) likewise;
+- `try` blocks made only of the above (and `pass`), such as an optional import with a fallback.
+
+Everything else is dropped: calls, loops, prints, plots, `if __name__ == "__main__":` blocks,
+augmented assignments (`N += 1`). IPython syntax is cleaned first with IPython's own
+transformer (`%time ...`, `!pip install ...`, `x = !ls`, `f?`), so those lines become calls and
+are dropped with the rest. A cell that starts with a cell magic is skipped, except the magics
+that run their body as ordinary code in the session (`%%time`, `%%capture`, `%%prun`), whose
+body is read like any cell. A cell with a syntax error is reported and skipped; the other cells
+keep their definitions.
+
+Cells are numbered 1-based among ALL cells of the notebook (markdown included), as a reader
+counts them scrolling down. For a list of cell sources, a cell's number is its 1-based position
+in the list: pass IPython's `In[1:]` so that cell n is `In [n]`.
+"""
+
+from __future__ import annotations
+
+import __future__
+import ast
+import json
+import linecache
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course.errors import UserError
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+MODULE_NAME = "submission"  # the `__name__` the notebook's code sees
+
+PURE_BUILTINS = frozenset({"float", "int", "bool", "str", "complex", "tuple", "frozenset"})
+CODE_CELL_MAGICS = frozenset({"time", "capture", "prun"})  # cell magics whose body runs as plain code
+
+
+class NotebookError(UserError):
+    """A file that is not a readable Jupyter notebook."""
+
+
+@dataclass
+class Statement:
+    cell: int  # 1-based among all cells of the notebook (or position in a list of sources)
+    line: int  # 1-based line in the cell where the statement starts (its first decorator, if any)
+    source: str
+    name: str | None  # the name(s) it binds, comma-separated, for reporting
+
+
+@dataclass
+class ExtractedCode:
+    statements: list[Statement] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadedNotebook:
+    namespace: dict
+    problems: list[str]
+
+
+# ---------------------------------------------------------------- reading the file
+
+
+def read_notebook(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
+    """Read a notebook file as an nbformat NotebookNode, or raise NotebookError saying why it is not one."""
+    import nbformat
+
+    label = str(path)
+
+    def refuse(reason: str) -> NotebookError:
+        return NotebookError(f"{label} is not a Jupyter notebook: {reason}")
+
+    path = Path(path)
+    if not path.exists():
+        raise refuse("there is no such file")
+    if not path.is_file():
+        raise refuse("it is not a regular file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # bounded even where the size on disk lies (pipes, devices)
+    except OSError as e:
+        raise refuse(f"the file cannot be read ({e.strerror or e})") from None
+    if len(data) > max_bytes:
+        raise refuse(f"the file is larger than the {_megabytes(max_bytes)} limit")
+    if not data.strip():
+        raise refuse("the file is empty")
+    if b"\0" in data:
+        raise refuse("the file holds binary data, not JSON text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise refuse("the file is not UTF-8 text") from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise refuse(f"the file is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise refuse("the file is not valid JSON (nested too deeply)") from None
+    _check_structure(content, refuse)
+    return nbformat.from_dict(content)
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MB"
+
+
+def _check_structure(content, refuse: Callable[[str], NotebookError]) -> None:
+    """The least a notebook must be for its code cells to be read; stricter schema details are not required."""
+    if not isinstance(content, dict):
+        raise refuse(f"the file holds a JSON {_json_kind(content)}, not a notebook object")
+    version = content.get("nbformat")
+    if "cells" not in content and version is None:
+        raise refuse("the JSON object has neither `cells` nor `nbformat`")
+    if version != 4:
+        raise refuse(f"it is nbformat version {version!r}; version 4 is needed (open and save it in Jupyter)")
+    cells = content.get("cells")
+    if not isinstance(cells, list):
+        raise refuse("its `cells` is not a list")
+    for number, cell in enumerate(cells, start=1):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            raise refuse(f"cell {number} is not a cell object with a `cell_type`")
+        source = cell.get("source")
+        if not (isinstance(source, str) or (isinstance(source, list) and all(isinstance(s, str) for s in source))):
+            raise refuse(f"cell {number} has no text `source`")
+
+
+def _json_kind(value) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
+
+
+def _code_cells(source, max_bytes: int) -> list[tuple[int, str]]:
+    """(cell number, text) of every code cell of a path, a notebook object or a list of cell sources."""
+    if isinstance(source, (str, os.PathLike)):
+        source = read_notebook(source, max_bytes)
+    if isinstance(source, Mapping):
+        _check_structure(source, lambda reason: NotebookError(f"the given notebook is not a Jupyter notebook: {reason}"))
+        return [
+            (number, _text(cell["source"]))
+            for number, cell in enumerate(source["cells"], start=1)
+            if cell["cell_type"] == "code"
+        ]
+    if isinstance(source, Sequence) and all(isinstance(s, str) for s in source):
+        return list(enumerate(source, start=1))
+    raise UserError("expected a notebook path, a notebook object or a list of cell sources")
+
+
+def _text(source: str | list[str]) -> str:
+    return source if isinstance(source, str) else "".join(source)
+
+
+# ---------------------------------------------------------------- choosing the statements
+
+
+def extract_code(source, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractedCode:
+    """The kept statements of every code cell, in order, and the problems met. Runs nothing."""
+    extracted = ExtractedCode()
+    bound: set[str] = set()  # names bound by statements kept so far
+    for number, text in _code_cells(source, max_bytes):
+        python = _plain_python(text)
+        if python is None:
+            continue
+        try:
+            flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+            tree = compile(python, f"<cell {number}>", "exec", flags, dont_inherit=True)
+            kept = [node for node in tree.body if _keep(node, bound)]
+        except SyntaxError as e:
+            extracted.problems.append(
+                f"cell {number}: syntax error on line {e.lineno} ({e.msg}); the cell was skipped"
+            )
+            continue
+        except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
+            extracted.problems.append(f"cell {number}: cannot be parsed ({type(e).__name__}); the cell was skipped")
+            continue
+        lines = python.splitlines(keepends=True)
+        for node in kept:
+            extracted.statements.append(_statement(number, node, python, lines))
+    return extracted
+
+
+def _plain_python(cell: str) -> str | None:
+    """The cell with IPython syntax turned into Python, line numbers unchanged; None for a non-Python cell magic."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    lines = cell.splitlines(keepends=True)
+    leading_blank = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    if leading_blank == len(lines):
+        return None
+    first = lines[leading_blank]
+    if first.startswith("%%"):
+        magic = first[2:].split(maxsplit=1)[0] if first[2:].strip() else ""
+        if magic not in CODE_CELL_MAGICS:
+            return None
+        leading_blank += 1
+    body = "".join(lines[leading_blank:])
+    try:
+        body = TransformerManager().transform_cell(body)
+    except Exception:  # IPython gave up on it: parsing the raw text reports the problem
+        pass
+    return "\n" * leading_blank + body  # IPython drops leading blank lines; put them back
+
+
+def _keep(node: ast.stmt, bound: set[str]) -> bool:
+    """Whether a top-level statement is kept; adds the names it binds to `bound` if so."""
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        keep = True
+    elif isinstance(node, ast.Assign):
+        keep = all(_is_name_target(t) for t in node.targets) and _is_simple_value(node.value, bound)
+    elif isinstance(node, ast.AnnAssign):
+        keep = isinstance(node.target, ast.Name) and node.value is not None and _is_simple_value(node.value, bound)
+    elif isinstance(node, ast.Try):
+        keep = _is_definitions_only_try(node, bound)
+    else:
+        keep = False
+    if keep:
+        bound.update(_bound_names(node))
+    return keep
+
+
+def _is_definitions_only_try(node: ast.Try, bound: set[str]) -> bool:
+    inner = set(bound)
+    blocks = [node.body, node.orelse, node.finalbody, *(handler.body for handler in node.handlers)]
+    return all(_is_exception_spec(handler.type) for handler in node.handlers) and all(
+        isinstance(statement, ast.Pass) or _keep(statement, inner) for block in blocks for statement in block
+    )
+
+
+def _is_exception_spec(node: ast.expr | None) -> bool:
+    """What may follow `except`: nothing, a (dotted) name, or a tuple of them."""
+    match node:
+        case None | ast.Name():
+            return True
+        case ast.Attribute(value=value):
+            return _is_exception_spec(value)
+        case ast.Tuple(elts=items):
+            return all(map(_is_exception_spec, items))
+    return False
+
+
+def _is_name_target(target: ast.expr) -> bool:
+    if isinstance(target, ast.Name):
+        return True
+    if isinstance(target, ast.Starred):
+        return _is_name_target(target.value)
+    return isinstance(target, (ast.Tuple, ast.List)) and all(_is_name_target(t) for t in target.elts)
+
+
+def _is_simple_value(node: ast.expr | None, bound: set[str]) -> bool:
+    """Literals, kept names, and operators, attributes and subscripts on them: nothing that runs user code."""
+    simple = lambda child: _is_simple_value(child, bound)  # noqa: E731
+    match node:
+        case None | ast.Constant():
+            return True
+        case ast.Name(id=name):
+            return name in bound
+        case ast.Attribute(value=value) | ast.Starred(value=value):
+            return simple(value)
+        case ast.Tuple(elts=items) | ast.List(elts=items) | ast.Set(elts=items):
+            return all(map(simple, items))
+        case ast.Dict(keys=keys, values=values):
+            return None not in keys and all(map(simple, keys + values))
+        case ast.UnaryOp(operand=operand):
+            return simple(operand)
+        case ast.BinOp(left=left, right=right):
+            return simple(left) and simple(right)
+        case ast.BoolOp(values=values):
+            return all(map(simple, values))
+        case ast.Compare(left=left, comparators=comparators):
+            return simple(left) and all(map(simple, comparators))
+        case ast.Subscript(value=value, slice=index):
+            return simple(value) and simple(index)
+        case ast.Slice(lower=lower, upper=upper, step=step):
+            return simple(lower) and simple(upper) and simple(step)
+        case ast.Call(func=ast.Name(id=name), args=args, keywords=[]):
+            return name in PURE_BUILTINS and name not in bound and all(map(simple, args))
+    return False
+
+
+def _bound_names(node: ast.stmt) -> list[str]:
+    match node:
+        case ast.Import(names=aliases):
+            return [alias.asname or alias.name.split(".")[0] for alias in aliases]
+        case ast.ImportFrom(names=aliases):
+            return [alias.asname or alias.name for alias in aliases if alias.name != "*"]
+        case ast.FunctionDef(name=name) | ast.AsyncFunctionDef(name=name) | ast.ClassDef(name=name):
+            return [name]
+        case ast.Assign(targets=targets):
+            return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        case ast.AnnAssign(target=ast.Name(id=name)):
+            return [name]
+        case ast.Try():
+            inner = [*node.body, *node.orelse, *node.finalbody, *(s for h in node.handlers for s in h.body)]
+            return list(dict.fromkeys(name for s in inner for name in _bound_names(s)))
+    return []
+
+
+def _statement(cell: int, node: ast.stmt, text: str, lines: list[str]) -> Statement:
+    decorators = getattr(node, "decorator_list", [])
+    start = min([node.lineno, *(d.lineno for d in decorators)])
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign)):
+        source = ast.get_source_segment(text, node)  # exact: may share its line with others after `;`
+    else:  # a compound statement always owns its lines (and its decorators' lines)
+        source = "".join(lines[start - 1 : node.end_lineno])
+    names = _bound_names(node)
+    return Statement(cell=cell, line=start, source=source, name=", ".join(names) or None)
+
+
+# ---------------------------------------------------------------- running them
+
+
+def run_code(extracted: ExtractedCode, namespace: dict | None = None) -> tuple[dict, list[str]]:
+    """Execute the kept statements in order, each on its own, in one module-like namespace.
+
+    A statement that raises an `Exception` costs only itself (and, at call time, what uses it):
+    its problem is reported and the next statement runs. `BaseException`s that are not `Exception`s
+    (SystemExit, KeyboardInterrupt) propagate on purpose: the grader's worker process decides what a
+    student's `exit()` means. This is not a sandbox: decorators, class bodies and imports run the
+    notebook's code with the caller's rights.
+    """
+    namespace = {} if namespace is None else namespace
+    namespace.setdefault("__name__", MODULE_NAME)
+    _register_sources(extracted.statements)
+    with _findable_module(namespace):
+        problems = _run_statements(extracted.statements, namespace)
+    return namespace, problems
+
+
+@contextmanager
+def _findable_module(namespace: dict):
+    """While the code runs, `sys.modules[__name__]` is the namespace, as for an imported module:
+    `dataclasses` and `typing` look a class's module up there to resolve string annotations."""
+    name = namespace["__name__"]
+    previous = sys.modules.get(name)
+    sys.modules[name] = _ModuleView(namespace)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = previous
+
+
+class _ModuleView:
+    """Stands in for a module object: its attributes are the namespace's entries, live."""
+
+    def __init__(self, namespace: dict):
+        self.__dict__ = namespace
+
+
+def _run_statements(statements: list[Statement], namespace: dict) -> list[str]:
+    problems: list[str] = []
+    future_flags = 0  # `from __future__ import annotations` in one cell holds for the cells after it
+    for statement in statements:
+        filename = f"<cell {statement.cell}>"
+        try:
+            code = compile(
+                "\n" * (statement.line - 1) + statement.source, filename, "exec", future_flags, dont_inherit=True
+            )
+            exec(code, namespace)
+        except Exception as e:
+            problems.append(f"cell {statement.cell}: {_failure(statement, e)}")
+            continue
+        future_flags |= _future_flags(statement.source)
+    return problems
+
+
+def _register_sources(statements: list[Statement]) -> None:
+    """Put each cell's kept lines in linecache, so tracebacks and `inspect.getsource` show them."""
+    cells: dict[int, list[str]] = {}
+    for statement in statements:
+        lines = cells.setdefault(statement.cell, [])
+        own = statement.source.splitlines(keepends=True)
+        end = statement.line - 1 + len(own)
+        lines.extend("\n" for _ in range(end - len(lines)))
+        lines[statement.line - 1 : end] = [line if line.endswith("\n") else line + "\n" for line in own]
+    for cell, lines in cells.items():
+        filename = f"<cell {cell}>"
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)  # mtime None: never evicted
+
+
+def _future_flags(source: str) -> int:
+    if not source.startswith("from __future__"):
+        return 0
+    node = ast.parse(source).body[0]
+    return sum(getattr(__future__, alias.name).compiler_flag for alias in node.names)
+
+
+def _failure(statement: Statement, error: Exception) -> str:
+    reason = _one_line(error)
+    node = _parse_quietly(statement.source)
+    if isinstance(node, ast.Import):
+        modules = ", ".join(alias.name for alias in node.names)
+        return f"import of '{modules}' failed ({reason}); functions that use it will fail"
+    if isinstance(node, ast.ImportFrom):
+        module = "." * node.level + (node.module or "")
+        return f"import from '{module}' failed ({reason}); functions that use it will fail"
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return f"defining `{statement.name}` failed ({reason}); it is missing"
+    return f"line {statement.line} failed ({reason}); `{statement.name}` may be missing"
+
+
+def _parse_quietly(source: str) -> ast.stmt | None:
+    try:
+        return ast.parse(source).body[0]
+    except (SyntaxError, ValueError, RecursionError, IndexError):
+        return None
+
+
+def _one_line(error: BaseException) -> str:
+    try:  # a hostile exception may fail to print itself
+        message = str(error).strip().splitlines()
+        text = f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+    except Exception:
+        text = "an exception that cannot be printed"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# ---------------------------------------------------------------- the whole thing
+
+
+def load_notebook(source, namespace: dict | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> LoadedNotebook:
+    """Extract a notebook's definitions and run them: the namespace and every problem met."""
+    extracted = extract_code(source, max_bytes=max_bytes)
+    namespace, problems = run_code(extracted, namespace)
+    return LoadedNotebook(namespace=namespace, problems=extracted.problems + problems)
+
+
+def require(
+    namespace: Mapping, names: Sequence[str], *, where: str = "the notebook", why: str | None = None
+) -> dict[str, Callable]:
+    """The named functions (or classes), or one UserError naming every one that is missing or not callable."""
+    missing = [name for name in names if not callable(namespace.get(name))]
+    if missing:
+        listed = ", ".join(f"`{name}`" for name in missing)
+        message = f"{where} defines no {listed}" if len(missing) == 1 else f"{where} defines none of {listed}"
+        not_callable = [name for name in missing if name in namespace]
+        if not_callable:
+            message += f" ({', '.join(f'`{n}`' for n in not_callable)} is not a function)"
+        raise UserError(message + (f"; {why}" if why else ""))
+    return {name: namespace[name] for name in names}
