@@ -317,7 +317,7 @@ def _statement(cell: int, node: ast.stmt, text: str, lines: list[str]) -> Statem
     if isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign)):
         source = ast.get_source_segment(text, node)  # exact: may share its line with others after `;`
     else:  # a compound statement always owns its lines (and its decorators' lines)
-        source = "".join(lines[start - 1 : node.end_lineno])
+        source = "".join(lines[start - 1 : node.end_lineno]).rstrip("\n")
     names = _bound_names(node)
     return Statement(cell=cell, line=start, source=source, name=", ".join(names) or None)
 
