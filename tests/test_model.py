@@ -1,0 +1,116 @@
+"""The course GPT: shapes, sizes, weight tying, the cache protocol, and instrumentation that costs nothing when off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course.model import GPT, GPTConfig, Probe, preset
+from course.tokenizer import DEFAULT_VOCAB_SIZE
+
+SMALL = GPTConfig(vocab_size=97, block_size=16, n_layer=3, n_head=2, n_embd=16)
+
+
+class ListCache:
+    """The simplest cache that follows the protocol: per layer, concatenate the new keys and values."""
+
+    def __init__(self):
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+        self.calls: list[tuple[int, tuple[int, ...]]] = []
+
+    def update(self, layer, k, v):
+        self.calls.append((layer, tuple(k.shape)))
+        if layer in self.keys:
+            k, v = torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def __len__(self):
+        return self.keys[0].size(2) if self.keys else 0
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(SMALL).eval()
+
+
+def ids(batch: int, positions: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, SMALL.vocab_size, (batch, positions), generator=torch.Generator().manual_seed(seed))
+
+
+def test_logits_have_shape_batch_positions_vocab_and_are_float32(model):
+    logits = model(ids(2, 7))
+    assert logits.shape == (2, 7, SMALL.vocab_size)
+    assert logits.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name, low, high", [("tiny", 0.8e6, 1.2e6), ("course", 30e6, 40e6)])
+def test_preset_parameter_counts(name, low, high):
+    config = preset(name, DEFAULT_VOCAB_SIZE)
+    with torch.device("meta"):  # counts without allocating
+        model = GPT(config)
+    assert low <= model.num_params() <= high
+
+
+def test_unembedding_is_tied_to_the_embedding(model):
+    assert model.lm_head.weight is model.transformer.wte.weight
+    model(ids(1, 4)).sum().backward()
+    assert model.transformer.wte.weight.grad is not None
+
+
+def test_positions_past_the_context_length_raise(model):
+    with pytest.raises(ValueError, match="context length 16"):
+        model(ids(1, SMALL.block_size + 1))
+
+
+def test_cache_gives_the_full_forward_logits_chunk_by_chunk(model):
+    """fp32, within 1e-5: the prompt, then one position, then three at once, then one."""
+    sequence = ids(2, 12)
+    full = model(sequence)
+    cache = ListCache()
+    pieces = [(0, 7), (7, 8), (8, 11), (11, 12)]
+    for start, end in pieces:
+        assert len(cache) == start
+        logits = model(sequence[:, start:end], cache=cache)
+        torch.testing.assert_close(logits, full[:, start:end], atol=1e-5, rtol=0)
+    head_dim = SMALL.n_embd // SMALL.n_head
+    assert [layer for layer, _ in cache.calls] == list(range(SMALL.n_layer)) * len(pieces)
+    assert cache.calls[0][1] == (2, SMALL.n_head, 7, head_dim)
+    assert cache.calls[-1][1] == (2, SMALL.n_head, 1, head_dim)
+
+
+def test_a_full_cache_refuses_more_positions(model):
+    cache = ListCache()
+    model(ids(1, SMALL.block_size), cache=cache)
+    with pytest.raises(ValueError, match="do not fit"):
+        model(ids(1, 1), cache=cache)
+
+
+def test_instrumentation_off_gives_bit_identical_logits(model):
+    sequence = ids(2, 9)
+    plain = model(sequence)
+    model.probe = Probe()  # attached but nothing switched on
+    assert torch.equal(model(sequence), plain)
+    model.probe = Probe(record=True)
+    assert torch.equal(model(sequence), plain)
+    assert [site for site, _ in model.probe.residuals] == [
+        f"{kind} {layer}" for layer in range(SMALL.n_layer) for kind in ("attn", "mlp")
+    ]
+    assert all(x.shape == (2, 9, SMALL.n_embd) for _, x in model.probe.residuals)
+    model.probe = None
+    assert torch.equal(model(sequence), plain)
+
+
+def test_interventions_change_the_logits(model):
+    sequence = ids(1, 6)
+    plain = model(sequence)
+    model.probe = Probe(ablate_heads={1: [0]})
+    assert not torch.allclose(model(sequence), plain)
+    bias = torch.zeros(SMALL.vocab_size)
+    bias[5] = 3.0
+    model.probe = Probe(logit_bias=bias)
+    torch.testing.assert_close(model(sequence), plain + bias, atol=1e-6, rtol=0)
+    model.probe = Probe(noise_std=0.1, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(model(sequence), plain)
