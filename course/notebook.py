@@ -174,7 +174,7 @@ def extract_code(source, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractedCode
     extracted = ExtractedCode()
     bound: set[str] = set()  # names bound by statements kept so far
     for number, text in _code_cells(source, max_bytes):
-        python = _plain_python(text)
+        python = plain_python(text)
         if python is None:
             continue
         try:
@@ -195,7 +195,7 @@ def extract_code(source, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractedCode
     return extracted
 
 
-def _plain_python(cell: str) -> str | None:
+def plain_python(cell: str) -> str | None:
     """The cell with IPython syntax turned into Python, line numbers unchanged; None for a non-Python cell magic."""
     from IPython.core.inputtransformer2 import TransformerManager
 
