@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import json
 import os
 import re
 import tempfile
+import tokenize
 from pathlib import Path
 
 import nbformat
@@ -51,23 +53,31 @@ def student_source(source: str, where: str) -> str:
     regions = _regions(lines, where)
     if not regions:
         return source
-    function_lines = _function_body_lines(source, where)
+    python = plain_python(source) or ""
+    function_lines = _function_body_lines(python, where)
+    statement_starts = _statement_starts(python)
     out: list[str] = []
     position = 0
     for begin, end, indent, hint in regions:
-        out += lines[position:begin]
-        first_code = next((i for i in range(begin + 1, end) if _is_code(lines[i])), begin)
-        if first_code + 1 in function_lines:
+        inside = [(line, column) for line, column in statement_starts if begin + 1 < line < end + 1]
+        for line, column in inside:
+            if column < len(indent) or (line, column) == inside[0] and column != len(indent):
+                raise UserError(
+                    f"{where}: line {line} is outside the block of the `# BEGIN SOLUTION` on line {begin + 1}; "
+                    "a region must cover whole statements of one block, at the marker's indentation"
+                )
+        if (inside[0][0] if inside else begin + 1) in function_lines:
             stub = f"raise NotImplementedError({json.dumps(hint, ensure_ascii=False)})"
         else:
             stub = "...  # YOUR CODE HERE" + ("" if hint == DEFAULT_HINT else f": {hint}")
+        out += lines[position:begin]
         out.append(f"{indent}{stub}\n")
         position = end + 1
     out += lines[position:]
     student = "".join(out)
     if not source.endswith("\n"):
         student = student.removesuffix("\n")
-    _check_parses(student, where)
+    _parse(student, where, "the student version")
     return student
 
 
@@ -103,14 +113,22 @@ def _hint(rest: str, where: str, index: int) -> str:
     raise UserError(f"{where}: line {index + 1} should be `# BEGIN SOLUTION` or `# BEGIN SOLUTION hint: TEXT`")
 
 
-def _is_code(line: str) -> bool:
-    stripped = line.strip()
-    return bool(stripped) and not stripped.startswith("#")
+def _statement_starts(python: str) -> list[tuple[int, int]]:
+    """(line, column) where each logical line starts: statements and clause headers such as `else:`."""
+    starts = []
+    at_start = True
+    for token in tokenize.generate_tokens(io.StringIO(python).readline):
+        if token.type == tokenize.NEWLINE:
+            at_start = True
+        elif at_start and token.type not in (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
+            starts.append(token.start)
+            at_start = False
+    return starts
 
 
-def _function_body_lines(source: str, where: str) -> set[int]:
+def _function_body_lines(python: str, where: str) -> set[int]:
     """1-based lines whose innermost enclosing scope is a function body."""
-    tree = _parse(source, where, "the solution")
+    tree = _parse(python, where, "the solution")
     scopes = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     innermost: dict[int, ast.AST] = {}
     for scope in sorted(scopes, key=lambda n: n.lineno):  # an inner scope starts later and overwrites
@@ -119,14 +137,9 @@ def _function_body_lines(source: str, where: str) -> set[int]:
     return {line for line, scope in innermost.items() if not isinstance(scope, ast.ClassDef)}
 
 
-def _check_parses(student: str, where: str) -> None:
-    _parse(student, where, "the student version (a solution region must span whole statements)")
-
-
 def _parse(source: str, where: str, what: str) -> ast.Module:
-    python = plain_python(source)
     try:
-        return ast.parse(python or "")
+        return ast.parse(plain_python(source) or "")
     except SyntaxError as e:
         raise UserError(f"{where}: {what} does not parse: {e.msg} on line {e.lineno}") from None
 

@@ -38,6 +38,7 @@ import json
 import linecache
 import os
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -404,7 +405,7 @@ def _future_flags(source: str) -> int:
 
 
 def _failure(statement: Statement, error: Exception) -> str:
-    reason = _one_line(error)
+    reason = describe_exception(error)
     node = _parse_quietly(statement.source)
     if isinstance(node, ast.Import):
         modules = ", ".join(alias.name for alias in node.names)
@@ -424,13 +425,20 @@ def _parse_quietly(source: str) -> ast.stmt | None:
         return None
 
 
-def _one_line(error: BaseException) -> str:
+def describe_exception(error: BaseException) -> str:
+    """'ValueError: first line of the message', at most 200 characters, whatever the exception does."""
     try:  # a hostile exception may fail to print itself
         message = str(error).strip().splitlines()
         text = f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
     except Exception:
         text = "an exception that cannot be printed"
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def notebook_location(error: BaseException) -> str | None:
+    """'cell 7, line 3': where in the notebook's code the error was raised (its innermost such frame)."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith("<cell ")]
+    return f"{frames[-1].filename.strip('<>')}, line {frames[-1].lineno}" if frames else None
 
 
 # ---------------------------------------------------------------- the whole thing

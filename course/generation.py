@@ -1,0 +1,186 @@
+"""The project's one generation loop, and `course generate`.
+
+The loop knows nothing about sampling: at every step it hands the last position's logits, and the
+whole sequence so far (for penalties), to a `next_token` function. `course generate` builds that
+function from a notebook's own sampling functions, loaded with `course.notebook`:
+
+    sample_next            (02_sampling)   temperature, top-k, top-p
+    sample_with_penalties  (03_penalties)  when --frequency-penalty or --presence-penalty is given
+    greedy                 (02_sampling)   with --greedy
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from course.errors import UserError
+from course.notebook import describe_exception, load_notebook, notebook_location, require
+
+# (logits (batch, vocab), history (batch, positions so far)) -> next ids (batch,)
+NextToken = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+INTEGER_DTYPES = {torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8}
+REPOSITORY = Path(__file__).resolve().parents[1]
+NOTEBOOK_OF = {"sample_next": "02_sampling.ipynb", "greedy": "02_sampling.ipynb", "sample_with_penalties": "03_penalties.ipynb"}
+
+
+@torch.no_grad()
+def generate(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, next_token: NextToken) -> torch.Tensor:
+    """The prompt (batch, positions) followed by `max_new_tokens` ids chosen by `next_token`.
+
+    Without a cache, each step re-runs the model on the last `block_size` positions (the context),
+    so generation goes on past the context length. The model is put in eval mode for the loop and
+    given back in the mode it had.
+    """
+    if prompt_ids.dim() != 2 or prompt_ids.shape[1] == 0 or prompt_ids.dtype != torch.long:
+        raise ValueError(f"prompt_ids must be a non-empty int64 tensor (batch, positions), not {_describe(prompt_ids)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, not {max_new_tokens}")
+    block_size = model.config.block_size
+    batch = prompt_ids.shape[0]
+    ids = prompt_ids
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            logits = model(ids[:, -block_size:])[:, -1, :]
+            chosen = next_token(logits, ids)
+            if not isinstance(chosen, torch.Tensor) or chosen.shape != (batch,) or chosen.dtype not in INTEGER_DTYPES:
+                raise UserError(f"next_token must return integer ids of shape ({batch},), not {_describe(chosen)}")
+            if not bool(((chosen >= 0) & (chosen < logits.shape[-1])).all()):
+                raise UserError(f"next_token returned ids outside the vocabulary 0..{logits.shape[-1] - 1}")
+            ids = torch.cat([ids, chosen.to(device=ids.device, dtype=torch.long)[:, None]], dim=1)
+    finally:
+        model.train(was_training)
+    return ids
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+# ---------------------------------------------------------------- course generate
+
+
+def sampling_function(args: argparse.Namespace) -> tuple[str, str]:
+    """(the notebook function the options need, the options that need it, for messages)."""
+    penalties = [
+        option
+        for option, value in (("--frequency-penalty", args.frequency_penalty), ("--presence-penalty", args.presence_penalty))
+        if value is not None
+    ]
+    shaping = [
+        option
+        for option, value in (("--temperature", args.temperature), ("--top-k", args.top_k), ("--top-p", args.top_p))
+        if value is not None
+    ]
+    if args.greedy:
+        if penalties or shaping:
+            raise UserError(f"--greedy takes no sampling options, but {', '.join(penalties + shaping)} was given")
+        return "greedy", "--greedy"
+    if penalties:
+        return "sample_with_penalties", " and ".join(penalties)
+    return "sample_next", " and ".join(shaping) or "sampling"
+
+
+def check_options(args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens must be >= 0, not {args.max_new_tokens}")
+    if args.temperature is not None and not args.temperature > 0:
+        raise UserError(f"--temperature must be > 0, not {args.temperature} (--greedy is the limit of small temperatures)")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, not {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], not {args.top_p}")
+    for option, value in (("--frequency-penalty", args.frequency_penalty), ("--presence-penalty", args.presence_penalty)):
+        if value is not None and not value > 0:
+            raise UserError(f"{option} must be > 0, not {value} (1 means no penalty)")
+
+
+def default_sampler(function: str) -> Path:
+    name = NOTEBOOK_OF[function]
+    for folder in (Path.cwd() / "solutions", REPOSITORY / "solutions"):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"no solutions/{name} found: give --sampler NOTEBOOK (a notebook that defines `{function}`)")
+
+
+def load_sampler(notebook: Path, function: str, needed_for: str) -> Callable:
+    loaded = load_notebook(notebook)
+    for problem in loaded.problems:
+        print(f"note: {notebook}: {problem}", file=sys.stderr)
+    return require(loaded.namespace, [function], where=str(notebook), why=f"it is needed for {needed_for}")[function]
+
+
+def next_token_from(function: str, sampler: Callable, args: argparse.Namespace, generator: torch.Generator, notebook: Path) -> NextToken:
+    """Adapt a notebook's sampling function to the loop; its exceptions become one line naming the cell."""
+    shaping = dict(temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k, top_p=args.top_p)
+    penalties = dict(
+        frequency_penalty=1.0 if args.frequency_penalty is None else args.frequency_penalty,
+        presence_penalty=1.0 if args.presence_penalty is None else args.presence_penalty,
+    )
+    call = {
+        "greedy": lambda logits, history: sampler(logits),
+        "sample_next": lambda logits, history: sampler(logits, **shaping, generator=generator),
+        "sample_with_penalties": lambda logits, history: sampler(logits, history, **shaping, **penalties, generator=generator),
+    }[function]
+
+    def next_token(logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        try:
+            return call(logits, history)
+        except Exception as e:
+            location = notebook_location(e)
+            raise UserError(
+                f"{notebook}: `{function}` raised {describe_exception(e)}" + (f" ({location})" if location else "")
+            ) from None
+
+    return next_token
+
+
+def run(args: argparse.Namespace) -> int:
+    from course.checkpoint import load_checkpoint
+
+    check_options(args)
+    function, needed_for = sampling_function(args)
+    notebook = args.sampler or default_sampler(function)
+    sampler = load_sampler(notebook, function, needed_for)
+    model, tokenizer = load_checkpoint(args.checkpoint)
+    prompt = tokenizer.encode(args.prompt) or [tokenizer.eot_id]  # an empty prompt starts a new document
+    if len(prompt) > model.config.block_size:
+        raise UserError(
+            f"the prompt is {len(prompt)} tokens, longer than the model's context of {model.config.block_size} tokens"
+        )
+    generator = torch.Generator()
+    if args.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(args.seed)
+    next_token = next_token_from(function, sampler, args, generator, notebook)
+    ids = generate(model, torch.tensor([prompt]), args.max_new_tokens, next_token)[0].tolist()
+    print(args.prompt + tokenizer.decode(ids[len(prompt) :]) if args.prompt else tokenizer.decode(ids[1:]))
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("generate", help="print a continuation of a prompt")
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (course train --out)")
+    parser.add_argument("--prompt", required=True, help="the text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=100)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--frequency-penalty", type=float)
+    parser.add_argument("--presence-penalty", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    parser.add_argument(
+        "--sampler", type=Path, metavar="NOTEBOOK", help="the notebook whose sampling functions to use (default: solutions/)"
+    )
+    parser.set_defaults(run=run)

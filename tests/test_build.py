@@ -1,0 +1,223 @@
+"""`course build`: student notebooks from solution notebooks, deterministic, checked, never leaking a solution."""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+
+import nbformat
+import pytest
+
+from course.build import build, student_source
+from course.errors import UserError
+from course.notebook import load_notebook
+
+SAMPLING = '''\
+import math
+
+def greedy(logits):
+    """Index of the largest logit."""
+    # BEGIN SOLUTION hint: use torch.argmax
+    return logits.argmax(dim=-1)
+    # END SOLUTION
+
+class Cache:
+    # BEGIN SOLUTION
+    def __len__(self):
+        return 0
+    # END SOLUTION
+
+# BEGIN SOLUTION
+TEMPERATURE = 0.7
+# END SOLUTION
+'''
+
+
+def solution_notebook(*cells) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}, "widgets": {"x": 1}}
+    for index, cell in enumerate(cells):
+        kind, source, tags = cell if isinstance(cell, tuple) else ("code", cell, [])
+        new = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
+        new.id = f"solution-{index}"
+        new.metadata = {"tags": tags, "execution": {"iopub.execute_input": "2024-01-01T00:00:00"}, "scrolled": True}
+        if kind == "code":
+            new.execution_count = 7
+            new.outputs = [nbformat.v4.new_output("stream", text="the answer is 42\n")]
+        nb.cells.append(new)
+    return nb
+
+
+@pytest.fixture
+def course_dirs(tmp_path):
+    solutions, assignments = tmp_path / "solutions", tmp_path / "assignments"
+    solutions.mkdir()
+    nbformat.write(
+        solution_notebook(
+            ("markdown", "# Sampling", []),
+            SAMPLING,
+            ("markdown", "Instructor note: the answer is argmax.", ["instructor"]),
+            ("code", "print(greedy(torch.tensor([1.0, 3.0])))", ["self-check"]),
+        ),
+        solutions / "02_sampling.ipynb",
+    )
+    return solutions, assignments
+
+
+def test_stubs_replace_regions_by_scope():
+    student = student_source(SAMPLING, "x.ipynb cell 1")
+    assert 'raise NotImplementedError("use torch.argmax")' in student
+    assert '    """Index of the largest logit."""\n    raise NotImplementedError' in student  # docstring kept
+    assert "class Cache:\n    ...  # YOUR CODE HERE\n" in student  # class body: a statement that does nothing
+    assert "\n...  # YOUR CODE HERE\n" in student  # top level
+    assert "argmax(dim" not in student and "__len__" not in student and "0.7" not in student
+    assert "SOLUTION" not in student
+    ast.parse(student)
+
+
+def test_hint_at_top_level_becomes_a_comment():
+    assert student_source("# BEGIN SOLUTION hint: pick 0.7\nT = 0.7\n# END SOLUTION\n", "w") == "...  # YOUR CODE HERE: pick 0.7\n"
+
+
+def test_method_region_raises_and_nested_function_counts_as_function():
+    source = "class C:\n    def f(self):\n        def inner():\n            # BEGIN SOLUTION\n            return 1\n            # END SOLUTION\n        return inner\n"
+    student = student_source(source, "w")
+    assert '            raise NotImplementedError("Your code here")\n        return inner\n' in student
+
+
+def test_build_writes_student_notebook(course_dirs):
+    solutions, assignments = course_dirs
+    assert build(solutions, assignments) == 0
+    nb = json.loads((assignments / "02_sampling.ipynb").read_text())
+    assert nb["metadata"] == {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    assert [c["id"] for c in nb["cells"]] == ["solution-0", "solution-1", "solution-3"]  # instructor cell dropped
+    for cell in nb["cells"]:
+        assert cell["metadata"] == {"tags": cell["metadata"]["tags"]}  # volatile metadata dropped
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+    text = (assignments / "02_sampling.ipynb").read_text()
+    assert "argmax(dim" not in text and "Instructor note" not in text and "42" not in text
+    assert text.endswith("}\n")
+    loaded = load_notebook(assignments / "02_sampling.ipynb")
+    with pytest.raises(NotImplementedError, match="use torch.argmax"):
+        loaded.namespace["greedy"](None)
+
+
+def test_multiline_strings_inside_a_region_are_fine():
+    source = 'def f():\n    # BEGIN SOLUTION\n    text = """\nflush left\n"""\n    return text\n    # END SOLUTION\n'
+    assert student_source(source, "w") == 'def f():\n    raise NotImplementedError("Your code here")\n'
+
+
+def test_build_is_deterministic_and_check_passes(course_dirs, capsys):
+    solutions, assignments = course_dirs
+    build(solutions, assignments)
+    first = (assignments / "02_sampling.ipynb").read_bytes()
+    capsys.readouterr()
+    assert build(solutions, assignments) == 0
+    assert (assignments / "02_sampling.ipynb").read_bytes() == first
+    assert capsys.readouterr().out == "assignments are up to date\n"
+    assert build(solutions, assignments, check=True) == 0
+    assert sorted(p.name for p in assignments.iterdir()) == ["02_sampling.ipynb"]  # no temporary left behind
+
+
+def test_check_lists_stale_missing_and_extra(course_dirs, capsys):
+    solutions, assignments = course_dirs
+    build(solutions, assignments)
+    nbformat.write(solution_notebook("X = 1"), solutions / "03_penalties.ipynb")  # missing
+    (assignments / "99_old.ipynb").write_text("{}")  # extra
+    edited = (assignments / "02_sampling.ipynb").read_text().replace("use torch.argmax", "use argmax")  # hand-edited
+    (assignments / "02_sampling.ipynb").write_text(edited)
+    capsys.readouterr()
+    assert build(solutions, assignments, check=True) == 1
+    out = capsys.readouterr().out
+    assert f"stale: {assignments / '02_sampling.ipynb'}" in out
+    assert f"missing: {assignments / '03_penalties.ipynb'}" in out
+    assert f"extra: {assignments / '99_old.ipynb'}" in out
+    assert (assignments / "02_sampling.ipynb").read_text() == edited  # --check writes nothing
+    assert build(solutions, assignments) == 0
+    assert build(solutions, assignments, check=True) == 0
+    assert not (assignments / "99_old.ipynb").exists()
+
+
+def test_stale_after_solution_changes(course_dirs):
+    solutions, assignments = course_dirs
+    build(solutions, assignments)
+    nb = nbformat.read(solutions / "02_sampling.ipynb", as_version=4)
+    nb.cells[0].source = "# Sampling, revised"
+    nbformat.write(nb, solutions / "02_sampling.ipynb")
+    assert build(solutions, assignments, check=True) == 1
+
+
+def test_empty_solutions_folder_is_up_to_date(tmp_path, capsys):
+    (tmp_path / "solutions").mkdir()
+    assert build(tmp_path / "solutions", tmp_path / "assignments", check=True) == 0
+    assert capsys.readouterr().out == "assignments are up to date\n"
+
+
+def test_missing_solutions_folder_is_refused(tmp_path):
+    with pytest.raises(UserError, match="^no solutions folder at .*nowhere"):
+        build(tmp_path / "nowhere", tmp_path / "assignments")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def f():\n    # BEGIN SOLUTION\n    return 1\n", "cell 2: `# BEGIN SOLUTION` on line 2 has no `# END SOLUTION`"),
+        ("def f():\n    return 1\n    # END SOLUTION\n", "cell 2: `# END SOLUTION` on line 3 has no `# BEGIN SOLUTION`"),
+        (
+            "# BEGIN SOLUTION\ndef f():\n    # BEGIN SOLUTION\n    pass\n    # END SOLUTION\n# END SOLUTION\n",
+            "cell 2: `# BEGIN SOLUTION` on line 3 is nested in the one on line 1",
+        ),
+        ("def f():\n    # BEGIN SOLUTION please\n    pass\n    # END SOLUTION\n", "cell 2: line 2 should be"),
+        ("def f(:\n    # BEGIN SOLUTION\n    pass\n    # END SOLUTION\n", "cell 2: the solution does not parse"),
+        ("if x:\n# BEGIN SOLUTION\n    pass\n# END SOLUTION\n", "cell 2: line 3 is outside the block"),
+        ("for i in x:\n    # BEGIN SOLUTION\n    pass\nelse:\n    # END SOLUTION\n    pass\n", "cell 2: line 4 is outside the block"),
+        ("def f():\n    # BEGIN SOLUTION\n    x = g(\n    # END SOLUTION\n        1)\n", "cell 2: the student version does not parse"),
+    ],
+)
+def test_bad_markers_are_refused_naming_notebook_and_cell(tmp_path, source, message):
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    nbformat.write(solution_notebook(("markdown", "intro", []), source), solutions / "02_sampling.ipynb")
+    with pytest.raises(UserError) as info:
+        build(solutions, tmp_path / "assignments")
+    assert str(info.value).startswith(f"{solutions / '02_sampling.ipynb'} {message}")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "assignments").exists()
+
+
+def test_markers_outside_code_cells_are_refused(tmp_path):
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    nbformat.write(solution_notebook(("markdown", "# BEGIN SOLUTION\nanswer\n# END SOLUTION", [])), solutions / "n.ipynb")
+    with pytest.raises(UserError, match="cell 1: solution markers only work in code cells"):
+        build(solutions, tmp_path / "a")
+
+
+def test_no_solution_line_ever_reaches_the_output():
+    """Property: over many generated cells, every line inside a region is gone and the rest is kept."""
+    rng = random.Random(1234)
+    for trial in range(200):
+        lines, secrets, kept = [], [], []
+        for block in range(rng.randint(1, 6)):
+            function = rng.random() < 0.7
+            indent = "    " if function else ""
+            if function:
+                lines.append(f"def f{block}(x):")
+            public = f"{indent}visible_{trial}_{block} = {block}"
+            lines.append(public)
+            kept.append(public.strip())
+            hint = rng.choice(["", " hint: think about it"])
+            lines.append(f"{indent}{rng.choice(['#', '# ', '#  '])}BEGIN SOLUTION{hint}")
+            for n in range(rng.randint(0, 4)):
+                secret = f"secret_{trial}_{block}_{n}"
+                lines.append(f"{indent}{secret} = {n}")
+                secrets.append(secret)
+            lines.append(f"{indent}# END SOLUTION")
+        source = "\n".join(lines) + rng.choice(["", "\n"])
+        student = student_source(source, "generated")
+        assert not any(secret in student for secret in secrets)
+        assert all(line in student for line in kept)
+        assert "SOLUTION" not in student
+        ast.parse(student)
