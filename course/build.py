@@ -9,8 +9,9 @@ lines included) are replaced by one stub line at the BEGIN marker's indentation:
   so the student's notebook still runs from top to bottom.
 
 HINT is the text after `hint:` on the BEGIN line (`# BEGIN SOLUTION hint: use torch.topk`), or
-"Your code here". Markers must pair up inside one cell, without nesting; a cell whose student
-version would not parse is refused.
+"Your code here". Markers must pair up inside one cell, without nesting, and a region must cover
+whole statements of one block, starting at the marker's indentation; a cell whose student version
+would not parse is refused.
 
 Cells tagged `instructor` (cell metadata `tags`), of any kind, are left out: notes for the
 instructor, checks that need the solution. Markers outside code cells are refused, since

@@ -90,11 +90,9 @@ def read_notebook(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
         return NotebookError(f"{label} is not a Jupyter notebook: {reason}")
 
     path = Path(path)
-    if not path.exists():
-        raise refuse("there is no such file")
-    if not path.is_file():
-        raise refuse("it is not a regular file")
     try:
+        if not path.is_file():  # before opening: a FIFO would block
+            raise refuse("it is not a regular file" if path.exists() else "there is no such file")
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)  # bounded even where the size on disk lies (pipes, devices)
     except OSError as e:
@@ -346,17 +344,17 @@ def run_code(extracted: ExtractedCode, namespace: dict | None = None) -> tuple[d
 @contextmanager
 def _findable_module(namespace: dict):
     """While the code runs, `sys.modules[__name__]` is the namespace, as for an imported module:
-    `dataclasses` and `typing` look a class's module up there to resolve string annotations."""
+    `dataclasses` and `typing` look a class's module up there to resolve string annotations.
+    A real module of that name (such as `__main__`) is never shadowed."""
     name = namespace["__name__"]
-    previous = sys.modules.get(name)
+    if name in sys.modules:
+        yield
+        return
     sys.modules[name] = _ModuleView(namespace)
     try:
         yield
     finally:
-        if previous is None:
-            del sys.modules[name]
-        else:
-            sys.modules[name] = previous
+        sys.modules.pop(name, None)
 
 
 class _ModuleView:
