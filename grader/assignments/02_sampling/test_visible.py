@@ -1,0 +1,189 @@
+"""Visible tests of 02_sampling: shipped with the assignment, run by `grader check("02_sampling")`.
+
+They use small inputs you can check by hand. The hidden tests check the same rules (SPEC §5, §5.1) on
+other inputs: batch dimensions, ties, -inf, float16/bfloat16, untouched inputs, seeded generators.
+"""
+
+import math
+
+import pytest
+import torch
+
+from grader.testing import expect_tensor, points
+
+INF = float("-inf")
+
+
+def _generator(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _bernstein_tolerance(p, n, delta=1e-9):
+    """t such that P(|p_hat - p| >= t) <= delta for the frequency p_hat of n independent draws.
+
+    Bernstein: P(|p_hat - p| >= t) <= 2 exp(-n t^2 / (2 p (1 - p) + 2 t / 3)); solve the exponent = ln(2 / delta)
+    for t. With delta = 1e-9 per checked frequency and fewer than 100 frequencies checked over all the tests
+    of both sampling assignments, a correct implementation fails less than once in 10 million runs, whatever
+    the seed and however it consumes the generator's randomness."""
+    log_term = math.log(2 / delta)
+    a = 2 * log_term / 3
+    return (a + math.sqrt(a * a + 8 * n * p * (1 - p) * log_term)) / (2 * n)
+
+
+# ---------------------------------------------------------------- greedy
+
+
+@points(1)
+def test_greedy_picks_the_largest_logit(student):
+    """greedy returns the index of the largest logit, as an int64 0-d tensor for one row"""
+    out = student.greedy(torch.tensor([0.1, 3.0, 2.0, -1.0]))
+    expect_tensor(out, dtype=torch.int64, shape=())
+    assert out.item() == 1, f"greedy should return 1 (the index of the largest logit, 3.0), got {out.item()}"
+
+
+@points(1)
+def test_greedy_one_index_per_row(student):
+    """greedy on a (batch, vocab) tensor returns one index per row"""
+    logits = torch.tensor([[0.0, 1.0, 5.0], [7.0, 1.0, 2.0]])
+    out = student.greedy(logits)
+    expect_tensor(out, dtype=torch.int64, shape=(2,))
+    assert out.tolist() == [2, 0], f"expected [2, 0] (the argmax of each row), got {out.tolist()}"
+
+
+# ---------------------------------------------------------------- sample
+
+
+@points(1)
+def test_sample_shape_and_dtype(student):
+    """sample returns int64 ids of shape logits.shape[:-1]"""
+    out = student.sample(torch.zeros(3, 5), generator=_generator(0))
+    expect_tensor(out, dtype=torch.int64, shape=(3,))
+    assert all(0 <= i < 5 for i in out.tolist()), f"ids must lie in [0, 5), got {out.tolist()}"
+
+
+@points(1)
+def test_sample_never_draws_a_removed_token(student):
+    """a token whose logit is -inf has probability 0 and is never drawn"""
+    logits = torch.tensor([INF, 0.0, INF, INF]).expand(200, 4)
+    out = student.sample(logits, generator=_generator(1))
+    expect_tensor(out, dtype=torch.int64, shape=(200,))
+    assert (out == 1).all(), "only token 1 has a finite logit, but sample drew another token"
+
+
+@points(2)
+def test_sample_follows_softmax(student):
+    """sample draws each token with probability softmax(logits) (20,000 draws)"""
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    n = 20_000
+    out = student.sample(logits.expand(n, 3), generator=_generator(2))
+    expect_tensor(out, dtype=torch.int64, shape=(n,))
+    freq = torch.bincount(out, minlength=3).double() / n
+    for i, p in enumerate([0.5, 0.3, 0.2]):
+        tol = _bernstein_tolerance(p, n)
+        assert abs(freq[i] - p) <= tol, (
+            f"token {i} should be drawn with probability {p}, but it was drawn {freq[i]:.4f} of the time "
+            f"(tolerance {tol:.4f}): draw from softmax(logits)"
+        )
+
+
+# ---------------------------------------------------------------- temperature
+
+
+@points(1)
+def test_temperature_divides(student):
+    """apply_temperature divides the logits by the temperature"""
+    out = student.apply_temperature(torch.tensor([1.0, -2.0, 4.0]), 2.0)
+    expect_tensor(out, dtype=torch.float32, shape=(3,))
+    torch.testing.assert_close(out, torch.tensor([0.5, -1.0, 2.0]), rtol=0, atol=1e-6,
+                               msg="apply_temperature(logits, 2.0) should be logits / 2")
+
+
+@points(1)
+def test_temperature_zero_raises(student):
+    """a temperature of 0 raises ValueError (greedy is the limit, not a value)"""
+    with pytest.raises(ValueError):
+        student.apply_temperature(torch.tensor([1.0, 2.0]), 0.0)
+
+
+# ---------------------------------------------------------------- top-k
+
+
+@points(1)
+def test_top_k_keeps_the_k_largest(student):
+    """top_k_filter keeps the k largest logits unchanged and sets the others to -inf"""
+    logits = torch.tensor([1.0, 4.0, 2.0, 3.0])
+    out = student.top_k_filter(logits, 2)
+    expect_tensor(out, dtype=torch.float32, shape=(4,))
+    assert out.tolist() == [INF, 4.0, INF, 3.0], f"expected [-inf, 4.0, -inf, 3.0], got {out.tolist()}"
+
+
+@points(1)
+def test_top_k_keeps_ties_at_the_boundary(student):
+    """top_k_filter keeps every token tied with the k-th largest logit"""
+    out = student.top_k_filter(torch.tensor([5.0, 3.0, 3.0, 1.0]), 2)
+    expect_tensor(out, dtype=torch.float32, shape=(4,))
+    assert out.tolist() == [5.0, 3.0, 3.0, INF], (
+        f"with k=2 the 2nd largest logit is 3.0 and two tokens have it: keep both; got {out.tolist()}"
+    )
+
+
+@points(1)
+def test_top_k_invalid_k_raises(student):
+    """k = 0 raises ValueError"""
+    with pytest.raises(ValueError):
+        student.top_k_filter(torch.tensor([1.0, 2.0]), 0)
+
+
+# ---------------------------------------------------------------- top-p
+
+
+@points(1)
+def test_top_p_keeps_the_token_that_crosses_p(student):
+    """top_p_filter keeps the most likely tokens up to and including the one whose probability crosses p"""
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    out = student.top_p_filter(logits, 0.7)
+    expect_tensor(out, dtype=torch.float32, shape=(4,))
+    kept = torch.isfinite(out).tolist()
+    assert kept == [True, True, False, False], (
+        f"probabilities [0.5, 0.3, 0.15, 0.05], p=0.7: the mass above token 1 is 0.5 < 0.7, so tokens 0 and 1 "
+        f"are kept, the others removed; kept mask was {kept}"
+    )
+    torch.testing.assert_close(out[:2], logits[:2], msg="kept tokens must keep their original logits")
+
+
+@points(1)
+def test_top_p_one_keeps_everything(student):
+    """p = 1 keeps every token"""
+    logits = torch.tensor([2.0, 0.0, -1.0])
+    out = student.top_p_filter(logits, 1.0)
+    expect_tensor(out, dtype=torch.float32, shape=(3,))
+    assert out.tolist() == logits.tolist(), f"p=1 must keep all tokens unchanged; got {out.tolist()}"
+
+
+@points(1)
+def test_top_p_invalid_p_raises(student):
+    """p = 0 raises ValueError"""
+    with pytest.raises(ValueError):
+        student.top_p_filter(torch.tensor([1.0, 2.0]), 0.0)
+
+
+# ---------------------------------------------------------------- sample_next
+
+
+@points(1)
+def test_sample_next_top_k_1_is_greedy(student):
+    """sample_next with top_k=1 always returns the most likely token"""
+    logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 1.0, 0.0]]).repeat(50, 1)
+    out = student.sample_next(logits, top_k=1, generator=_generator(3))
+    expect_tensor(out, dtype=torch.int64, shape=(100,))
+    assert out.tolist() == [1, 0] * 50, "with top_k=1 only the most likely token of each row may be drawn"
+
+
+@points(1)
+def test_sample_next_is_reproducible(student):
+    """two calls with identically seeded generators give the same tokens"""
+    logits = torch.zeros(50, 10)
+    first = student.sample_next(logits, temperature=0.7, top_p=0.9, generator=_generator(4))
+    second = student.sample_next(logits, temperature=0.7, top_p=0.9, generator=_generator(4))
+    expect_tensor(first, dtype=torch.int64, shape=(50,))
+    assert first.tolist() == second.tolist(), "the same seeded generator must give the same draws"

@@ -1,0 +1,65 @@
+"""The `grader` command: grade, batch, gradescope, check."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from course.errors import UserError
+from grader import results as results_file
+from grader.runner import find_assignment, grade, infer_assignment
+from grader.sandbox import Limits
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _limits(args) -> Limits:
+    return Limits(call_timeout=args.timeout) if args.timeout else Limits()
+
+
+def run_grade(args) -> int:
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        raise UserError(f"no notebook at {notebook}")
+    name = args.assignment or infer_assignment(notebook, args.tests_dir)
+    assignment = find_assignment(name, args.tests_dir)
+    results_path = Path(args.results) if args.results else notebook.parent / "results.json"
+    results = grade(notebook, assignment, results_path=results_path, limits=_limits(args), visible_only=args.visible_only)
+    print(results_file.report(results, f"{name}: {notebook}"))
+    print(f"Results written to {results_path}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="grader", description="The course autograder")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = commands.add_parser("grade", help="grade one notebook")
+    p.add_argument("notebook")
+    p.add_argument("--assignment", help="assignment name (default: from the notebook's file name, NN_name.ipynb)")
+    p.add_argument("--results", help="where to write results.json (default: beside the notebook)")
+    p.add_argument("--tests-dir", help="a folder of assignment tests to use instead of the kit's")
+    p.add_argument("--timeout", type=float, help="seconds per call into student code (default 10)")
+    p.add_argument("--visible-only", action="store_true", help="run the visible tests only")
+    p.set_defaults(run=run_grade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except UserError as e:
+        print(f"grader {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"grader {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

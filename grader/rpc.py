@@ -1,0 +1,412 @@
+"""Calls across the boundary, in both directions, nested.
+
+Both processes hold an Endpoint on one socket. A call sends a request and then reads messages until
+its reply comes; a request that arrives meanwhile (a callback) is served at once, on the same
+stack. So when a test passes the trusted model into the student's `generate`, the student's
+`model(ids, cache=cache)` becomes a request to the trusted side, whose real model calls
+`cache.update(...)`, a request back to the worker, while both outer calls wait: calls nest like
+ordinary Python calls, one thread per side, and the innermost reply always comes first.
+
+    request: {"request": "invoke" | "getattr" | "load", "target": id, "name": str | null, "body": [args, kwargs]}
+    reply:   {"reply": value, "generators": [buffer, ...]}  or  {"error": {...}, "generators": [...]}
+
+Generators passed in a request cross as their state; the reply carries their final states, which
+the caller writes into its own generators, so a seeded test sees its generator advance.
+
+Objects that are not data cross as handles. The worker hands out a handle for any of its objects
+(the student's KVCache); the trusted side only for objects wrapped with `expose`, which list the
+methods the worker may call and the data attributes it sees. A handle sent back to its owner
+arrives as the owner's own object.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import traceback
+import types
+
+from grader import wire
+from grader.errors import (
+    WORKER_LOST,
+    BUILTINS_BY_NAME,
+    StudentCrashed,
+    StudentError,
+    StudentRaised,
+    StudentTimeout,
+    nearest_builtin,
+    student_raised,
+)
+
+MAX_MESSAGE_CHARS = 2000
+
+
+class Endpoint:
+    """One side of the connection. Subclasses say what a request may do and how objects cross."""
+
+    fatal: tuple[type[BaseException], ...] = ()  # errors that end the connection instead of being replied
+
+    def __init__(self, sock: socket.socket, max_bytes: int = wire.MAX_MESSAGE_BYTES):
+        self.sock = sock
+        self.max_bytes = max_bytes
+        self.codec = wire.Codec(self.export, self.import_handle, self.own)
+        self.exported: dict[int, object] = {}  # handle id -> our object the peer may refer to
+        self._ids: dict[int, int] = {}  # id(object) -> handle id, so an object keeps one handle
+
+    # ---------------------------------------------------------------- calling the peer
+
+    def call(self, op: str, target: int, name: str | None = None, args=(), kwargs=None, label: str = "call"):
+        buffers: list = []
+        generators: list = []
+        body = self.codec.encode([list(args), dict(kwargs or {})], buffers, generators)
+        self.send({"request": op, "target": target, "name": name, "body": body}, buffers)
+        while True:
+            header, received = self.receive()
+            if "request" in header:
+                self.serve(header, received)
+                continue
+            self._return_generator_states(header, received, generators)
+            if "error" in header:
+                raise self.remote_error(header["error"], label)
+            if "reply" not in header:
+                raise wire.WireError("a message is neither a request nor a reply")
+            return self.codec.decode(header["reply"], received)
+
+    def _return_generator_states(self, header: dict, buffers: list, generators: list) -> None:
+        states = header.get("generators", [])
+        if type(states) is not list or len(states) != len(generators):
+            raise wire.WireError("a reply does not return the state of every generator passed")
+        for generator, tree in zip(generators, states):
+            try:
+                generator.set_state(self.codec.decode(tree, buffers).get_state())
+            except AttributeError:
+                raise wire.WireError("a returned generator state is not a generator") from None
+
+    # ---------------------------------------------------------------- serving the peer
+
+    def serve(self, header: dict, buffers: list) -> None:
+        generators: list = []
+        out: list = []
+        try:
+            args, kwargs = self.codec.decode(header.get("body"), buffers, generators)
+            target = self.own(header.get("target"))
+            reply = {"reply": self.codec.encode(self.perform(header.get("request"), target, header.get("name"), args, kwargs), out)}
+        except self.fatal:
+            raise
+        except BaseException as error:  # noqa: BLE001 -- the worker reports even SystemExit as the call's result
+            out = []
+            reply = {"error": self.describe_error(error)}
+        reply["generators"] = [self.codec.encode(g, out) for g in generators]
+        try:
+            self.send(reply, out)
+        except wire.TooLarge as error:  # nothing was sent yet: say so instead
+            out = []
+            reply = {"error": self.describe_error(error), "generators": [self.codec.encode(g, out) for g in generators]}
+            self.send(reply, out)
+
+    def serve_forever(self) -> None:
+        while True:
+            header, buffers = self.receive()
+            if "request" not in header:
+                raise wire.WireError("a reply came with no call waiting for it")
+            self.serve(header, buffers)
+
+    # ---------------------------------------------------------------- handles
+
+    def handle_for(self, obj, **fields) -> dict:
+        key = id(obj)
+        if key not in self._ids:
+            self._ids[key] = len(self.exported) + 1
+            self.exported[self._ids[key]] = obj
+        return {"$": "handle", "id": self._ids[key], "type": type(obj).__name__, **fields}
+
+    def own(self, handle_id):
+        if type(handle_id) is not int or handle_id not in self.exported:
+            raise wire.WireError(f"no object with handle {handle_id!r} was ever sent")
+        return self.exported[handle_id]
+
+    # ---------------------------------------------------------------- subclass hooks
+
+    def send(self, header: dict, buffers: list) -> None:
+        wire.send_message(self.sock, header, buffers, self.max_bytes)
+
+    def receive(self) -> tuple[dict, list]:
+        return wire.receive_message(self.sock, self.max_bytes)
+
+    def perform(self, op, target, name, args, kwargs):
+        raise NotImplementedError
+
+    def export(self, value, encode) -> dict:
+        raise NotImplementedError
+
+    def import_handle(self, tree: dict, decode):
+        raise NotImplementedError
+
+    def describe_error(self, error: BaseException) -> dict:
+        return {"type": type(error).__name__, "builtin": nearest_builtin(error), "message": _message(error)}
+
+    def remote_error(self, info, label: str) -> BaseException:
+        raise NotImplementedError
+
+
+def _message(error: BaseException) -> str:
+    try:  # a hostile exception may fail to print itself
+        text = str(error)
+    except Exception:
+        text = "(an exception that cannot be printed)"
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+# ==================================================================== the trusted side
+
+
+class Exposed:
+    """A trusted object the worker may use: only `methods` can be called, only `attributes` (data) seen."""
+
+    def __init__(self, target, methods=("__call__",), attributes=None):
+        self.target = target
+        self.methods = tuple(methods)
+        self.attributes = dict(attributes or {})
+
+    def __repr__(self) -> str:
+        return f"expose({self.target!r}, methods={self.methods})"
+
+
+class TrustedEndpoint(Endpoint):
+    """The grader's end: every wait obeys the current call's deadline; errors become StudentErrors."""
+
+    fatal = WORKER_LOST
+
+    def __init__(self, sock, max_bytes=wire.MAX_MESSAGE_BYTES, describe_crash=lambda: ""):
+        super().__init__(sock, max_bytes)
+        self.deadline = None  # set by the outermost call, obeyed by every nested wait
+        self.depth = 0
+        self.lost: StudentError | None = None  # once set, every call fails with it
+        self.describe_crash = describe_crash
+
+    def call(self, op, target, name=None, args=(), kwargs=None, label="call", timeout: float = 10.0):
+        if self.lost is not None:
+            raise self.lost
+        if self.depth == 0:
+            self.deadline = time.monotonic() + timeout
+        self.depth += 1
+        try:
+            return super().call(op, target, name, args, kwargs, label)
+        except wire.TooLarge:  # the test's own arguments are too large; nothing was sent
+            raise
+        except (wire.WireError, OSError) as e:
+            raise self._lose(e, label) from None
+        finally:
+            self.depth -= 1
+
+    def _lose(self, error: Exception, label: str) -> StudentError:
+        if isinstance(error, socket.timeout):
+            self.lost = StudentTimeout(f"{label} did not finish within its time limit")
+        elif isinstance(error, (wire.PeerClosed, ConnectionError)):
+            self.lost = StudentCrashed(f"{label} ended the worker process (it exited, crashed or ran out of memory){self.describe_crash()}")
+        else:
+            self.lost = StudentCrashed(f"{label} broke the worker's connection to the grader ({error})")
+        return self.lost
+
+    def receive(self):
+        self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
+        return super().receive()
+
+    def send(self, header, buffers):
+        self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
+        super().send(header, buffers)
+
+    def perform(self, op, target, name, args, kwargs):
+        if op != "invoke" or not isinstance(target, Exposed):
+            raise TypeError("the grader's objects can only be called through their exposed methods")
+        method = name or "__call__"
+        if method not in target.methods:
+            raise AttributeError(f"the grader's {type(target.target).__name__} does not let student code call {method}")
+        return getattr(target.target, method)(*args, **kwargs)
+
+    def export(self, value, encode):
+        if isinstance(value, StudentObject) and value._endpoint is self:
+            return {"$": "yours", "id": value._id}
+        if isinstance(value, Exposed):
+            attributes = {k: encode(v) for k, v in value.attributes.items()}
+            return self.handle_for(value, methods=list(value.methods), attributes=attributes)
+        raise TypeError(
+            f"a {type(value).__name__} cannot be passed to student code: pass data, tensors, generators, "
+            "or wrap the object with grader.testing.expose"
+        )
+
+    def import_handle(self, tree, decode):
+        return StudentObject(self, tree["id"], tree["type"])
+
+    def describe_error(self, error):
+        if isinstance(error, StudentRaised):
+            return {"type": error.builtin.__name__, "builtin": error.builtin.__name__, "message": error.message}
+        return super().describe_error(error)
+
+    def remote_error(self, info, label):
+        if type(info) is not dict:
+            raise wire.WireError("an error reply is not an object")
+        builtin = str(info.get("builtin", "Exception"))
+        kind = str(info.get("type", "Exception"))[:100]
+        message = str(info.get("message", ""))[:MAX_MESSAGE_CHARS]
+        where = f" ({info['where']})" if isinstance(info.get("where"), str) else ""
+        if builtin == "NotImplementedError":
+            detail = f" ({message})" if message else ""
+            return student_raised(builtin, f"{label} is not implemented yet{detail}{where}")
+        if kind in ("SystemExit", "KeyboardInterrupt"):
+            return StudentCrashed(f"{label} tried to end the worker process ({kind}{': ' + message if message else ''}){where}")
+        return student_raised(builtin, f"{label} raised {kind}{': ' + message if message else ''}{where}")
+
+
+class StudentObject:
+    """An object living in the worker (a student's KVCache, a tensor subclass, ...).
+
+    Attribute access, calls, len() and indexing cross to the worker under the time limit; nothing
+    else does: it is never equal to anything but itself and has no truth value.
+    """
+
+    def __init__(self, endpoint: TrustedEndpoint, handle_id: int, type_name: str, timeout: float = 10.0):
+        self._endpoint = endpoint
+        self._id = handle_id
+        self._type = type_name
+        self._label = type_name  # how errors name it: 'KVCache', 'KVCache.update'
+        self._timeout = timeout
+
+    @property
+    def student_type(self) -> str:
+        return self._type
+
+    def _call(self, op, name, args=(), kwargs=None, label=None):
+        result = self._endpoint.call(op, self._id, name, args, kwargs, label, self._timeout)
+        if isinstance(result, StudentObject):
+            result._timeout = self._timeout
+        return result
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        result = self._call("getattr", name, label=f"{self._label}.{name}")
+        if isinstance(result, StudentObject):
+            result._label = f"{self._label}.{name}"
+        return result
+
+    def __call__(self, *args, **kwargs):
+        return self._call("invoke", None, args, kwargs, label=self._label)
+
+    def __len__(self) -> int:
+        n = self._call("invoke", "__len__", label=f"len() of {self._label}")
+        if type(n) is not int or n < 0:
+            raise TypeError(f"len() of the student's {self._label} returned {n!r}, not a non-negative integer")
+        return n
+
+    def __getitem__(self, key):
+        return self._call("invoke", "__getitem__", (key,), label=f"{self._label}[...]")
+
+    def __bool__(self):
+        raise TypeError(f"a student's {self._type} object has no truth value here; test the data it returns")
+
+    def __iter__(self):
+        raise TypeError(f"a student's {self._type} object cannot be iterated here; index it or call its methods")
+
+    def __repr__(self) -> str:
+        return f"<student {self._type} object>"
+
+
+# ==================================================================== the worker side
+
+
+class WorkerEndpoint(Endpoint):
+    """The worker's end: any object can cross as a handle; errors from the grader become builtins."""
+
+    fatal = (wire.WireError,)
+
+    def __init__(self, sock, namespace, perform_load, max_bytes=wire.MAX_MESSAGE_BYTES):
+        super().__init__(sock, max_bytes)
+        self.exported[0] = namespace  # handle 0: the student's namespace, as a module-like object
+        self.perform_load = perform_load
+
+    def send(self, header, buffers):
+        try:
+            super().send(header, buffers)
+        except OSError as e:  # the grader is gone or broke the connection: so is this worker
+            raise wire.PeerClosed(str(e)) from None
+
+    def receive(self):
+        try:
+            return super().receive()
+        except OSError as e:
+            raise wire.PeerClosed(str(e)) from None
+
+    def perform(self, op, target, name, args, kwargs):
+        if op == "invoke":
+            return (target if name is None else getattr(target, name))(*args, **kwargs)
+        if op == "getattr":
+            return getattr(target, name)
+        if op == "load":
+            return self.perform_load(*args)
+        raise ValueError(f"unknown request {op!r}")
+
+    def export(self, value, encode):
+        if isinstance(value, TrustedObject) and value._endpoint is self:
+            return {"$": "yours", "id": value._id}
+        return self.handle_for(value)
+
+    def import_handle(self, tree, decode):
+        methods = tree.get("methods", [])
+        attributes = tree.get("attributes", {})
+        if type(methods) is not list or type(attributes) is not dict:
+            raise wire.WireError("a handle from the grader has no method list")
+        return TrustedObject(self, tree["id"], tree["type"], methods, {k: decode(v) for k, v in attributes.items()})
+
+    def describe_error(self, error):
+        info = super().describe_error(error)
+        where = _student_frame(error)
+        if where:
+            info["where"] = where
+        return info
+
+    def remote_error(self, info, label):
+        return BUILTINS_BY_NAME.get(info.get("builtin"), RuntimeError)(info.get("message", ""))
+
+
+def _student_frame(error: BaseException) -> str | None:
+    """'cell 5, line 3': where in the notebook the error was raised (the innermost notebook frame)."""
+    where = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename.startswith("<cell "):
+            where = f"{frame.filename[1:-1]}, line {frame.lineno}"
+    return where
+
+
+class TrustedObject:
+    """A grader object in the worker: its exposed methods call back into the grader."""
+
+    def __init__(self, endpoint: WorkerEndpoint, handle_id: int, type_name: str, methods: list, attributes: dict):
+        self._endpoint = endpoint
+        self._id = handle_id
+        self._type = type_name
+        self._methods = methods
+        self._attributes = attributes
+
+    def _invoke(self, method, args, kwargs):
+        if method not in self._methods:
+            raise TypeError(f"the grader's {self._type} does not offer {method}")
+        return self._endpoint.call("invoke", self._id, method, args, kwargs)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") and name not in self._methods:
+            raise AttributeError(name)
+        if name in self._attributes:
+            return self._attributes[name]
+        if name in self._methods:
+            return types.MethodType(lambda _self, *a, **k: self._invoke(name, a, k), self)
+        raise AttributeError(f"the grader's {self._type} has no attribute {name!r} for student code")
+
+    def __call__(self, *args, **kwargs):
+        return self._invoke("__call__", args, kwargs)
+
+    def __len__(self):
+        return self._invoke("__len__", (), {})
+
+    def __repr__(self) -> str:
+        return f"<grader {self._type}>"

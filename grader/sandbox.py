@@ -1,0 +1,315 @@
+"""The trusted side of the process boundary: starting, loading, replacing and killing workers.
+
+    zygote = Zygote()                                  # one per grading run: imports torch once
+    session = StudentSession(extracted, limits, zygote, user=WorkerUser.for_grading())
+    session.call("greedy", (logits,), {}, timeout=10)  # the worker starts and loads on first use
+    session.close()                                    # kills the worker's whole process tree
+
+Run as root (as on Gradescope), every grading process gives its workers a uid and gid of their
+own (never a real account's), so a worker can neither signal nor read anything of the grader's,
+and `WorkerUser.kill_all` ends every process of that uid, detached or not, before results are
+written. `make_private` closes the tests and solutions folders to other users. Not run as root,
+a worker has the grader's own rights: it runs in its own session and process group, which the
+grader kills, but a process that leaves that group or a worker that signals the grader is not
+stopped. The grader then still never writes a result it did not compute (see runner.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from course.notebook import ExtractedCode
+from grader.errors import WORKER_LOST, MissingFunction, StudentCrashed, StudentError
+from grader.rpc import StudentObject, TrustedEndpoint
+
+NAMESPACE_HANDLE = 0
+WORKER_UID_RANGE = (40000, 60000)  # uids that no account uses, inside a user namespace's usual 65536
+FAILED_LOADS_BEFORE_GIVING_UP = 2
+
+
+@dataclass(frozen=True)
+class Limits:
+    call_timeout: float = 10.0  # seconds per call into student code (a test may ask for more)
+    load_timeout: float = 30.0  # seconds to run the notebook's definitions
+    memory_bytes: int = 4 * 2**30  # address space a worker may add to what torch maps
+    file_bytes: int = 64 * 2**20  # largest file a worker may write
+    output_bytes: int = 2**20  # stdout + stderr kept per worker; the rest is dropped
+    processes: int = 64  # processes and threads of the worker's uid (root only)
+    cpu_seconds: int = 600  # CPU time per worker: a backstop behind the per-call deadlines
+    message_bytes: int = 256 * 2**20  # largest message across the boundary
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+# ---------------------------------------------------------------- the worker's identity
+
+
+@dataclass(frozen=True)
+class WorkerUser:
+    uid: int
+    gid: int
+
+    @classmethod
+    def for_grading(cls, pid: int | None = None) -> WorkerUser | None:
+        """The uid for the workers of grading process `pid` (distinct among concurrent ones); None unless root."""
+        if not running_as_root():
+            return None
+        low, high = WORKER_UID_RANGE
+        uid = low + (os.getpid() if pid is None else pid) % (high - low)
+        return cls(uid, uid)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of this uid, repeatedly until none is left (a fork bomb included).
+
+        A helper takes the uid and calls kill(-1): the kernel signals every process it may signal,
+        which are exactly the processes of that uid, wherever they are in the process tree.
+        """
+        for _ in range(100):
+            if not self.processes():
+                return
+            helper = os.fork()
+            if helper == 0:
+                try:
+                    os.setresuid(self.uid, self.uid, self.uid)
+                    os.kill(-1, signal.SIGKILL)
+                finally:
+                    os._exit(0)
+            os.waitpid(helper, 0)
+            time.sleep(0.01)
+
+    def processes(self) -> list[int]:
+        """The live (not zombie) processes of this uid."""
+        found = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    status = Path(entry.path, "status").read_text()
+                except OSError:
+                    continue  # it just ended
+                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+                if int(fields["Uid"].split()[0]) == self.uid and not fields["State"].strip().startswith("Z"):
+                    found.append(int(entry.name))
+        return found
+
+
+def make_private(paths) -> None:
+    """As root: close each existing folder (or file) to group and others, so a worker cannot read it."""
+    if not running_as_root():
+        return
+    for path in paths:
+        path = Path(path)
+        if path.exists():
+            path.chmod(path.stat().st_mode & 0o700)
+
+
+# ---------------------------------------------------------------- the zygote
+
+
+class Zygote:
+    """A process that has imported torch and forks a fresh worker on request, in a few milliseconds."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="grader-zygote-"))  # 0700: only our user connects
+        self.address = str(self.folder / "zygote.sock")
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if os.path.exists(self.address):
+            os.unlink(self.address)
+        listener.bind(self.address)
+        listener.listen(64)
+        with listener:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "grader.worker", str(listener.fileno())],
+                pass_fds=[listener.fileno()],
+                stdin=subprocess.PIPE,  # its end of file tells the zygote we are gone
+                stdout=subprocess.DEVNULL,
+                cwd=self.folder,
+                env=_minimal_environment(),
+                start_new_session=True,
+            )
+
+    def spawn(self, spec: dict) -> tuple[int, socket.socket]:
+        """A new worker: its pid and our end of its connection. Restarts the zygote once if it died."""
+        for attempt in range(2):
+            try:
+                return self._request(spec)
+            except (OSError, ValueError, KeyError):
+                if attempt or self.process.poll() is None and os.path.exists(self.address):
+                    raise
+                self.start()
+        raise AssertionError("unreachable")
+
+    def _request(self, spec: dict) -> tuple[int, socket.socket]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as connection:
+            connection.settimeout(120)  # the first request waits for torch to import
+            connection.connect(self.address)
+            connection.send(json.dumps(spec).encode())
+            message, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+            if len(fds) != 1:
+                raise OSError("the zygote sent no connection")
+            return json.loads(message)["pid"], socket.socket(fileno=fds[0])
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _minimal_environment() -> dict:
+    """The zygote's environment, which every worker can read from its own memory: nothing secret."""
+    keep = ("PATH", "LANG", "PYTHONPATH", "VIRTUAL_ENV")
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+# ---------------------------------------------------------------- one worker
+
+
+class Worker:
+    def __init__(self, zygote: Zygote, limits: Limits, user: WorkerUser | None):
+        self.user = user
+        self.workdir = Path(tempfile.mkdtemp(prefix="grader-student-"))
+        if user is not None:
+            os.chown(self.workdir, user.uid, user.gid)
+        spec = {"workdir": str(self.workdir), "limits": asdict(limits)}
+        if user is not None:
+            spec.update(uid=user.uid, gid=user.gid)
+        self.pid, sock = zygote.spawn(spec)
+        self.endpoint = TrustedEndpoint(sock, limits.message_bytes, describe_crash=self.last_output)
+
+    def last_output(self) -> str:
+        """The last lines the worker printed, for a crash message ('MemoryError', 'Killed', ...)."""
+        try:
+            with open(self.workdir / "output.txt", "rb") as f:
+                f.seek(max(f.seek(0, os.SEEK_END) - 400, 0))
+                lines = f.read().decode("utf-8", "replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f"; its last output: {' | '.join(lines[-3:])}" if lines else ""
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.user is not None:
+            self.user.kill_all()
+        self.endpoint.sock.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- a notebook's session
+
+
+class StudentSession:
+    """One notebook's code behind the boundary: loaded in a worker on first use, and re-loaded in a
+    fresh worker after any call that timed out or killed it. A notebook that cannot be loaded twice
+    in a row fails every later call at once, with the same reason."""
+
+    def __init__(self, extracted: ExtractedCode, limits: Limits, zygote: Zygote, user: WorkerUser | None):
+        self.statements = [asdict(s) for s in extracted.statements]
+        self.limits = limits
+        self.zygote = zygote
+        self.user = user
+        self.worker: Worker | None = None
+        self.names: dict[str, bool] = {}  # name -> callable, as the last load reported
+        self.problems: list[str] = []  # what went wrong while loading, for the report
+        self.failed_loads = 0
+        self.load_failure: str | None = None
+
+    def endpoint(self) -> TrustedEndpoint:
+        if self.worker is not None and self.worker.endpoint.lost is None:
+            return self.worker.endpoint
+        self._discard_worker()
+        if self.failed_loads >= FAILED_LOADS_BEFORE_GIVING_UP:
+            raise StudentCrashed(self.load_failure)
+        self.worker = Worker(self.zygote, self.limits, self.user)
+        try:
+            report = self.worker.endpoint.call(
+                "load", NAMESPACE_HANDLE, None, (self.statements,), label="loading the notebook", timeout=self.limits.load_timeout
+            )
+            self.names, self.problems = _check_load_report(report)
+        except StudentError as error:
+            self.failed_loads += 1
+            self.load_failure = f"{error}, so none of its functions could be tested"
+            self._discard_worker()
+            raise StudentCrashed(self.load_failure) from None
+        self.failed_loads = 0
+        return self.worker.endpoint
+
+    def lookup(self, name: str, timeout: float):
+        """What `student.NAME` gives: a callable proxy for a function or class, the data of a constant."""
+        self.endpoint()
+        if name not in self.names:
+            raise MissingFunction(f"the notebook does not define `{name}`")
+        if self.names[name]:
+            return StudentFunction(self, name, timeout)
+        return self._guarded(lambda endpoint: endpoint.call("getattr", NAMESPACE_HANDLE, name, label=name, timeout=timeout))
+
+    def call(self, name: str, args, kwargs, timeout: float):
+        result = self._guarded(
+            lambda endpoint: endpoint.call("invoke", NAMESPACE_HANDLE, name, args, kwargs, label=name, timeout=timeout)
+        )
+        if isinstance(result, StudentObject):
+            result._timeout = timeout
+        return result
+
+    def _guarded(self, action):
+        try:
+            return action(self.endpoint())
+        except WORKER_LOST:
+            self._discard_worker()
+            raise
+
+    def _discard_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker = None
+
+    def close(self) -> None:
+        self._discard_worker()
+
+
+def _check_load_report(report) -> tuple[dict[str, bool], list[str]]:
+    if type(report) is not dict or type(report.get("names")) is not dict or type(report.get("problems")) is not list:
+        raise StudentCrashed("loading the notebook returned a malformed report")
+    names = {str(k): bool(v) for k, v in report["names"].items()}
+    return names, [str(p)[:300] for p in report["problems"][:100]]
+
+
+class StudentFunction:
+    """`student.greedy`: calls the notebook's function of that name in the current worker."""
+
+    def __init__(self, session: StudentSession, name: str, timeout: float):
+        self._session = session
+        self._name = name
+        self._timeout = timeout
+
+    def __call__(self, *args, **kwargs):
+        return self._session.call(self._name, args, kwargs, self._timeout)
+
+    def __repr__(self) -> str:
+        return f"<student function {self._name}>"

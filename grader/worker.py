@@ -1,0 +1,183 @@
+"""The worker side of the boundary: the only process where a student's code runs.
+
+`python -m grader.worker FD` starts a zygote: it imports torch once, then waits on the listening
+socket FD. For each request (from a grading process of the same user) it forks a worker, which
+
+1. leaves the zygote's session and closes every file descriptor but its own connection,
+2. reads /dev/null as stdin and writes stdout/stderr to a capped file in its work directory,
+3. sets its resource limits (memory, file size, processes, CPU time, no core dumps),
+4. when the zygote runs as root, drops to the unprivileged uid/gid it was given,
+5. serves the grader's requests (load the notebook's statements, call functions) until the
+   connection closes.
+
+The zygote is started with a minimal environment and has never seen a test, an expected value or
+another student's code, so there is nothing in a worker's memory to steal.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import types
+
+CONNECTION_FD = 3
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    listener = socket.socket(fileno=int(argv[0]))
+    _preload()
+    _zygote_loop(listener)
+
+
+def _preload() -> None:
+    """What most notebooks import, imported once here instead of once per worker."""
+    import math  # noqa: F401
+
+    import numpy  # noqa: F401
+    import torch
+    import torch.nn.functional  # noqa: F401
+
+    import course.notebook  # noqa: F401
+    import grader.rpc  # noqa: F401
+
+    torch.set_num_threads(1)
+
+
+def _zygote_loop(listener: socket.socket) -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the workers
+    while True:
+        readable, _, _ = select.select([listener, sys.stdin], [], [])
+        if sys.stdin in readable and not os.read(sys.stdin.fileno(), 1):
+            return  # the grader that started us is gone
+        if listener in readable:
+            connection, _ = listener.accept()
+            with connection:
+                _serve_spawn_request(listener, connection)
+
+
+def _serve_spawn_request(listener: socket.socket, connection: socket.socket) -> None:
+    pid, uid, gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if uid != os.geteuid():
+        return  # only the user who started the zygote may ask for workers
+    connection.settimeout(5)
+    try:
+        spec = json.loads(connection.recv(65536))
+    except (OSError, ValueError):
+        return
+    ours, theirs = socket.socketpair()
+    child = os.fork()
+    if child == 0:
+        try:
+            listener.close()
+            connection.close()
+            ours.close()
+            _become_worker(theirs, spec)
+        finally:
+            os._exit(0)
+    theirs.close()
+    with ours:
+        socket.send_fds(connection, [json.dumps({"pid": child}).encode()], [ours.fileno()])
+
+
+def _become_worker(connection: socket.socket, spec: dict) -> None:
+    os.setsid()  # its own session and process group: the grader kills the whole tree at once
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file-size limit fails instead of killing
+    os.chdir(spec["workdir"])
+    output = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    for fd, target in ((stdin, 0), (output, 1), (output, 2), (connection.detach(), CONNECTION_FD)):
+        os.dup2(fd, target)
+    os.closerange(CONNECTION_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    _set_limits(spec["limits"], drop_to=spec.get("uid"))
+    if spec.get("uid") is not None:
+        os.setgroups([])
+        os.setresgid(spec["gid"], spec["gid"], spec["gid"])
+        os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+    os.environ.clear()
+    os.environ.update(HOME=spec["workdir"], TMPDIR=spec["workdir"], PATH="/usr/bin:/bin", LANG="C.UTF-8")
+    budget = CappedOutput.Budget(spec["limits"]["output_bytes"])
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    sys.stdout, sys.stderr = CappedOutput(1, budget), CappedOutput(2, budget)
+    _serve(socket.socket(fileno=CONNECTION_FD), spec["limits"]["message_bytes"])
+
+
+def _set_limits(limits: dict, drop_to: int | None) -> None:
+    address_space = _virtual_memory_bytes() + limits["memory_bytes"]  # torch's own mappings come on top of the budget
+    for limit, value in (
+        (resource.RLIMIT_AS, address_space),
+        (resource.RLIMIT_FSIZE, limits["file_bytes"]),
+        (resource.RLIMIT_CPU, limits["cpu_seconds"]),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        resource.setrlimit(limit, (value, value))
+    if drop_to is not None:  # counted per user: meaningful only for a uid of its own
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
+
+
+def _virtual_memory_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class CappedOutput(io.TextIOBase):
+    """sys.stdout/stderr of the worker: writes go to the output file until the shared budget is spent,
+    then are dropped, so a gigabyte of prints fills neither memory, nor disk, nor a pipe."""
+
+    class Budget:
+        def __init__(self, remaining: int):
+            self.remaining = remaining
+
+    def __init__(self, fd: int, budget: Budget):
+        self.fd = fd
+        self.budget = budget
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.budget.remaining > 0:
+            data = text.encode("utf-8", "replace")[: self.budget.remaining]
+            self.budget.remaining -= len(data)
+            if self.budget.remaining <= 0:
+                data += b"\n[output truncated]\n"
+            try:
+                os.write(self.fd, data)
+            except OSError:
+                self.budget.remaining = 0
+        return len(text)
+
+
+def _serve(connection: socket.socket, max_bytes: int) -> None:
+    from grader import rpc, wire
+
+    student = types.ModuleType("submission")
+    endpoint = rpc.WorkerEndpoint(connection, student, lambda statements: _load(student, statements), max_bytes)
+    try:
+        endpoint.serve_forever()
+    except wire.WireError:
+        pass  # the grader closed the connection or broke the protocol: nothing left to do
+
+
+def _load(student: types.ModuleType, statements: list) -> dict:
+    """Run the notebook's kept statements; report the names they define and the problems met."""
+    from course.notebook import ExtractedCode, Statement, run_code
+
+    _, problems = run_code(ExtractedCode([Statement(**s) for s in statements]), student.__dict__)
+    names = {name: callable(value) for name, value in vars(student).items() if not name.startswith("__")}
+    return {"names": names, "problems": problems}
+
+
+if __name__ == "__main__":
+    main()
