@@ -1,0 +1,122 @@
+"""`make demo`: the whole kit on real data, in the commands a newcomer would type.
+
+    python -m course.demo [--data-dir DIR] [--out runs] [--max-steps N] [--assignments 02_sampling ...]
+
+1. `course prepare`   WikiText-2 (from --data-dir / $COURSE_DATA_DIR offline, from the hub otherwise)
+2. `course train`     the tiny preset, with a progress bar
+3. one prompt continued by greedy, top-p and penalised sampling, side by side
+4. `course build`     the student notebooks from the solutions
+5. `grader grade`     each solution and each blank assignment, with the reports and where results.json is
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+from course.checkpoint import load_checkpoint
+from course.generation import generate
+from course.notebook import load_notebook, require
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+GRADED = ["02_sampling", "03_penalties", "04_kv_cache"]
+PROMPT = "The game was released in"
+
+
+def step(title: str) -> None:
+    print(f"\n{'=' * 100}\n{title}\n{'=' * 100}", flush=True)
+
+
+def command(program: str, *args: str) -> None:
+    """Run `program args` as the user would (console scripts of this environment), stop the demo if it fails."""
+    print(f"$ {program} {shlex.join(args)}", flush=True)
+    module = {"course": "course.cli", "grader": "grader.cli"}[program]
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPOSITORY)
+    if result.returncode != 0:
+        sys.exit(f"demo: `{program} {shlex.join(args)}` failed with exit code {result.returncode}")
+
+
+def continuations(checkpoint: Path, max_new_tokens: int, seed: int) -> dict[str, str]:
+    """The same prompt continued three ways, with the solutions' own sampling functions."""
+    sampling = require(load_notebook(REPOSITORY / "solutions" / "02_sampling.ipynb").namespace, ["greedy", "sample_next"])
+    penalties = require(load_notebook(REPOSITORY / "solutions" / "03_penalties.ipynb").namespace, ["sample_with_penalties"])
+    model, tokenizer = load_checkpoint(checkpoint)
+    prompt = torch.tensor([tokenizer.encode(PROMPT)])
+    generator = torch.Generator().manual_seed(seed)
+    ways = {
+        "greedy": lambda logits, history: sampling["greedy"](logits),
+        "top-p 0.9": lambda logits, history: sampling["sample_next"](logits, top_p=0.9, generator=generator),
+        "top-p 0.9 + penalties 1.2": lambda logits, history: penalties["sample_with_penalties"](
+            logits, history, top_p=0.9, frequency_penalty=1.2, presence_penalty=1.2, generator=generator
+        ),
+    }
+    return {
+        name: tokenizer.decode(generate(model, prompt, max_new_tokens, next_token)[0, prompt.shape[1] :].tolist())
+        for name, next_token in ways.items()
+    }
+
+
+def side_by_side(columns: dict[str, str], width: int = 32) -> str:
+    wrapped = {name: textwrap.wrap(" ".join(text.split()), width) or [""] for name, text in columns.items()}
+    height = max(len(lines) for lines in wrapped.values())
+    rows = [" | ".join(name.ljust(width) for name in wrapped), "-+-".join("-" * width for _ in wrapped)]
+    for i in range(height):
+        rows.append(" | ".join((lines[i] if i < len(lines) else "").ljust(width) for lines in wrapped.values()))
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="a local WikiText-2 folder (default: $COURSE_DATA_DIR, else the hub)")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "runs", help="where the checkpoint and results go")
+    parser.add_argument("--max-steps", type=int, help="training steps (default: the tiny preset's own)")
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--assignments", nargs="+", default=GRADED, choices=GRADED, metavar="NAME")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    data = ["--data-dir", str(Path(args.data_dir).resolve())] if args.data_dir else []
+    if not data and not os.environ.get("COURSE_DATA_DIR"):
+        print("No --data-dir and no COURSE_DATA_DIR: WikiText-2 comes from the Hugging Face hub.")
+    checkpoint = args.out.resolve() / "tiny"
+    results = args.out.resolve() / "demo-results"
+
+    step("1. Prepare WikiText-2: train the BPE tokenizer, cache the encoded splits")
+    command("course", "prepare", *data)
+
+    step("2. Train the tiny model on the CPU")
+    steps = ["--max-steps", str(args.max_steps)] if args.max_steps else []
+    command("course", "train", "--preset", "tiny", "--out", str(checkpoint), *steps, *data)
+
+    step(f"3. One prompt, three ways to choose the next token: {PROMPT!r}")
+    print(side_by_side(continuations(checkpoint, args.max_new_tokens, args.seed)))
+
+    step("4. Build the student notebooks from the solutions")
+    command("course", "build")
+
+    written = []
+    for name in args.assignments:
+        for kind, folder in (("solution", "solutions"), ("blank assignment", "assignments")):
+            step(f"5. Grade the {kind} {folder}/{name}.ipynb")
+            path = results / f"{kind.split()[-1]}-{name}.json"
+            command("grader", "grade", f"{folder}/{name}.ipynb", "--results", str(path))
+            written.append(path)
+
+    step(f"Done in {time.perf_counter() - started:.0f} s")
+    print(f"checkpoint:   {checkpoint}")
+    print("results.json: " + "\n              ".join(str(p) for p in written))
+    print(f"next: course generate {checkpoint} --prompt 'The film' --top-p 0.9")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
