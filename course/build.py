@@ -25,7 +25,6 @@ assignments/ and exits 1 listing the stale, missing and extra notebooks.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import io
 import json

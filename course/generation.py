@@ -26,11 +26,17 @@ NextToken = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 INTEGER_DTYPES = {torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8}
 REPOSITORY = Path(__file__).resolve().parents[1]
-NOTEBOOK_OF = {"sample_next": "02_sampling.ipynb", "greedy": "02_sampling.ipynb", "sample_with_penalties": "03_penalties.ipynb"}
+NOTEBOOK_OF = {
+    "sample_next": "02_sampling.ipynb",
+    "greedy": "02_sampling.ipynb",
+    "sample_with_penalties": "03_penalties.ipynb",
+}
 
 
 @torch.no_grad()
-def generate(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, next_token: NextToken) -> torch.Tensor:
+def generate(
+    model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, next_token: NextToken
+) -> torch.Tensor:
     """The prompt (batch, positions) followed by `max_new_tokens` ids chosen by `next_token`.
 
     Without a cache, each step re-runs the model on the last `block_size` positions (the context),
@@ -73,7 +79,10 @@ def sampling_function(args: argparse.Namespace) -> tuple[str, str]:
     """(the notebook function the options need, the options that need it, for messages)."""
     penalties = [
         option
-        for option, value in (("--frequency-penalty", args.frequency_penalty), ("--presence-penalty", args.presence_penalty))
+        for option, value in (
+            ("--frequency-penalty", args.frequency_penalty),
+            ("--presence-penalty", args.presence_penalty),
+        )
         if value is not None
     ]
     shaping = [
@@ -94,12 +103,17 @@ def check_options(args: argparse.Namespace) -> None:
     if args.max_new_tokens < 0:
         raise UserError(f"--max-new-tokens must be >= 0, not {args.max_new_tokens}")
     if args.temperature is not None and not args.temperature > 0:
-        raise UserError(f"--temperature must be > 0, not {args.temperature} (--greedy is the limit of small temperatures)")
+        raise UserError(
+            f"--temperature must be > 0, not {args.temperature} (--greedy is the limit of small temperatures)"
+        )
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, not {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise UserError(f"--top-p must be in (0, 1], not {args.top_p}")
-    for option, value in (("--frequency-penalty", args.frequency_penalty), ("--presence-penalty", args.presence_penalty)):
+    for option, value in (
+        ("--frequency-penalty", args.frequency_penalty),
+        ("--presence-penalty", args.presence_penalty),
+    ):
         if value is not None and not value > 0:
             raise UserError(f"{option} must be > 0, not {value} (1 means no penalty)")
 
@@ -119,9 +133,13 @@ def load_sampler(notebook: Path, function: str, needed_for: str) -> Callable:
     return require(loaded.namespace, [function], where=str(notebook), why=f"it is needed for {needed_for}")[function]
 
 
-def next_token_from(function: str, sampler: Callable, args: argparse.Namespace, generator: torch.Generator, notebook: Path) -> NextToken:
+def next_token_from(
+    function: str, sampler: Callable, args: argparse.Namespace, generator: torch.Generator, notebook: Path
+) -> NextToken:
     """Adapt a notebook's sampling function to the loop; its exceptions become one line naming the cell."""
-    shaping = dict(temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k, top_p=args.top_p)
+    shaping = dict(
+        temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k, top_p=args.top_p
+    )
     penalties = dict(
         frequency_penalty=1.0 if args.frequency_penalty is None else args.frequency_penalty,
         presence_penalty=1.0 if args.presence_penalty is None else args.presence_penalty,
@@ -129,7 +147,9 @@ def next_token_from(function: str, sampler: Callable, args: argparse.Namespace, 
     call = {
         "greedy": lambda logits, history: sampler(logits),
         "sample_next": lambda logits, history: sampler(logits, **shaping, generator=generator),
-        "sample_with_penalties": lambda logits, history: sampler(logits, history, **shaping, **penalties, generator=generator),
+        "sample_with_penalties": lambda logits, history: sampler(
+            logits, history, **shaping, **penalties, generator=generator
+        ),
     }[function]
 
     def next_token(logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -181,6 +201,9 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
     parser.add_argument(
-        "--sampler", type=Path, metavar="NOTEBOOK", help="the notebook whose sampling functions to use (default: solutions/)"
+        "--sampler",
+        type=Path,
+        metavar="NOTEBOOK",
+        help="the notebook whose sampling functions to use (default: solutions/)",
     )
     parser.set_defaults(run=run)

@@ -31,8 +31,8 @@ in the list: pass IPython's `In[1:]` so that cell n is `In [n]`.
 """
 
 from __future__ import annotations
+import __future__  # the module, for the compiler flags of the notebook's own future imports
 
-import __future__
 import ast
 import json
 import linecache
@@ -150,7 +150,9 @@ def _code_cells(source, max_bytes: int) -> list[tuple[int, str]]:
     if isinstance(source, (str, os.PathLike)):
         source = read_notebook(source, max_bytes)
     if isinstance(source, Mapping):
-        _check_structure(source, lambda reason: NotebookError(f"the given notebook is not a Jupyter notebook: {reason}"))
+        _check_structure(
+            source, lambda reason: NotebookError(f"the given notebook is not a Jupyter notebook: {reason}")
+        )
         return [
             (number, _text(cell["source"]))
             for number, cell in enumerate(source["cells"], start=1)
@@ -181,9 +183,7 @@ def extract_code(source, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractedCode
             tree = compile(python, f"<cell {number}>", "exec", flags, dont_inherit=True)
             kept = [node for node in tree.body if _keep(node, bound)]
         except SyntaxError as e:
-            extracted.problems.append(
-                f"cell {number}: syntax error on line {e.lineno} ({e.msg}); the cell was skipped"
-            )
+            extracted.problems.append(f"cell {number}: syntax error on line {e.lineno} ({e.msg}); the cell was skipped")
             continue
         except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
             extracted.problems.append(f"cell {number}: cannot be parsed ({type(e).__name__}); the cell was skipped")

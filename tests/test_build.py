@@ -36,7 +36,10 @@ TEMPERATURE = 0.7
 
 def solution_notebook(*cells) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}, "widgets": {"x": 1}}
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "widgets": {"x": 1},
+    }
     for index, cell in enumerate(cells):
         kind, source, tags = cell if isinstance(cell, tuple) else ("code", cell, [])
         new = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
@@ -77,11 +80,22 @@ def test_stubs_replace_regions_by_scope():
 
 
 def test_hint_at_top_level_becomes_a_comment():
-    assert student_source("# BEGIN SOLUTION hint: pick 0.7\nT = 0.7\n# END SOLUTION\n", "w") == "...  # YOUR CODE HERE: pick 0.7\n"
+    assert (
+        student_source("# BEGIN SOLUTION hint: pick 0.7\nT = 0.7\n# END SOLUTION\n", "w")
+        == "...  # YOUR CODE HERE: pick 0.7\n"
+    )
 
 
 def test_method_region_raises_and_nested_function_counts_as_function():
-    source = "class C:\n    def f(self):\n        def inner():\n            # BEGIN SOLUTION\n            return 1\n            # END SOLUTION\n        return inner\n"
+    source = (
+        "class C:\n"
+        "    def f(self):\n"
+        "        def inner():\n"
+        "            # BEGIN SOLUTION\n"
+        "            return 1\n"
+        "            # END SOLUTION\n"
+        "        return inner\n"
+    )
     student = student_source(source, "w")
     assert '            raise NotImplementedError("Your code here")\n        return inner\n' in student
 
@@ -163,8 +177,14 @@ def test_missing_solutions_folder_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("def f():\n    # BEGIN SOLUTION\n    return 1\n", "cell 2: `# BEGIN SOLUTION` on line 2 has no `# END SOLUTION`"),
-        ("def f():\n    return 1\n    # END SOLUTION\n", "cell 2: `# END SOLUTION` on line 3 has no `# BEGIN SOLUTION`"),
+        (
+            "def f():\n    # BEGIN SOLUTION\n    return 1\n",
+            "cell 2: `# BEGIN SOLUTION` on line 2 has no `# END SOLUTION`",
+        ),
+        (
+            "def f():\n    return 1\n    # END SOLUTION\n",
+            "cell 2: `# END SOLUTION` on line 3 has no `# BEGIN SOLUTION`",
+        ),
         (
             "# BEGIN SOLUTION\ndef f():\n    # BEGIN SOLUTION\n    pass\n    # END SOLUTION\n# END SOLUTION\n",
             "cell 2: `# BEGIN SOLUTION` on line 3 is nested in the one on line 1",
@@ -172,8 +192,14 @@ def test_missing_solutions_folder_is_refused(tmp_path):
         ("def f():\n    # BEGIN SOLUTION please\n    pass\n    # END SOLUTION\n", "cell 2: line 2 should be"),
         ("def f(:\n    # BEGIN SOLUTION\n    pass\n    # END SOLUTION\n", "cell 2: the solution does not parse"),
         ("if x:\n# BEGIN SOLUTION\n    pass\n# END SOLUTION\n", "cell 2: line 3 is outside the block"),
-        ("for i in x:\n    # BEGIN SOLUTION\n    pass\nelse:\n    # END SOLUTION\n    pass\n", "cell 2: line 4 is outside the block"),
-        ("def f():\n    # BEGIN SOLUTION\n    x = g(\n    # END SOLUTION\n        1)\n", "cell 2: the student version does not parse"),
+        (
+            "for i in x:\n    # BEGIN SOLUTION\n    pass\nelse:\n    # END SOLUTION\n    pass\n",
+            "cell 2: line 4 is outside the block",
+        ),
+        (
+            "def f():\n    # BEGIN SOLUTION\n    x = g(\n    # END SOLUTION\n        1)\n",
+            "cell 2: the student version does not parse",
+        ),
     ],
 )
 def test_bad_markers_are_refused_naming_notebook_and_cell(tmp_path, source, message):
@@ -190,7 +216,9 @@ def test_bad_markers_are_refused_naming_notebook_and_cell(tmp_path, source, mess
 def test_markers_outside_code_cells_are_refused(tmp_path):
     solutions = tmp_path / "solutions"
     solutions.mkdir()
-    nbformat.write(solution_notebook(("markdown", "# BEGIN SOLUTION\nanswer\n# END SOLUTION", [])), solutions / "n.ipynb")
+    nbformat.write(
+        solution_notebook(("markdown", "# BEGIN SOLUTION\nanswer\n# END SOLUTION", [])), solutions / "n.ipynb"
+    )
     with pytest.raises(UserError, match="cell 1: solution markers only work in code cells"):
         build(solutions, tmp_path / "a")
 

@@ -18,7 +18,7 @@ from course.model import GPT, GPTConfig
 
 VOCAB = 128  # the stand-in tokenizer's ids are character codes
 
-SAMPLER_NOTEBOOK = '''\
+SAMPLER_NOTEBOOK = """\
 import torch
 
 def greedy(logits):
@@ -33,7 +33,7 @@ def sample_with_penalties(logits, history, temperature=1.0, top_k=None, top_p=No
                           frequency_penalty=1.0, presence_penalty=1.0, generator=None):
     print(f"penalties history={tuple(history.shape)} {frequency_penalty} {presence_penalty}")
     return sample_next(logits, temperature, top_k, top_p, generator)
-'''
+"""
 
 
 def tiny_gpt(block_size: int = 8) -> GPT:
@@ -174,7 +174,7 @@ def test_a_stub_that_raises_is_one_line_naming_the_cell(stand_in_checkpoint, tmp
     notebook = write_notebook(
         tmp_path / "student.ipynb",
         "print('top-level work is not run')",
-        'def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):\n'
+        "def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):\n"
         '    raise NotImplementedError("Your code here")',
     )
     message = rf"^{notebook}: `sample_next` raised NotImplementedError: Your code here \(cell 3, line 2\)$"
@@ -231,7 +231,18 @@ def test_course_generate_end_to_end(tiny_checkpoint, sampler):
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
 
-    result = cli("--prompt", "The history of", "--max-new-tokens", "20", "--top-k", "20", "--seed", "0", "--sampler", str(sampler))
+    result = cli(
+        "--prompt",
+        "The history of",
+        "--max-new-tokens",
+        "20",
+        "--top-k",
+        "20",
+        "--seed",
+        "0",
+        "--sampler",
+        str(sampler),
+    )
     assert result.returncode == 0, result.stderr
     text = result.stdout.split("sample_next temperature=1.0 top_k=20 top_p=None Generator\n")[-1]
     assert text.startswith("The history of") and len(text) > len("The history of\n")

@@ -127,7 +127,12 @@ def test_later_definition_wins():
 
 def test_syntax_error_skips_only_its_cell_and_names_it():
     loaded = load_notebook(
-        notebook(("markdown", "intro"), "def good():\n    return 1", "x = 1\ndef broken(:\n    pass", "def also_good():\n    return 2")
+        notebook(
+            ("markdown", "intro"),
+            "def good():\n    return 1",
+            "x = 1\ndef broken(:\n    pass",
+            "def also_good():\n    return 2",
+        )
     )
     assert loaded.problems == ["cell 3: syntax error on line 2 (invalid syntax); the cell was skipped"]
     assert loaded.namespace["good"]() == 1 and loaded.namespace["also_good"]() == 2
@@ -164,7 +169,9 @@ def test_failing_import_costs_only_its_dependents():
 
 
 def test_raising_decorator_costs_only_its_function():
-    loaded = load_notebook(["def deco(f):\n    raise ValueError('no')\n@deco\ndef hurt():\n    pass\ndef safe():\n    return 1"])
+    loaded = load_notebook(
+        ["def deco(f):\n    raise ValueError('no')\n@deco\ndef hurt():\n    pass\ndef safe():\n    return 1"]
+    )
     assert loaded.problems == ["cell 1: defining `hurt` failed (ValueError: no); it is missing"]
     assert "hurt" not in loaded.namespace and loaded.namespace["safe"]() == 1
 
@@ -211,7 +218,9 @@ def test_run_code_uses_the_given_namespace():
 
 
 def test_optional_import_with_fallback_is_kept():
-    loaded = load_notebook(["try:\n    import not_installed_pkg\n    HAVE = True\nexcept ImportError:\n    HAVE = False"])
+    loaded = load_notebook(
+        ["try:\n    import not_installed_pkg\n    HAVE = True\nexcept ImportError:\n    HAVE = False"]
+    )
     assert loaded.problems == [] and loaded.namespace["HAVE"] is False
 
 
@@ -268,7 +277,11 @@ def test_read_notebook_returns_notebook_node(tmp_path):
 
 def test_schema_details_do_not_block_grading(tmp_path):
     # Hand-edited or old notebooks often lack ids or metadata; their code is still read.
-    content = {"nbformat": 4, "nbformat_minor": 2, "cells": [{"cell_type": "code", "source": ["def f():\n", "    return 7"]}]}
+    content = {
+        "nbformat": 4,
+        "nbformat_minor": 2,
+        "cells": [{"cell_type": "code", "source": ["def f():\n", "    return 7"]}],
+    }
     path = tmp_path / "old.ipynb"
     path.write_text(json.dumps(content))
     assert load_notebook(path).namespace["f"]() == 7
