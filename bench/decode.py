@@ -1,0 +1,215 @@
+"""Decoding speed on the CPU: the solution's KV cache vs no cache vs Hugging Face transformers.
+
+    python bench/decode.py [--contexts 64 256 1024] [--new-tokens 32] [--repeats 3]
+
+The course preset (~35M parameters) with random weights (speed does not depend on what was learned),
+batch 1, greedy decoding, float32. For each context length C the prompt has C - N tokens and N new
+tokens are decoded, so the decode runs at contexts C - N .. C - 1 (1024 is the model's whole context).
+Reported: tokens/s of the decode part alone (time for N new tokens minus the time for 1, i.e. the prefill
+and the first step taken away), the best of --repeats runs (the least disturbed by other programs).
+
+  (a) cache      `generate` and `KVCache` of solutions/04_kv_cache.ipynb (loaded with course.notebook)
+  (a') buffers   the same loop with a cache that preallocates, writes in place and grows by doubling
+  (b) no cache   the solution's `generate(..., use_cache=False)`: a full forward over the context per token
+                 (timed on fewer tokens: every step costs the same full forward)
+  (c) HF         transformers' GPT2LMHeadModel.generate(use_cache=True, do_sample=False) on the same
+                 weights exported with identical logits
+
+It also states the memory-bandwidth bound: bytes read per token (the weights once, plus the KV cache)
+over the read bandwidth measured here with a large tensor sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from course.model import GPT, preset  # noqa: E402
+from course.notebook import load_notebook  # noqa: E402
+
+SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
+VOCAB = 12288
+
+
+class BufferCache:
+    """A KV cache that preallocates its buffers, writes new positions in place and doubles when full.
+
+    Returns views of the filled part, so an append copies only the new positions (no torch.cat of
+    the whole cache per step)."""
+
+    def __init__(self):
+        self.k, self.v, self.n = {}, {}, {}
+
+    def update(self, layer, k, v):
+        B, H, T, D = k.shape
+        n = self.n.get(layer, 0)
+        buf_k, buf_v = self.k.get(layer), self.v.get(layer)
+        if buf_k is None or n + T > buf_k.size(2):
+            cap = max(2 * (n + T), 64)
+            new_k, new_v = k.new_empty(B, H, cap, D), v.new_empty(B, H, cap, D)
+            if buf_k is not None:
+                new_k[:, :, :n] = buf_k[:, :, :n]
+                new_v[:, :, :n] = buf_v[:, :, :n]
+            self.k[layer], self.v[layer] = buf_k, buf_v = new_k, new_v
+        buf_k[:, :, n : n + T] = k
+        buf_v[:, :, n : n + T] = v
+        self.n[layer] = n + T
+        return buf_k[:, :, : n + T], buf_v[:, :, : n + T]
+
+    def __len__(self):
+        return self.n.get(0, 0)
+
+
+def to_hf(model):
+    """transformers' GPT2LMHeadModel with the course model's weights (identical logits)."""
+    try:
+        from course.export_hf import to_gpt2  # engineer B's exporter, when present
+
+        return to_gpt2(model)
+    except ImportError:
+        pass
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    config = GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True, bos_token_id=None, eos_token_id=None, pad_token_id=None,
+    )  # fmt: skip
+    hf = GPT2LMHeadModel(config)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to transformer.wte.weight
+        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            tensor = tensor.t().contiguous()  # GPT-2's Conv1D stores (in, out)
+        state[name] = tensor
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    hf.tie_weights()
+    return hf.eval()
+
+
+def best_time(fn, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def decode_rate(run, prompt, new_tokens, repeats):
+    """tokens/s of decoding alone: (time for new_tokens - time for 1) / (new_tokens - 1)."""
+    t_one = best_time(lambda: run(prompt, 1), repeats)
+    t_all = best_time(lambda: run(prompt, new_tokens), repeats)
+    return (new_tokens - 1) / max(t_all - t_one, 1e-9)
+
+
+def read_bandwidth(megabytes=512, repeats=5):
+    """Bytes/s read by a sum over a large float32 tensor (all threads)."""
+    x = torch.ones(megabytes * 1024 * 1024 // 4)
+    x.sum()
+    t = best_time(lambda: x.sum(), repeats)
+    return x.numel() * 4 / t
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contexts", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--uncached-tokens", type=int, default=4, help="tokens timed without a cache")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-hf", action="store_true", help="skip transformers")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    model = GPT(preset("course", VOCAB)).eval()
+    c = model.config
+    solution = load_notebook(SOLUTION).namespace
+    generate, KVCache = solution["generate"], solution["KVCache"]
+    # the solution's generate with the preallocated cache swapped in (its globals are the notebook's namespace)
+    with_buffers = type(generate)(
+        generate.__code__, {**generate.__globals__, "KVCache": BufferCache}, "generate", generate.__defaults__
+    )
+
+    hf = None
+    if not args.no_hf:
+        try:
+            import transformers
+
+            hf = to_hf(model)
+            check = torch.randint(0, VOCAB, (1, 16))
+            with torch.no_grad():
+                diff = (hf(check).logits - model(check)).abs().max().item()
+            assert diff < 1e-4, f"exported logits differ by {diff}"
+        except ImportError:
+            print("transformers is not installed: skipping the Hugging Face column (pip install '.[hf]')")
+
+    def hf_run(prompt, n):
+        with torch.no_grad():
+            return hf.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                do_sample=False, use_cache=True, pad_token_id=0,
+            )  # fmt: skip
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; load average before: {load_average()}")
+    print(f"model: course preset, {model.num_params() / 1e6:.1f}M parameters, random weights, float32, batch 1; "
+          f"{args.new_tokens} new tokens per context (decode only), best of {args.repeats}")
+
+    bandwidth = read_bandwidth()
+    weight_bytes = model.num_params() * 4  # the tied embedding is read once (by the unembedding)
+    per_position = 2 * c.n_layer * c.n_embd * 4  # keys and values: 2 x layers x heads x head_dim x 4 bytes
+    print(f"read bandwidth (sum over 512 MB float32): {bandwidth / 1e9:.1f} GB/s; "
+          f"weights {weight_bytes / 1e6:.0f} MB, KV cache {per_position / 1e3:.1f} kB per position")
+
+    rows = []
+    for context in args.contexts:
+        prompt_len = context - args.new_tokens
+        prompt = torch.randint(0, VOCAB, (1, prompt_len))
+        # warm-up (first calls at a new size pay one-off allocation costs)
+        generate(model, prompt, 2)
+        cached = decode_rate(lambda p, n: generate(model, p, n), prompt, args.new_tokens, args.repeats)
+        buffers = decode_rate(lambda p, n: with_buffers(model, p, n), prompt, args.new_tokens, args.repeats)
+        u = args.uncached_tokens
+        t = best_time(lambda: generate(model, prompt, u, use_cache=False), max(1, args.repeats - 1))
+        uncached = u / t
+        hf_rate = decode_rate(hf_run, prompt, args.new_tokens, args.repeats) if hf is not None else float("nan")
+        mean_context = prompt_len + args.new_tokens / 2
+        bound = bandwidth / (weight_bytes + per_position * mean_context)
+        rows.append((context, cached, buffers, uncached, hf_rate, bound))
+        print(f"  context {context}: cache {cached:.1f}, buffers {buffers:.1f}, no cache {uncached:.2f}, "
+              f"HF {hf_rate:.1f} tokens/s (bound {bound:.0f})", flush=True)
+
+    print()
+    header = (f"| context | cache (solution) | cache (buffers) | no cache | HF generate | cache / no cache "
+              f"| cache / HF | buffers / HF | bandwidth bound |")
+    print(header)
+    print("|---:" * 9 + "|")
+    for context, cached, buffers, uncached, hf_rate, bound in rows:
+        print(f"| {context} | {cached:.1f} | {buffers:.1f} | {uncached:.2f} | {hf_rate:.1f} | {cached / uncached:.1f}x "
+              f"| {cached / hf_rate:.2f}x | {buffers / hf_rate:.2f}x | {bound:.0f} |")
+    print(f"\n(tokens/s; bound = read bandwidth / (weights + KV cache at the mean decode context); "
+          f"load average after: {load_average()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
