@@ -22,7 +22,7 @@ TEXT = [
 
 
 def make_tokenizer(vocab_size: int = 300) -> Tokenizer:
-    return Tokenizer.train(TEXT * 20, vocab_size=vocab_size, show_progress=False)
+    return Tokenizer.train(TEXT * 20, vocab_size=vocab_size)
 
 
 def make_model(vocab_size: int, seed: int = 0) -> GPT:
