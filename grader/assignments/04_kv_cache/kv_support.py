@@ -1,0 +1,320 @@
+"""Trusted helpers of the 04_kv_cache tests: the real model wrapped in a recorder, a trusted next_token,
+the uncached reference, and the checks that turn what was recorded into feedback.
+
+How the tests observe decoding where student code cannot rewrite it: the test runs the real course
+model HERE, in the grader, wrapped in a `Recorder` and exposed to the student's `generate`. When the
+student's code calls `model(ids, cache=cache)`, the forward runs here with a proxy of the student's
+cache, so its attention layers call the student's `cache.update(...)` across the boundary. The
+recorder logs every forward (how many positions, what `len(cache)` said, which ids) and recomputes
+each one without a cache, so a cache that returns the wrong keys, or a loop that numbers positions
+wrongly, shows up at the step where it happens. Nothing here raises into student code except the
+model's own errors; problems are recorded and asserted by the test after the call returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import torch
+
+from course.model import GPT, GPTConfig
+from grader.testing import StudentError, expect_tensor, expose
+
+TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (SPEC 5.3)
+SMALL = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
+
+
+def small_model(seed: int = 0, **overrides) -> GPT:
+    """A small seeded course GPT: the many round trips of a test stay fast."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**{**SMALL, **overrides})).eval()
+    for p in model.parameters():  # larger than GPT-2's init, so logits differ clearly between positions
+        p.data.mul_(4.0)
+    return model
+
+
+def prompt(batch: int, positions: int, vocab: int = SMALL["vocab_size"], seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, positions), generator=torch.Generator().manual_seed(seed))
+
+
+def handle_key(cache):
+    """One key per student cache object: its handle id (a proxy is rebuilt at every crossing)."""
+    return ("handle", cache.__dict__.get("_id")) if "_id" in getattr(cache, "__dict__", {}) else ("object", id(cache))
+
+
+@dataclass
+class Forward:
+    """One call of the model by student code."""
+
+    index: int
+    batch: int | None = None
+    positions: int | None = None  # new positions run in this forward
+    with_cache: bool = False
+    cached: int | None = None  # len(cache) at the start of the forward
+    ids: torch.Tensor | None = None
+    last_logits: torch.Tensor | None = None
+    run_through_cache: int | None = None  # positions this cache had been given before, as seen here
+    max_diff: float | None = None  # largest difference from a full recomputation without a cache
+    error: str | None = None
+
+
+class Recorder:
+    """The real model as the student's generate sees it. Use `exposed()` as the `model` argument."""
+
+    def __init__(self, model: GPT):
+        self.model = model
+        self.forwards: list[Forward] = []
+        self._contexts: dict = {}  # cache key -> ids (batch, n) that went through that cache
+
+    @property
+    def block_size(self) -> int:
+        return self.model.config.block_size
+
+    def exposed(self):
+        c = self.model.config
+        config = SimpleNamespace(
+            vocab_size=c.vocab_size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd
+        )
+        return expose(self, methods=("__call__", "forward"), attributes={"config": config})
+
+    def forward(self, idx, cache=None):
+        return self(idx, cache=cache)
+
+    def __call__(self, idx, cache=None):
+        record = Forward(index=len(self.forwards), with_cache=cache is not None)
+        self.forwards.append(record)
+        if type(idx) is not torch.Tensor or idx.dim() != 2:
+            what = f"a tensor of shape {tuple(idx.shape)}" if type(idx) is torch.Tensor else f"a {type(idx).__name__}"
+            record.error = f"the model was called with {what}; it takes ids of shape (batch, positions)"
+            raise TypeError(record.error)
+        record.batch, record.positions = idx.shape
+        record.ids = idx.clone()
+        try:
+            if cache is not None:
+                record.cached = len(cache)
+            with torch.no_grad():
+                logits = self.model(idx, cache=cache)
+        except StudentError as error:  # the student's cache failed inside the model's attention
+            record.error = str(error)
+            raise
+        except Exception as error:  # the model's own error (ids out of range, past the context, bad shapes)
+            record.error = f"{type(error).__name__}: {error}"
+            raise
+        record.last_logits = logits[:, -1].clone()
+        if cache is not None:
+            self._check_against_full(record, cache, idx, logits)
+        return logits
+
+    def _check_against_full(self, record: Forward, cache, idx, logits) -> None:
+        key = handle_key(cache)
+        before = self._contexts.pop(key, None)
+        record.run_through_cache = 0 if before is None else before.size(1)
+        if record.cached == 0:
+            context = idx
+        elif before is not None and before.size(1) == record.cached and before.size(0) == idx.size(0):
+            context = torch.cat([before, idx], dim=1)
+        else:
+            return  # len(cache) disagrees with what went through it: reported by the checks
+        self._contexts[key] = context
+        if context.size(1) <= self.block_size:
+            with torch.no_grad():
+                full = self.model(context)[:, -idx.size(1) :]
+            record.max_diff = (logits - full).abs().max().item()
+
+
+class Picker:
+    """A trusted next_token: records the logits it is given; picks greedily, or the second most likely token."""
+
+    def __init__(self, rule: str = "greedy"):
+        self.rule = rule
+        self.seen: list[torch.Tensor] = []
+        self.chosen: list[torch.Tensor] = []
+        self.problem: str | None = None
+
+    def exposed(self):
+        return expose(self)
+
+    def __call__(self, logits):
+        if type(logits) is not torch.Tensor:
+            self.problem = self.problem or f"next_token was given a {type(logits).__name__}, not a tensor of logits"
+            raise TypeError(self.problem)
+        if logits.dim() != 2:
+            self.problem = self.problem or (
+                f"next_token was given logits of shape {tuple(logits.shape)}: it takes the last position's "
+                "logits, shape (batch, vocab)"
+            )
+        self.seen.append(logits.clone())
+        chosen = pick(logits, self.rule)
+        self.chosen.append(chosen)
+        return chosen
+
+
+def pick(logits: torch.Tensor, rule: str) -> torch.Tensor:
+    if rule == "greedy":
+        return logits.argmax(dim=-1)
+    if rule == "second":
+        return logits.topk(2, dim=-1).indices[..., 1]
+    raise ValueError(rule)
+
+
+def reference(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, rule: str = "greedy"):
+    """Decoding without a cache, here: (ids, [logits of each step, (batch, vocab)])."""
+    block = model.config.block_size
+    ids, steps = prompt_ids, []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = model(ids[:, -block:])[:, -1]
+            steps.append(logits)
+            ids = torch.cat([ids, pick(logits, rule)[:, None]], dim=1)
+    return ids, steps
+
+
+# ---------------------------------------------------------------- running and checking
+
+
+def run_generate(student, recorder: Recorder, prompt_ids, max_new_tokens, picker: Picker | None = None, timeout=60, **kwargs):
+    """Call the student's generate with the recorded model; on failure, say what the recorder saw."""
+    args = [recorder.exposed(), prompt_ids, max_new_tokens]
+    if picker is not None:
+        kwargs["next_token"] = picker.exposed()
+    try:
+        out = student.with_timeout(timeout).generate(*args, **kwargs)
+    except StudentError as error:
+        failed = next((f for f in recorder.forwards if f.error), None)
+        if failed is not None and str(error) != failed.error:
+            raise AssertionError(
+                f"generate failed: {error}; the model call that failed was step {failed.index} "
+                f"({describe_forward(failed)}): {failed.error}"
+            ) from None
+        raise
+    return out
+
+
+def describe_forward(f: Forward) -> str:
+    positions = f"{f.positions} position{'s' if f.positions != 1 else ''}" if f.positions is not None else "bad ids"
+    cache = f"with a cache holding {f.cached}" if f.with_cache else "without a cache"
+    return f"{positions}, {cache}"
+
+
+def check_result(out, prompt_ids, max_new_tokens) -> torch.Tensor:
+    batch, positions = prompt_ids.shape
+    expect_tensor(out, dtype=torch.int64, shape=(batch, positions + max_new_tokens), what="generate's result")
+    assert torch.equal(out[:, :positions], prompt_ids), (
+        "generate's result should start with the prompt (the prompt followed by the new tokens), but its first "
+        f"{positions} tokens are not the prompt"
+    )
+    return out
+
+
+def cached_run_problems(recorder: Recorder, prompt_ids, max_new_tokens, out, picker: Picker | None = None) -> list[str]:
+    """What is wrong with a use_cache=True run, the most basic problem first (empty when all is right)."""
+    problems: list[str] = []
+    forwards = recorder.forwards
+    block = recorder.block_size
+    batch, positions = prompt_ids.shape
+    if picker is not None and picker.problem:
+        problems.append(picker.problem)
+    if not forwards:
+        return problems + ["generate never called the model"]
+    for f in forwards:
+        if f.error:
+            problems.append(f"step {f.index} ({describe_forward(f)}) failed: {f.error}")
+    first = forwards[0]
+    if not first.with_cache:
+        problems.append(
+            "the first forward ran without a cache: with use_cache=True, create a KVCache and pass it: "
+            "model(ids, cache=cache)"
+        )
+    elif first.positions != min(positions, block) or first.cached != 0:
+        problems.append(
+            f"the first forward ran the model on {first.positions} positions with {first.cached} already cached; "
+            f"it should run the whole prompt ({min(positions, block)} positions) into an empty cache"
+        )
+    seen = min(positions, block)  # positions in the model's context after each forward, within the context
+    for f in forwards[1:]:
+        if f.error or f.positions is None:
+            continue
+        within = seen < block
+        if not f.with_cache:
+            problems.append(
+                f"step {f.index} ran the model without a cache; with use_cache=True every step after the prompt "
+                "should run one new position with the cache"
+            )
+        elif within and f.positions != 1:
+            problems.append(
+                f"after the prompt, step {f.index} ran the model on {f.positions} positions; with a cache each "
+                "step should run exactly one new position (the token just chosen)"
+            )
+        elif f.cached is not None and f.run_through_cache is not None and f.cached not in (0, f.run_through_cache):
+            problems.append(
+                f"at step {f.index} len(cache) was {f.cached}, but {f.run_through_cache} positions had gone "
+                "through that cache: len(cache) should be the number of cached positions"
+            )
+        elif within and f.cached == 0:
+            problems.append(
+                f"at step {f.index} the cache was empty (len(cache) == 0) although the context still fits: keep "
+                "one cache across the steps instead of starting a new one"
+            )
+        elif not within and f.cached != 0 and f.positions != 1:
+            problems.append(
+                f"past the context length, step {f.index} ran {f.positions} positions after {f.cached} cached ones"
+            )
+        seen = min(seen + 1, block)
+    for f in forwards:
+        if f.max_diff is not None and not f.max_diff <= TOLERANCE:
+            problems.append(
+                f"at step {f.index} the logits the model computed with your cache differ from a full recomputation "
+                f"without it by {f.max_diff:.3g}: update should return, for its layer, the keys and the values of "
+                "every position so far, oldest first, along dim 2 (batch, heads, positions, head_dim)"
+            )
+            break
+    # the token fed at each step is the one chosen at the step before
+    chosen = picker.chosen if picker is not None else None
+    for f in forwards[1:]:
+        if f.error or f.positions != 1 or f.ids is None:
+            continue
+        step = f.index - 1
+        if chosen is not None and step < len(chosen):
+            expected = chosen[step].reshape(-1)
+        elif out is not None and type(out) is torch.Tensor and out.dim() == 2 and positions + step < out.size(1):
+            expected = out[:, positions + step]
+        else:
+            continue
+        fed = f.ids.reshape(-1)
+        if fed.shape == expected.shape and not torch.equal(fed, expected.to(fed.dtype)):
+            problems.append(
+                f"step {f.index} fed token {fed.tolist()} to the model, but the token chosen at step {step} was "
+                f"{expected.tolist()}: feed the token just chosen"
+            )
+            break
+    if len(forwards) not in (max_new_tokens, max_new_tokens + 1):
+        problems.append(
+            f"generate ran the model {len(forwards)} times for {max_new_tokens} new tokens: run it once per new token"
+        )
+    return problems
+
+
+def logits_problems(picker: Picker, expected_steps: list[torch.Tensor]) -> list[str]:
+    """Compare the logits next_token was given at each step with the uncached reference."""
+    if picker.problem:
+        return [picker.problem]
+    if len(picker.seen) != len(expected_steps):
+        return [f"next_token was called {len(picker.seen)} times for {len(expected_steps)} new tokens: once per token"]
+    for step, (seen, expected) in enumerate(zip(picker.seen, expected_steps)):
+        if seen.shape != expected.shape:
+            return [f"at step {step} next_token was given logits of shape {tuple(seen.shape)}, not (batch, vocab) "
+                    f"= {tuple(expected.shape)}"]  # fmt: skip
+        diff = (seen.float() - expected).abs().max().item()
+        if not diff <= TOLERANCE:
+            return [f"at step {step} the logits given to next_token differ from decoding without a cache by {diff:.3g} "
+                    f"(more than {TOLERANCE:g})"]  # fmt: skip
+    return []
+
+
+def first_token_difference(out, expected) -> str | None:
+    if torch.equal(out, expected):
+        return None
+    differs = (out != expected).any(dim=0).nonzero()
+    position = int(differs[0])
+    return f"position {position}"

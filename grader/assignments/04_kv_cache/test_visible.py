@@ -1,0 +1,210 @@
+"""Visible tests of 04_kv_cache: shipped with the assignment, run by `grader check("04_kv_cache")`.
+
+Your `generate` drives the real course model, which runs in the grader: the tests see every forward
+your code asks for (how many positions, with which cache) and compare each step with decoding
+without a cache. The model is small (2 layers, 2 heads, head_dim 8, context length 16).
+The hidden tests check the same rules on other cases: past the context length, batches, other
+`next_token` functions, other shapes.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from grader.testing import expect_number, expect_tensor, points, type_name
+
+
+def _support():
+    name = "grader_04_kv_cache_support"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kv_support.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+kv = _support()
+
+
+def _kv(batch, heads, positions, head_dim, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, heads, positions, head_dim, generator=g), torch.randn(batch, heads, positions, head_dim, generator=g)
+
+
+def _update(cache, layer, k, v, what):
+    result = cache.update(layer, k, v)
+    assert type(result) in (tuple, list) and len(result) == 2, (
+        f"update should return two tensors (k_all, v_all), but it returned a {type_name(result)}"
+    )
+    k_all, v_all = result
+    expect_tensor(k_all, dtype=k.dtype, what=f"the keys returned by {what}")
+    expect_tensor(v_all, dtype=v.dtype, what=f"the values returned by {what}")
+    return k_all, v_all
+
+
+# ---------------------------------------------------------------- KVCache
+
+
+@points(1)
+def test_new_cache_is_empty(student):
+    """KVCache() starts empty: len(cache) == 0"""
+    cache = student.KVCache()
+    n = expect_number(len(cache), 0, what="len(KVCache())")
+    assert n == 0
+
+
+@points(3)
+def test_first_update_returns_its_keys_and_values(student):
+    """the first update of a layer returns the keys and values it was given, shape (batch, heads, positions, head_dim)"""
+    cache = student.KVCache()
+    k, v = _kv(1, 2, 3, 4, seed=1)
+    k_all, v_all = _update(cache, 0, k, v, "the first update")
+    expect_tensor(k_all, shape=(1, 2, 3, 4), what="the keys returned by the first update")
+    expect_tensor(v_all, shape=(1, 2, 3, 4), what="the values returned by the first update")
+    assert torch.equal(k_all, k), "the first update should return the keys it was given (nothing was cached before)"
+    assert torch.equal(v_all, v), (
+        "the first update should return the values it was given as its second result"
+        + (" (it returned the keys instead)" if torch.equal(v_all, k) else "")
+    )
+
+
+@points(5)
+def test_update_appends_along_positions(student):
+    """a second update appends the new positions after the cached ones (dim 2) and returns all of them"""
+    cache = student.KVCache()
+    k1, v1 = _kv(1, 2, 3, 4, seed=2)
+    k2, v2 = _kv(1, 2, 1, 4, seed=3)
+    _update(cache, 0, k1, v1, "the first update")
+    k_all, v_all = _update(cache, 0, k2, v2, "the second update")
+    expect_tensor(k_all, shape=(1, 2, 4, 4), what="the keys after 3 + 1 positions")
+    expect_tensor(v_all, shape=(1, 2, 4, 4), what="the values after 3 + 1 positions")
+    assert torch.equal(k_all, torch.cat([k1, k2], dim=2)), (
+        "after two updates the keys should be the first update's keys followed by the second's, along dim 2 "
+        "(the positions)"
+    )
+    assert torch.equal(v_all, torch.cat([v1, v2], dim=2)), (
+        "after two updates the values should be the first update's values followed by the second's, along dim 2"
+    )
+
+
+@points(4)
+def test_len_counts_positions(student):
+    """len(cache) is the number of cached positions, not the number of update calls"""
+    cache = student.KVCache()
+    for layer in range(2):  # a forward of a 2-layer model over 3 positions
+        _update(cache, layer, *_kv(1, 2, 3, 4, seed=10 + layer), "update")
+    n = expect_number(len(cache), what="len(cache)")
+    assert n == 3, f"after one forward of 3 positions through a 2-layer model, len(cache) should be 3, got {n}"
+    for layer in range(2):  # then one new position
+        _update(cache, layer, *_kv(1, 2, 1, 4, seed=20 + layer), "update")
+    n = expect_number(len(cache), what="len(cache)")
+    assert n == 4, f"after 3 positions and then 1 more (2 layers each), len(cache) should be 4, got {n}"
+
+
+@points(5)
+def test_layers_are_kept_apart(student):
+    """each layer has its own keys and values: update(layer, ...) returns that layer's only"""
+    cache = student.KVCache()
+    ks = [_kv(1, 2, 2, 4, seed=30 + layer) for layer in range(3)]
+    for layer, (k, v) in enumerate(ks):
+        _update(cache, layer, k, v, f"update of layer {layer}")
+    for layer in range(3):
+        k, v = _kv(1, 2, 1, 4, seed=40 + layer)
+        k_all, v_all = _update(cache, layer, k, v, f"update of layer {layer}")
+        expect_tensor(k_all, shape=(1, 2, 3, 4), what=f"the keys of layer {layer} after 2 + 1 positions")
+        assert torch.equal(k_all, torch.cat([ks[layer][0], k], dim=2)) and torch.equal(
+            v_all, torch.cat([ks[layer][1], v], dim=2)
+        ), f"update of layer {layer} returned keys or values that are not that layer's own (keep one pair per layer)"
+
+
+@points(6)
+def test_model_with_your_cache_matches_the_full_forward(student):
+    """the model fed the prompt, then one token at a time through your cache, gives the logits of a full forward"""
+    model = kv.small_model(seed=1)
+    ids = kv.prompt(1, 8, seed=1)
+    cache = student.KVCache()
+    with torch.no_grad():
+        full = model(ids)
+        first = model(ids[:, :5], cache=cache)
+        steps = [first[:, -1]]
+        for i in range(5, 8):
+            steps.append(model(ids[:, i : i + 1], cache=cache)[:, -1])
+    n = len(cache)
+    assert n == 8, f"after the model ran 5 positions and then 3 single ones through the cache, len(cache) should be 8, got {n}"
+    for i, got in zip(range(4, 8), steps):
+        diff = (got - full[:, i]).abs().max().item()
+        assert diff <= kv.TOLERANCE, (
+            f"with your cache the model's logits at position {i} differ from a full forward by {diff:.3g}: "
+            "update should return every cached position of its layer, oldest first"
+        )
+
+
+# ---------------------------------------------------------------- generate
+
+
+@points(4)
+def test_generate_returns_prompt_then_new_tokens(student):
+    """generate returns an int64 tensor (batch, positions + max_new_tokens) that starts with the prompt"""
+    recorder = kv.Recorder(kv.small_model(seed=2))
+    ids = kv.prompt(1, 5, seed=2)
+    out = kv.run_generate(student, recorder, ids, 4)
+    kv.check_result(out, ids, 4)
+
+
+@points(8)
+def test_generate_runs_the_prompt_then_one_position_per_step(student):
+    """with the cache, the first forward runs the whole prompt and each later one exactly one new position"""
+    recorder = kv.Recorder(kv.small_model(seed=3))
+    ids = kv.prompt(1, 5, seed=3)
+    picker = kv.Picker()
+    out = kv.run_generate(student, recorder, ids, 6, picker=picker)
+    problems = kv.cached_run_problems(recorder, ids, 6, out, picker)
+    assert not problems, problems[0]
+
+
+@points(6)
+def test_generate_same_tokens_as_without_cache(student):
+    """greedy decoding with your cache gives the same tokens as decoding without a cache"""
+    model = kv.small_model(seed=4)
+    recorder = kv.Recorder(model)
+    ids = kv.prompt(1, 4, seed=4)
+    out = kv.check_result(kv.run_generate(student, recorder, ids, 8), ids, 8)
+    expected, _ = kv.reference(model, ids, 8)
+    where = kv.first_token_difference(out, expected)
+    assert where is None, f"the tokens differ from decoding without a cache, first at {where}"
+
+
+@points(6)
+def test_generate_same_logits_at_every_step(student):
+    """at every step next_token gets the same logits (within 1e-4) as decoding without a cache"""
+    model = kv.small_model(seed=5)
+    recorder = kv.Recorder(model)
+    ids = kv.prompt(1, 6, seed=5)
+    picker = kv.Picker()
+    out = kv.check_result(kv.run_generate(student, recorder, ids, 7, picker=picker), ids, 7)
+    expected, steps = kv.reference(model, ids, 7)
+    problems = kv.logits_problems(picker, steps)
+    assert not problems, problems[0]
+    assert torch.equal(out, expected), "the tokens differ from the ones next_token chose: append what next_token returns"
+
+
+@points(5)
+def test_generate_without_cache_reruns_the_context(student):
+    """use_cache=False runs the model without a cache on the whole context at every step"""
+    model = kv.small_model(seed=6)
+    recorder = kv.Recorder(model)
+    ids = kv.prompt(1, 5, seed=6)
+    out = kv.check_result(kv.run_generate(student, recorder, ids, 5, use_cache=False), ids, 5)
+    expected, _ = kv.reference(model, ids, 5)
+    forwards = recorder.forwards
+    assert len(forwards) == 5, f"without the cache generate should run the model once per new token (5), not {len(forwards)} times"
+    for step, f in enumerate(forwards):
+        assert not f.with_cache, f"with use_cache=False, step {step} still passed a cache to the model"
+        assert f.positions == 5 + step, (
+            f"without the cache, step {step} ran the model on {f.positions} positions; it should re-run the whole "
+            f"context ({5 + step} positions)"
+        )
+    assert torch.equal(out, expected), "without the cache the tokens differ from greedy decoding of the whole context"
