@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from course.errors import UserError
 from course.tokenizer import (
-    DEFAULT_MIN_FREQUENCY,
     DEFAULT_VOCAB_SIZE,
     Tokenizer,
     check_vocab_size,
@@ -152,9 +151,10 @@ def _local_corpus(dataset: str, folder: Path) -> Corpus:
                 dataset, str(base), _fingerprint(parquet_files), lambda split: _read_parquet_lines(parquet_files[split])
             )
     searched = " or ".join(str(base) for base in bases)
+    found = [name for name in official if any((base / name).is_file() for base in bases)]
     message = (
         f"expected {', '.join(official)} (or the hub's train/validation/test-*.parquet) "
-        f"for {dataset} in {searched}, found them incomplete"
+        f"for {dataset} in {searched}, found {' and '.join(found) + ' only' if found else 'none of them'}"
     )
     other_extension = "tokens" if extension == "raw" else "raw"
     if any((base / f"wiki.train.{other_extension}").is_file() for base in bases):
@@ -181,15 +181,16 @@ def _read_parquet_lines(paths: list[Path]) -> Iterator[str]:
     for path in paths:
         try:
             parquet = pq.ParquetFile(path)
-            if parquet.schema_arrow.field("text").type not in (pa.string(), pa.large_string()):
-                raise UserError(f"expected a string column 'text' in {path}, it holds {parquet.schema_arrow.field('text').type}")
-            for batch in parquet.iter_batches(batch_size=8192, columns=["text"]):
-                for line in batch.column(0).to_pylist():
-                    yield (line or "").rstrip("\n")
-        except KeyError:
-            raise UserError(f"expected a column 'text' in {path}, found {parquet.schema_arrow.names}") from None
         except (pa.ArrowException, OSError) as error:
             raise UserError(f"expected a parquet file at {path}: {str(error).splitlines()[0]}") from None
+        schema = parquet.schema_arrow
+        if "text" not in schema.names:
+            raise UserError(f"expected a column 'text' in {path}, found {', '.join(schema.names)}")
+        if schema.field("text").type not in (pa.string(), pa.large_string()):
+            raise UserError(f"expected a string column 'text' in {path}, found {schema.field('text').type}")
+        for batch in parquet.iter_batches(batch_size=8192, columns=["text"]):
+            for line in batch.column(0).to_pylist():
+                yield (line or "").rstrip("\n")
 
 
 def _hub_corpus(dataset: str) -> Corpus:
@@ -318,8 +319,11 @@ def prepare(
             print(f"already prepared, nothing to do: {folder}")
             _print_summary(prepared, corpus)
         return prepared
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    except OSError as error:
+        raise UserError(f"expected a writable cache folder at {root} ({error.strerror})") from None
     work.chmod(0o755)  # a temporary folder is private (0700); the cache is ordinary data
     try:
         _build(corpus, vocab_size, work, quiet)
@@ -357,7 +361,7 @@ def _build(corpus: Corpus, vocab_size: int, folder: Path, quiet: bool) -> None:
         "source": corpus.where,
         "fingerprint": corpus.fingerprint,
         "tokenizer_path": TOKENIZER_FILE,
-        "tokenizer": json.loads(tokenizer_settings(vocab_size, DEFAULT_MIN_FREQUENCY)),
+        "tokenizer": tokenizer_settings(vocab_size),
         "vocab_size": tokenizer.vocab_size,
         "dtype": "uint16",
         "num_tokens": num_tokens,

@@ -8,7 +8,6 @@ One special token, `<|endoftext|>`, separates articles so the model learns where
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -62,15 +61,21 @@ _LINE_START = re.compile(r"(?<=\n)(?= ?\S)")
 class Tokenizer:
     """A thin wrapper around a trained `tokenizers.Tokenizer` with the few calls the course needs."""
 
-    def __init__(self, hf_tokenizer: HFTokenizer):
+    def __init__(self, hf_tokenizer: HFTokenizer, where: str = "the tokenizer"):
+        """Wrap a `tokenizers.Tokenizer`, which must be a byte-level BPE with <|endoftext|>; `where` names it in errors."""
         pre_tokenizer = hf_tokenizer.pre_tokenizer
         if not (isinstance(pre_tokenizer, pre_tokenizers.ByteLevel) and pre_tokenizer.use_regex):
-            raise UserError(f"expected a byte-level BPE (ByteLevel pre-tokenizer), found {type(pre_tokenizer).__name__}")
+            raise UserError(
+                f"expected a byte-level BPE (ByteLevel pre-tokenizer) in {where}, found {type(pre_tokenizer).__name__}"
+            )
         if hf_tokenizer.normalizer is not None:
-            raise UserError(f"expected a tokenizer that encodes text as written, found a {type(hf_tokenizer.normalizer).__name__} normalizer")
+            raise UserError(
+                f"expected a tokenizer that encodes text as written in {where}, "
+                f"found a {type(hf_tokenizer.normalizer).__name__} normalizer"
+            )
         eot_id = hf_tokenizer.token_to_id(EOT)
         if eot_id is None:
-            raise UserError(f"expected the tokenizer to have the special token {EOT}, it has none")
+            raise UserError(f"expected the special token {EOT} in {where}, found none")
         self._tokenizer = hf_tokenizer
         self.eot_id: int = eot_id
         self.vocab_size: int = hf_tokenizer.get_vocab_size()
@@ -120,7 +125,7 @@ class Tokenizer:
         except Exception as error:  # tokenizers raises a bare Exception on bad JSON
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise UserError(f"expected a tokenizer in `tokenizers` JSON format in {where}: {first_line}") from None
-        return cls(hf_tokenizer)
+        return cls(hf_tokenizer, where)
 
     def to_str(self) -> str:
         return self._tokenizer.to_str()
@@ -200,6 +205,6 @@ def _token_counts(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 24) -> 
     return counts
 
 
-def tokenizer_settings(vocab_size: int, min_frequency: int = DEFAULT_MIN_FREQUENCY) -> str:
-    """A stable description of how a tokenizer is trained, for cache keys."""
-    return json.dumps({"kind": "byte-level-bpe", "vocab_size": vocab_size, "min_frequency": min_frequency, "eot": EOT})
+def tokenizer_settings(vocab_size: int, min_frequency: int = DEFAULT_MIN_FREQUENCY) -> dict:
+    """How a tokenizer is trained, for cache keys: the same settings on the same text, the same tokenizer."""
+    return {"kind": "byte-level-bpe", "vocab_size": vocab_size, "min_frequency": min_frequency, "eot": EOT}

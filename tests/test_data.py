@@ -169,6 +169,10 @@ def test_folder_without_the_files_lists_what_it_looked_for(tmp_path):
     message = expect_user_error("expected wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens", load_corpus,
                                 "wikitext-2-v1", tmp_path)
     assert "parquet" in message and str(tmp_path / "wikitext-2-v1") in message and str(tmp_path / "wikitext-2") in message
+    assert message.endswith("found wiki.train.tokens only")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    expect_user_error("found none of them", load_corpus, "wikitext-2-v1", empty)
 
 
 def test_raw_files_for_a_tokenized_config_name_the_right_config(tmp_path):
@@ -205,6 +209,12 @@ def test_a_parquet_file_that_is_not_parquet_or_has_no_text(tmp_path):
     expect_user_error("expected a column 'text' in .*test-00000", list, load_corpus("wikitext-2-v1", folder).lines("test"))
     pq.write_table(pa.table({"text": [1, 2]}), folder / "test-00000-of-00001.parquet")
     expect_user_error("expected a string column 'text'", list, load_corpus("wikitext-2-v1", folder).lines("test"))
+
+
+def test_cache_folder_that_cannot_be_written(small_corpus, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
+    expect_user_error("expected a writable cache folder at .*a-file", prepare, data_dir=small_corpus,
+                      vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "a-file", quiet=True)
 
 
 def test_vocabulary_size_out_of_range(small_corpus, tmp_path):

@@ -107,11 +107,16 @@ def test_load_corrupt_tokenizer(tmp_path, content):
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
-def test_a_tokenizer_of_another_kind_is_refused(tokenizer):
+def test_a_tokenizer_of_another_kind_is_refused(tmp_path):
     word_level = HFTokenizer(models.WordLevel({"a": 0, EOT: 1}, unk_token=EOT))
     word_level.pre_tokenizer = pre_tokenizers.Whitespace()
-    with pytest.raises(UserError, match="expected a byte-level BPE"):
-        Tokenizer.from_str(word_level.to_str())
+    word_level.save(str(tmp_path / "word-level.json"))
+    with pytest.raises(UserError, match=r"expected a byte-level BPE .* in .*word-level\.json, found Whitespace"):
+        Tokenizer.load(tmp_path / "word-level.json")
+    without_eot = HFTokenizer(models.BPE())
+    without_eot.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    with pytest.raises(UserError, match=f"expected the special token {EOT} in the given string, found none"):
+        Tokenizer.from_str(without_eot.to_str())
 
 
 def test_unigram_perplexity_fixed_values(tmp_path):
