@@ -37,20 +37,15 @@ def check_vocab_size(vocab_size: int) -> None:
         )
 
 
-def _bytes_of_char() -> dict[str, int]:
-    """GPT-2's byte-level alphabet: each byte is shown as a printable character ('Ġ' is the space)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = list(printable)
-    shifted = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + shifted)
-            shifted += 1
-    return {chr(char): byte for byte, char in zip(printable, chars)}
+def _byte_of_char() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: printable bytes stand for themselves, the others are shifted
+    to chr(256 + n) in order, so that the space is shown as 'Ġ' and the newline as 'Ċ'."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [byte for byte in range(256) if byte not in kept]
+    return {chr(byte): byte for byte in kept} | {chr(256 + n): byte for n, byte in enumerate(shifted)}
 
 
-_BYTE_OF_CHAR = _bytes_of_char()
+_BYTE_OF_CHAR = _byte_of_char()
 
 # Where a line starts with a word (or a space and a word), GPT-2's pre-tokenizer regex always ends
 # one piece before it ('\n' alone, as `\s+(?!\S)` backs off from the space) and BPE never merges

@@ -53,6 +53,8 @@ def test_eot_is_one_special_token(tokenizer):
 def test_token_strings_show_spaces_as_spaces(tokenizer):
     ids = tokenizer.encode(" the cat sat")
     assert tokenizer.token_strings(ids) == [" the", " cat", " sat"]  # GPT-2 writes them 'Ġthe', 'Ġcat', 'Ġsat'
+    # GPT-2's 'Ċ', 'ĉ', '~', and 'Ã', '©' (the two bytes of an 'é' never merged in training)
+    assert tokenizer.token_strings(tokenizer.encode("\n\t~é")) == ["\n", "\t", "~", "\\xc3", "\\xa9"]
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tokenizer.token_strings([tokenizer.vocab_size])
 
