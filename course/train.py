@@ -1,0 +1,390 @@
+"""Training the course GPT: `course train`, and `train(config)` for notebooks.
+
+AdamW (weight decay on 2-D weights only), linear warm-up then cosine decay to `min_lr_ratio * lr`,
+gradient clipping and accumulation, bf16 autocast and optional torch.compile on CUDA, DDP under torchrun.
+
+Each micro-batch is a set of random windows of block_size + 1 tokens from the train split, drawn by a
+generator seeded with (seed, rank, step, micro-step). The data position is therefore the step itself:
+a resumed run draws exactly the batches the uninterrupted run would have drawn, and on CPU it ends
+bit-identical to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from course.checkpoint import (
+    TRAIN_STATE_FILE,
+    check_same_tokenizer,
+    load_checkpoint,
+    load_train_state,
+    save_checkpoint,
+)
+from course.errors import UserError
+from course.evaluate import autocast, format_perplexity, perplexity, positive_int, resolve_device
+from course.model import GPT, PRESETS, preset
+from course.tokenizer import Tokenizer
+
+# Per-preset defaults for every option left unset. tiny: a couple of minutes on 2 CPU cores.
+PRESET_DEFAULTS = {
+    "tiny": dict(max_steps=600, batch_size=16, lr=3e-3, warmup_steps=30, eval_every=200, save_every=200),
+    "course": dict(max_steps=5000, batch_size=32, lr=6e-4, warmup_steps=200, eval_every=250, save_every=500),
+}
+GREEDY_PROMPT = "The"
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "tiny"
+    max_steps: int | None = None  # None: the preset's default (as for every None below)
+    out: str | Path | None = None  # default runs/<preset>
+    resume: bool = False
+    dataset: str = "wikitext-2-v1"
+    data_dir: str | Path | None = None
+    batch_size: int | None = None  # sequences per micro-batch, per process
+    grad_accum: int = 1
+    lr: float | None = None
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int | None = None
+    eval_tokens: int = 32768  # periodic validation scores this many tokens, evenly spread over the split
+    save_every: int | None = None
+    device: str = "auto"
+    compile: bool = False
+    seed: int = 1337
+    quiet: bool = False
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the preset's defaults filled in and every value checked."""
+        if self.preset not in PRESETS:
+            raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        defaults = PRESET_DEFAULTS[self.preset]
+        config = replace(
+            self,
+            out=Path(self.out if self.out is not None else Path("runs") / self.preset),
+            **{name: value for name, value in defaults.items() if getattr(self, name) is None},
+        )
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "eval_tokens"):
+            if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
+                raise UserError(f"{name} must be a positive integer, got {getattr(config, name)!r}")
+        if not config.warmup_steps >= 0:
+            raise UserError(f"warmup_steps must be 0 or more, got {config.warmup_steps!r}")
+        for name in ("lr", "grad_clip"):
+            if not (getattr(config, name) > 0 and math.isfinite(getattr(config, name))):
+                raise UserError(f"{name} must be a positive number, got {getattr(config, name)!r}")
+        if not (0 <= config.min_lr_ratio <= 1 and 0 <= config.weight_decay < 1):
+            raise UserError("min_lr_ratio must lie in [0, 1] and weight_decay in [0, 1)")
+        if config.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"device must be auto, cpu or cuda, got {config.device!r}")
+        return config
+
+
+@dataclass
+class TrainingData:
+    """What training reads: the tokenizer, the encoded splits, and the numbers perplexity needs."""
+
+    tokenizer: Tokenizer
+    train_tokens: np.ndarray
+    valid_tokens: np.ndarray
+    valid_words: int
+    unigram_perplexity: float  # of the same tokenizer's unigram model on the valid split
+
+
+@dataclass
+class TrainResult:
+    model: GPT
+    tokenizer: Tokenizer
+    checkpoint: Path
+    history: list[dict] = field(default_factory=list)  # one dict per validation: step, train_loss, val_loss, ...
+
+
+def load_training_data(config: TrainConfig, vocab_size: int | None = None) -> TrainingData:
+    from course.data import prepare
+    from course.tokenizer import unigram_perplexity
+
+    options = dict(data_dir=config.data_dir, quiet=config.quiet)
+    if vocab_size is not None:
+        options["vocab_size"] = vocab_size
+    data = prepare(config.dataset, **options)
+    tokenizer = Tokenizer.load(data.tokenizer_path)
+    train_tokens, valid_tokens = data.tokens("train"), data.tokens("valid")
+    return TrainingData(
+        tokenizer=tokenizer,
+        train_tokens=train_tokens,
+        valid_tokens=valid_tokens,
+        valid_words=data.num_words["valid"],
+        unigram_perplexity=unigram_perplexity(train_tokens, valid_tokens, tokenizer.vocab_size),
+    )
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up over warmup_steps, then cosine decay to min_lr_ratio * lr at max_steps."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    min_lr = config.min_lr_ratio * config.lr
+    return min_lr + 0.5 * (config.lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: GPT, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices and embeddings (2-D), none on biases and LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        dict(params=[p for p in params if p.dim() >= 2], weight_decay=config.weight_decay),
+        dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0),
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def batch_for_step(tokens: np.ndarray, block_size: int, batch_size: int, seed: int, rank: int, step: int, micro: int):
+    """(inputs, targets), each (batch_size, block_size): random windows, a pure function of the arguments."""
+    if len(tokens) < block_size + 2:
+        raise UserError(f"the train split has {len(tokens)} tokens, fewer than one window of {block_size + 1}")
+    rng = np.random.default_rng([seed, rank, step, micro])
+    starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
+    rows = torch.from_numpy(np.stack([tokens[s : s + block_size + 1] for s in starts]).astype(np.int64))
+    return rows[:, :-1], rows[:, 1:]
+
+
+def train_step(model, optimizer, batches, config: TrainConfig, lr: float, device: torch.device) -> float:
+    """One optimizer step over the micro-batches `batches`; returns their mean loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    total = 0.0
+    for micro, (inputs, targets) in enumerate(batches):
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        last = micro == len(batches) - 1
+        # DDP: all-reduce the gradients once, after the last micro-batch
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(device):
+                logits = model(inputs)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            (loss / len(batches)).backward()
+        total += loss.item()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total / len(batches)
+
+
+@dataclass
+class _Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _distributed_from_env(config: TrainConfig) -> _Distributed:
+    """torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; start the process group when there is more than one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return _Distributed()
+    import torch.distributed as dist
+
+    use_cuda = config.device != "cpu" and torch.cuda.is_available()
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return _Distributed(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _barrier(dist_info: _Distributed) -> None:
+    if dist_info.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def greedy_text(model: GPT, tokenizer: Tokenizer, prompt: str, new_tokens: int = 40) -> str:
+    """A plain argmax loop (no cache): enough to show what the model learned."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([tokenizer.encode(prompt)], device=device)
+    model.eval()
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            logits = model(ids[:, -model.config.block_size :])
+            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return tokenizer.decode(ids[0].tolist())
+
+
+def _resume_state(config: TrainConfig, data: TrainingData, device: torch.device):
+    out = config.out
+    state = load_train_state(out)
+    if state["config"]["preset"] != config.preset:
+        raise UserError(f"--resume: {out} was trained with preset {state['config']['preset']}, not {config.preset}")
+    model, tokenizer = load_checkpoint(out, device=device)
+    check_same_tokenizer(tokenizer, data.tokenizer, out)
+    return model, state
+
+
+def train(
+    config: TrainConfig,
+    on_eval: Callable[[dict], None] | None = None,
+    data: TrainingData | None = None,
+) -> TrainResult:
+    """Train (or with config.resume, continue) a model; `on_eval(record)` is called after every validation.
+
+    Each record has step, tokens, train_loss, val_loss, val_ppl (per token), val_ppl_word, unigram_ppl, lr;
+    the same records come back in `TrainResult.history`.
+    """
+    config = config.resolved()
+    dist_info = _distributed_from_env(config)
+    device = resolve_device(config.device)
+    if dist_info.world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if config.compile and device.type != "cuda":
+        raise UserError("--compile needs a CUDA device (torch.compile brings nothing to these models on CPU)")
+    say = tqdm.write if dist_info.main and not config.quiet else (lambda message: None)
+
+    has_checkpoint = (config.out / TRAIN_STATE_FILE).is_file()
+    if config.resume and not has_checkpoint:
+        raise UserError(f"--resume: {config.out} holds no training checkpoint ({TRAIN_STATE_FILE} is missing)")
+    if has_checkpoint and not config.resume:
+        raise UserError(f"{config.out} already holds a training checkpoint: pass --resume or choose another --out")
+
+    if data is None:
+        if not dist_info.main:
+            _barrier(dist_info)  # let rank 0 prepare the cache first
+        vocab = load_checkpoint(config.out)[1].vocab_size if config.resume else None
+        data = load_training_data(replace(config, quiet=config.quiet or not dist_info.main), vocab)
+        if dist_info.main:
+            _barrier(dist_info)
+    if config.resume:
+        model, state = _resume_state(config, data, device)
+        history = list(state["history"])
+        start_step = state["step"]
+    else:
+        torch.manual_seed(config.seed)
+        model = GPT(preset(config.preset, data.tokenizer.vocab_size)).to(device)
+        state, history, start_step = None, [], 0
+    model.train()
+    optimizer = make_optimizer(model, config, device)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+
+    say(f"model: preset {config.preset}, {model.num_params() / 1e6:.2f}M parameters "
+        f"({model.config.n_layer} layers, {model.config.n_head} heads, width {model.config.n_embd}, "
+        f"context {model.config.block_size}, vocab {model.config.vocab_size})")
+    say(f"unigram baseline on valid: perplexity {data.unigram_perplexity:.1f} per token")
+    trained = model
+    if config.compile:
+        trained = torch.compile(trained)
+    if dist_info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
+
+    block_size = model.config.block_size
+    tokens_per_step = config.batch_size * config.grad_accum * block_size * dist_info.world_size
+
+    def save(step: int) -> None:
+        train_state = dict(step=step, optimizer=optimizer.state_dict(), config=_plain(config), history=history)
+        save_checkpoint(config.out, model, data.tokenizer, train_state)
+
+    def validate(step: int, train_loss: float, lr: float) -> dict:
+        ppl = perplexity(model, data.valid_tokens, data.valid_words, max_tokens=config.eval_tokens)
+        record = dict(step=step, tokens=step * tokens_per_step, train_loss=train_loss, val_loss=ppl.loss,
+                      val_ppl=ppl.per_token, val_ppl_word=ppl.per_word, unigram_ppl=data.unigram_perplexity, lr=lr)
+        history.append(record)
+        say(f"step {step}: train loss {train_loss:.3f}, valid {format_perplexity(ppl)} "
+            f"(unigram {data.unigram_perplexity:.1f} per token)")
+        return record
+
+    bar = tqdm(total=config.max_steps, initial=start_step, desc=f"train {config.preset}", unit="step",
+               disable=config.quiet or not dist_info.main, dynamic_ncols=True)
+    loss = lr = float("nan")
+    started, step = time.perf_counter(), start_step
+    for step in range(start_step + 1, config.max_steps + 1):
+        lr = learning_rate(step - 1, config)
+        batches = [
+            batch_for_step(data.train_tokens, block_size, config.batch_size, config.seed, dist_info.rank, step, micro)
+            for micro in range(config.grad_accum)
+        ]
+        loss = train_step(trained, optimizer, batches, config, lr, device)
+        tokens_per_s = (step - start_step) * tokens_per_step / (time.perf_counter() - started)
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+        if not dist_info.main:
+            continue
+        last = step == config.max_steps
+        record = validate(step, loss, lr) if step % config.eval_every == 0 or last else None
+        if step % config.save_every == 0 or last:
+            save(step)
+        if record is not None and on_eval is not None:
+            on_eval(record)  # after the save: a callback that stops training loses nothing
+    bar.close()
+
+    if dist_info.main and step == start_step:
+        say(f"{config.out} is already trained to step {step} of {config.max_steps}")
+    if dist_info.main and not config.quiet:
+        say(f"saved {config.out} (step {step}, {time.perf_counter() - started:.0f} s of training)")
+        say(f"greedy: {greedy_text(model, data.tokenizer, GREEDY_PROMPT)!r}")
+    model.train(False)
+    if dist_info.world_size > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return TrainResult(model=model, tokenizer=data.tokenizer, checkpoint=config.out, history=history)
+
+
+def _plain(config: TrainConfig) -> dict:
+    """The config as plain values (torch.load(weights_only=True) reads them back)."""
+    return {name: str(value) if isinstance(value, Path) else value for name, value in asdict(config).items()}
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def run(args) -> int:
+    config = TrainConfig(**{name: getattr(args, name) for name in (
+        "preset", "max_steps", "out", "resume", "dataset", "data_dir", "batch_size", "grad_accum", "lr",
+        "eval_every", "save_every", "device", "compile", "seed")})
+    train(config)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train the course GPT and save a checkpoint",
+        description="Train a preset on WikiText; checkpoints go to --out (default runs/<preset>).",
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model size (default tiny)")
+    parser.add_argument("--max-steps", type=positive_int, help="optimizer steps (default: the preset's)")
+    parser.add_argument("--out", help="checkpoint folder (default runs/<preset>)")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    parser.add_argument("--dataset", default="wikitext-2-v1", help="WikiText config (default wikitext-2-v1)")
+    parser.add_argument("--data-dir", help="local WikiText folder (default: $COURSE_DATA_DIR or the hub)")
+    parser.add_argument("--batch-size", type=positive_int, help="sequences per micro-batch and process")
+    parser.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--lr", type=positive_float, help="peak learning rate")
+    parser.add_argument("--eval-every", type=positive_int, help="steps between validations")
+    parser.add_argument("--save-every", type=positive_int, help="steps between checkpoints")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    parser.add_argument("--seed", type=int, default=1337, help="seed of the initial weights and the batches")
+    parser.set_defaults(run=run)

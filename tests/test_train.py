@@ -1,0 +1,221 @@
+"""Training: schedule, batches, exact resume, evaluation windows, and one-line errors from `course train`/`course eval`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_checkpoint import TEXT, make_tokenizer
+
+import course.cli as cli
+from course.checkpoint import load_checkpoint, load_train_state
+from course.errors import UserError
+from course.evaluate import perplexity, windows
+from course.model import GPT, GPTConfig
+from course.train import TrainConfig, TrainingData, batch_for_step, learning_rate, make_optimizer, train
+
+MY_COMMANDS = ["course.train", "course.evaluate", "course.export_hf"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Models this small run fastest on one thread, and a second thread only spin-waits on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small_data() -> TrainingData:
+    """A stand-in for a prepared corpus: a few thousand tokens of repeated text and a 300-token BPE."""
+    tokenizer = make_tokenizer()
+    tokens = np.array(tokenizer.encode(" ".join(TEXT * 60)), dtype=np.uint16)
+    return TrainingData(tokenizer, train_tokens=tokens, valid_tokens=tokens[:600], valid_words=100,
+                        unigram_perplexity=50.0)
+
+
+def small_config(out, **overrides) -> TrainConfig:
+    options = dict(preset="tiny", out=out, max_steps=8, batch_size=2, lr=3e-3, warmup_steps=2, eval_every=4,
+                   save_every=4, eval_tokens=256, device="cpu", quiet=True)
+    return TrainConfig(**{**options, **overrides})
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    config = TrainConfig(max_steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.1).resolved()
+    assert [learning_rate(step, config) for step in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+    assert learning_rate(10, config) == pytest.approx(1.0)
+    assert learning_rate(60, config) == pytest.approx(0.55)  # half-way down the cosine
+    assert learning_rate(110, config) == pytest.approx(0.1)
+    rates = [learning_rate(step, config) for step in range(10, 111)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_weight_decay_applies_to_2d_weights_only():
+    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    decayed, plain = make_optimizer(model, TrainConfig(lr=1e-3).resolved(), torch.device("cpu")).param_groups
+    assert decayed["weight_decay"] > 0 and all(p.dim() == 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0 and all(p.dim() == 1 for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_batches_are_contiguous_windows_fixed_by_seed_rank_and_step(small_data):
+    tokens = small_data.train_tokens
+    inputs, targets = batch_for_step(tokens, 16, 4, seed=1, rank=0, step=3, micro=0)
+    assert inputs.shape == targets.shape == (4, 16) and inputs.dtype == torch.int64
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])
+    assert torch.equal(inputs, batch_for_step(tokens, 16, 4, seed=1, rank=0, step=3, micro=0)[0])
+    for other in (dict(seed=2, rank=0, step=3), dict(seed=1, rank=1, step=3), dict(seed=1, rank=0, step=4)):
+        assert not torch.equal(inputs, batch_for_step(tokens, 16, 4, micro=0, **other)[0])
+
+
+def test_resumed_training_ends_bit_identical_to_uninterrupted_training(tmp_path, small_data):
+    straight = train(small_config(tmp_path / "straight"), data=small_data)
+
+    def interrupt_at_half_way(record):
+        if record["step"] == 4:
+            raise KeyboardInterrupt  # as Ctrl-C after the step-4 checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(tmp_path / "resumed"), on_eval=interrupt_at_half_way, data=small_data)
+    assert load_train_state(tmp_path / "resumed")["step"] == 4
+    resumed = train(small_config(tmp_path / "resumed", resume=True), data=small_data)
+
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed.history == straight.history  # the history of the first half travels in the checkpoint
+    assert [record["step"] for record in straight.history] == [4, 8]
+    assert straight.history[-1]["val_loss"] < straight.history[0]["val_loss"]
+    reloaded, _ = load_checkpoint(tmp_path / "resumed")
+    assert torch.equal(reloaded.transformer.wte.weight, straight.model.transformer.wte.weight)
+
+
+def test_gradient_accumulation_matches_one_large_batch_of_the_same_windows(tmp_path, small_data):
+    """Two micro-batches of 2 windows average the same gradients as one batch of those 4 windows (1e-5)."""
+    config = small_config(tmp_path, grad_accum=2).resolved()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=small_data.tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    twin = GPT(model.config)
+    twin.load_state_dict(model.state_dict())
+    from course.train import train_step
+
+    micro = [batch_for_step(small_data.train_tokens, 16, 2, 0, 0, 1, m) for m in range(2)]
+    joined = [tuple(torch.cat(parts) for parts in zip(*micro))]
+    cpu = torch.device("cpu")
+    loss_micro = train_step(model, make_optimizer(model, config, cpu), micro, config, 1e-3, cpu)
+    loss_joined = train_step(twin, make_optimizer(twin, config, cpu), joined, config, 1e-3, cpu)
+    assert loss_micro == pytest.approx(loss_joined, abs=1e-5)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_training_into_an_existing_checkpoint_needs_resume(tmp_path, small_data):
+    train(small_config(tmp_path / "run", max_steps=2), data=small_data)
+    with pytest.raises(UserError, match="already holds a training checkpoint"):
+        train(small_config(tmp_path / "run", max_steps=2), data=small_data)
+    with pytest.raises(UserError, match="holds no training checkpoint"):
+        train(small_config(tmp_path / "empty", resume=True), data=small_data)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 8])
+def test_eval_windows_score_every_target_exactly_once(stride):
+    n_tokens, block_size = 50, 8
+    scored = []
+    for start, first in windows(n_tokens, block_size, stride):
+        assert 0 <= start <= n_tokens - 1 - block_size
+        scored += [start + j + 1 for j in range(first, block_size)]
+    assert sorted(scored) == list(range(1, n_tokens))
+
+
+def test_perplexity_over_non_overlapping_windows_is_the_mean_cross_entropy():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    tokens = np.random.default_rng(0).integers(0, 30, size=33).astype(np.uint16)  # exactly 4 windows
+    rows = torch.from_numpy(tokens.astype(np.int64))
+    inputs, targets = rows[:-1].view(4, 8), rows[1:].view(4, 8)
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(inputs).view(-1, 30), targets.reshape(-1)).item()
+    result = perplexity(model, tokens, n_words=16, batch_size=3)
+    assert result.loss == pytest.approx(expected, rel=1e-6)
+    assert result.tokens_scored == 32
+    assert result.per_word == pytest.approx(np.exp(expected * 32 / 16), rel=1e-6)
+
+
+def run_cli(argv, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", MY_COMMANDS)  # only the commands under test need to exist
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "--max-steps", "-3"], "--max-steps: expected a positive integer, got '-3'"),
+        (["train", "--preset", "huge"], "--preset: invalid choice: 'huge'"),
+        (["train", "--batch-size", "abc"], "--batch-size: expected a positive integer"),
+        (["train", "--lr", "0"], "--lr: expected a positive number, got '0'"),
+        (["train", "--lr", "nan"], "--lr: expected a positive number"),
+        (["train", "--grad-accum", "0"], "--grad-accum: expected a positive integer"),
+        (["train", "--device", "tpu"], "--device: invalid choice"),
+        (["train", "--compile", "--device", "cpu"], "--compile needs a CUDA device"),
+        (["train", "--resume", "--out", "{tmp}/nothing-here"], "holds no training checkpoint"),
+        (["eval", "{tmp}/nothing-here"], "does not exist"),
+        (["eval", "{tmp}", "--split", "dev"], "--split: expected a comma-separated list"),
+        (["eval", "{tmp}", "--stride", "0"], "--stride: expected a positive integer"),
+        (["export-hf", "{tmp}/nothing-here", "{tmp}/out"], "does not exist"),
+    ],
+)
+def test_bad_command_lines_get_one_line_and_exit_2(argv, fragment, tmp_path, monkeypatch, capsys):
+    code, err = run_cli([arg.format(tmp=tmp_path) for arg in argv], monkeypatch, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert fragment.format(tmp=tmp_path) in err
+
+
+@pytest.mark.slow
+def test_course_train_tiny_defaults_beat_a_quarter_of_the_unigram_perplexity(tmp_path, wikitext2_dir, course_cache_dir):
+    """The demo's promise: the tiny preset's defaults reach val perplexity <= unigram / 4 and print text."""
+    from conftest import run_course
+
+    assert run_course("prepare", "--data-dir", str(wikitext2_dir), cache_dir=course_cache_dir).returncode == 0
+    result = run_course("train", "--preset", "tiny", "--out", str(tmp_path / "tiny"), "--data-dir",
+                        str(wikitext2_dir), cache_dir=course_cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    final = re.findall(r"perplexity ([\d.]+) per token, [\d.]+ per word \(unigram ([\d.]+) per token\)", output)[-1]
+    assert float(final[0]) <= float(final[1]) / 4, final
+    assert "greedy: " in output
+    load_checkpoint(tmp_path / "tiny")
+
+
+@pytest.mark.slow
+def test_course_eval_reports_valid_and_test_perplexity(tiny_checkpoint, wikitext2_dir, course_cache_dir):
+    from conftest import run_course
+
+    result = run_course("eval", str(tiny_checkpoint), "--data-dir", str(wikitext2_dir), cache_dir=course_cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for split in ("valid", "test"):
+        assert re.search(rf"^{split}: loss [\d.]+, perplexity [\d.]+ per token, [\d.]+ per word", result.stdout, re.M)
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu_trains_and_saves_once(tmp_path, wikitext2_dir, course_cache_dir):
+    """Two gloo processes on CPU: rank 0 alone prints and saves; the checkpoint loads and resumes."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, COURSE_CACHE_DIR=str(course_cache_dir), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+               "-m", "course.cli", "train", "--preset", "tiny", "--max-steps", "4", "--batch-size", "2",
+               "--eval-every", "4", "--device", "cpu", "--data-dir", str(wikitext2_dir), "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("greedy: ") == 1
+    assert load_train_state(out)["step"] == 4
+    assert sorted(os.listdir(tmp_path)) == ["ddp"]
