@@ -117,13 +117,10 @@ class Corpus:
     dataset: str
     where: str  # the folder or hub dataset it came from, for messages
     fingerprint: str  # changes whenever the source files do
-    read_lines: Callable[[str], Iterator[str]]  # split -> its lines, without newlines
-
-    def lines(self, split: str) -> Iterator[str]:
-        return self.read_lines(split)
+    lines: Callable[[str], Iterator[str]]  # split -> its lines, without newlines
 
     def articles(self, split: str) -> Iterator[str]:
-        return split_articles(self.read_lines(split))
+        return split_articles(self.lines(split))
 
 
 def load_corpus(dataset: str = "wikitext-2-v1", data_dir: str | Path | None = None) -> Corpus:

@@ -140,6 +140,27 @@ def test_official_files_and_hub_parquet_give_the_same_lines(tmp_path):
             assert [line if line.strip() else "" for line in corpus.lines(split)] == expected[split], layout
 
 
+def test_without_a_folder_the_hub_dataset_is_read(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    hub_rows = {  # as Salesforce/wikitext stores them: lines ending in a newline, blank lines ''
+        hub_split: [line + "\n" if line.strip() else "" for line in ARTICLE_LINES[split]]
+        for split, hub_split in (("train", "train"), ("valid", "validation"), ("test", "test"))
+    }
+    requested = []
+
+    def load_dataset(name, config):
+        requested.append((name, config))
+        return datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": rows}) for split, rows in hub_rows.items()})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    corpus = load_corpus("wikitext-103-raw-v1")
+    assert requested == [("Salesforce/wikitext", "wikitext-103-raw-v1")]
+    assert corpus.where == "Salesforce/wikitext (wikitext-103-raw-v1)"
+    for split in data.SPLITS:
+        assert list(corpus.lines(split)) == [line if line.strip() else "" for line in ARTICLE_LINES[split]]
+
+
 def test_data_dir_comes_from_the_flag_then_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "env"))
     assert data.resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
