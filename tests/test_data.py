@@ -243,16 +243,15 @@ def test_vocabulary_size_out_of_range(small_corpus, tmp_path):
                       cache_dir=tmp_path / "cache", quiet=True)
 
 
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """The `course` command's own `main`, with only this module's subcommand registered."""
-    program = "import sys; from course import cli; cli.COMMAND_MODULES[:] = ['course.data']; sys.exit(cli.main())"
-    return subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=120)
+def run_cli(*args: str, **environment: str) -> subprocess.CompletedProcess:
+    """`course ARGS...` in a fresh process, without $COURSE_DATA_DIR."""
+    env = {key: value for key, value in os.environ.items() if key != "COURSE_DATA_DIR"} | environment
+    return subprocess.run([sys.executable, "-m", "course.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
 
 
 def test_the_command_line_prints_one_line_and_exits_2(tmp_path):
-    env = {key: value for key, value in os.environ.items() if key != "COURSE_DATA_DIR"}
-    result = run_cli("prepare", "--data-dir", "/nonexistent", "--cache-dir", str(tmp_path), env=env)
+    result = run_cli("prepare", "--data-dir", "/nonexistent", "--cache-dir", str(tmp_path))
     assert result.returncode == 2, result.stderr
     assert result.stderr == (
         "course prepare: error: expected a folder holding the WikiText files at /nonexistent, found no such folder\n"
@@ -262,10 +261,8 @@ def test_the_command_line_prints_one_line_and_exits_2(tmp_path):
 
 @pytest.mark.slow
 def test_without_network_the_hub_fails_in_one_line(tmp_path):
-    env = {key: value for key, value in os.environ.items() if key != "COURSE_DATA_DIR"}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    result = subprocess.run([sys.executable, "-m", "course.cli", "prepare", "--cache-dir", str(tmp_path)],
-                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    result = run_cli("prepare", "--cache-dir", str(tmp_path), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                     HF_HOME=str(tmp_path / "hf"))
     assert result.returncode == 2, result.stderr
     last_line = result.stderr.splitlines()[-1]
     assert last_line.startswith("course prepare: error: expected to download Salesforce/wikitext (wikitext-2-v1)")
