@@ -228,7 +228,6 @@ def _fingerprint(files: dict[str, list[Path]]) -> str:
 
 @dataclass
 class SplitStats:
-    lines: int = 0
     words: int = 0
     articles: int = 0
     chars: int = 0  # of the articles' text
@@ -240,7 +239,6 @@ def split_stats(corpus: Corpus, split: str) -> SplitStats:
 
     def counting(lines: Iterable[str]) -> Iterator[str]:
         for line in lines:
-            stats.lines += 1
             stats.words += _words_in_line(line)
             yield line
 
