@@ -71,6 +71,10 @@ class Recorder:
     def block_size(self) -> int:
         return self.model.config.block_size
 
+    @property
+    def config(self):  # for in-process use (the project's own tests); student code sees `exposed()`'s copy
+        return self.model.config
+
     def exposed(self):
         c = self.model.config
         config = SimpleNamespace(
@@ -208,67 +212,53 @@ def check_result(out, prompt_ids, max_new_tokens) -> torch.Tensor:
 
 
 def cached_run_problems(recorder: Recorder, prompt_ids, max_new_tokens, out, picker: Picker | None = None) -> list[str]:
-    """What is wrong with a use_cache=True run, the most basic problem first (empty when all is right)."""
-    problems: list[str] = []
+    """What is wrong with a use_cache=True run, earliest step first (empty when all is right)."""
+    found: list[tuple[int, int, str]] = []  # (step, rank at that step, message)
     forwards = recorder.forwards
     block = recorder.block_size
     batch, positions = prompt_ids.shape
     if picker is not None and picker.problem:
-        problems.append(picker.problem)
+        found.append((-1, 0, picker.problem))
     if not forwards:
-        return problems + ["generate never called the model"]
-    for f in forwards:
-        if f.error:
-            problems.append(f"step {f.index} ({describe_forward(f)}) failed: {f.error}")
+        return [p for _, _, p in found] + ["generate never called the model"]
     first = forwards[0]
     if not first.with_cache:
-        problems.append(
-            "the first forward ran without a cache: with use_cache=True, create a KVCache and pass it: "
-            "model(ids, cache=cache)"
-        )
-    elif first.positions != min(positions, block) or first.cached != 0:
-        problems.append(
-            f"the first forward ran the model on {first.positions} positions with {first.cached} already cached; "
-            f"it should run the whole prompt ({min(positions, block)} positions) into an empty cache"
-        )
-    seen = min(positions, block)  # positions in the model's context after each forward, within the context
+        found.append((0, 0, "the first forward ran without a cache: with use_cache=True, create a KVCache and pass it: "
+                            "model(ids, cache=cache)"))  # fmt: skip
+    elif first.positions is not None and (first.positions != min(positions, block) or first.cached != 0):
+        found.append((0, 0, f"the first forward ran the model on {first.positions} positions with {first.cached} "
+                            f"already cached; it should run the whole prompt ({min(positions, block)} positions) "
+                            "into an empty cache"))  # fmt: skip
+    seen = min(positions, block)  # positions in the model's context after each forward
     for f in forwards[1:]:
-        if f.error or f.positions is None:
+        if f.positions is None:
             continue
         within = seen < block
+        step = f.index
         if not f.with_cache:
-            problems.append(
-                f"step {f.index} ran the model without a cache; with use_cache=True every step after the prompt "
-                "should run one new position with the cache"
-            )
+            found.append((step, 0, f"step {step} ran the model without a cache; with use_cache=True every step after "
+                                   "the prompt should run one new position with the cache"))  # fmt: skip
         elif within and f.positions != 1:
-            problems.append(
-                f"after the prompt, step {f.index} ran the model on {f.positions} positions; with a cache each "
-                "step should run exactly one new position (the token just chosen)"
-            )
+            found.append((step, 0, f"after the prompt, step {step} ran the model on {f.positions} positions; with a "
+                                   "cache each step should run exactly one new position (the token just chosen)"))  # fmt: skip
         elif f.cached is not None and f.run_through_cache is not None and f.cached not in (0, f.run_through_cache):
-            problems.append(
-                f"at step {f.index} len(cache) was {f.cached}, but {f.run_through_cache} positions had gone "
-                "through that cache: len(cache) should be the number of cached positions"
-            )
+            found.append((step, 0, f"at step {step} len(cache) was {f.cached}, but {f.run_through_cache} positions "
+                                   "had gone through that cache: len(cache) should be the number of cached positions"))  # fmt: skip
         elif within and f.cached == 0:
-            problems.append(
-                f"at step {f.index} the cache was empty (len(cache) == 0) although the context still fits: keep "
-                "one cache across the steps instead of starting a new one"
-            )
+            found.append((step, 0, f"at step {step} the cache was empty (len(cache) == 0) although the context still "
+                                   "fits: keep one cache across the steps instead of starting a new one"))  # fmt: skip
         elif not within and f.cached != 0 and f.positions != 1:
-            problems.append(
-                f"past the context length, step {f.index} ran {f.positions} positions after {f.cached} cached ones"
-            )
+            found.append((step, 0, f"past the context length, step {step} ran {f.positions} positions after "
+                                   f"{f.cached} cached ones"))  # fmt: skip
         seen = min(seen + 1, block)
     for f in forwards:
+        if f.error:
+            found.append((f.index, 1, f"step {f.index} ({describe_forward(f)}) failed: {f.error}"))
         if f.max_diff is not None and not f.max_diff <= TOLERANCE:
-            problems.append(
-                f"at step {f.index} the logits the model computed with your cache differ from a full recomputation "
-                f"without it by {f.max_diff:.3g}: update should return, for its layer, the keys and the values of "
-                "every position so far, oldest first, along dim 2 (batch, heads, positions, head_dim)"
-            )
-            break
+            found.append((f.index, 2, f"at step {f.index} the logits the model computed with your cache differ from a "
+                                      f"full recomputation without it by {f.max_diff:.3g}: update should return, for "
+                                      "its layer, the keys and the values of every position so far, oldest first, "
+                                      "along dim 2 (batch, heads, positions, head_dim)"))  # fmt: skip
     # the token fed at each step is the one chosen at the step before
     chosen = picker.chosen if picker is not None else None
     for f in forwards[1:]:
@@ -283,16 +273,13 @@ def cached_run_problems(recorder: Recorder, prompt_ids, max_new_tokens, out, pic
             continue
         fed = f.ids.reshape(-1)
         if fed.shape == expected.shape and not torch.equal(fed, expected.to(fed.dtype)):
-            problems.append(
-                f"step {f.index} fed token {fed.tolist()} to the model, but the token chosen at step {step} was "
-                f"{expected.tolist()}: feed the token just chosen"
-            )
+            found.append((f.index, 3, f"step {f.index} fed token {fed.tolist()} to the model, but the token chosen at "
+                                      f"step {step} was {expected.tolist()}: feed the token just chosen"))  # fmt: skip
             break
-    if len(forwards) not in (max_new_tokens, max_new_tokens + 1):
-        problems.append(
-            f"generate ran the model {len(forwards)} times for {max_new_tokens} new tokens: run it once per new token"
-        )
-    return problems
+    if len(forwards) not in (max_new_tokens, max_new_tokens + 1) and not any(f.error for f in forwards):
+        found.append((len(forwards), 9, f"generate ran the model {len(forwards)} times for {max_new_tokens} new "
+                                        "tokens: run it once per new token"))  # fmt: skip
+    return [message for _, _, message in sorted(found, key=lambda x: (x[0], x[1]))]
 
 
 def logits_problems(picker: Picker, expected_steps: list[torch.Tensor]) -> list[str]:

@@ -1,0 +1,14 @@
+"""generate starts a fresh cache at every step and re-runs the whole context: right tokens, no speed-up."""
+# symptom: step \d+ ran the model on \d+ positions|exactly one new position
+
+
+def generate(model, prompt_ids, max_new_tokens, next_token=greedy, use_cache=True):
+    block_size = model.config.block_size
+    ids = prompt_ids
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            cache = KVCache() if use_cache else None
+            logits = model(ids[:, -block_size:], cache=cache)
+            new = next_token(logits[:, -1, :])
+            ids = torch.cat([ids, new.reshape(-1, 1).to(ids)], dim=1)
+    return ids

@@ -1,0 +1,20 @@
+"""generate always takes the argmax and never calls next_token."""
+# symptom: never called next_token|next_token was called 0 times
+
+
+def generate(model, prompt_ids, max_new_tokens, next_token=greedy, use_cache=True):
+    block_size = model.config.block_size
+    ids = prompt_ids
+    cache = None
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                logits = model(ids[:, -block_size:])
+            elif cache is not None and len(cache) < block_size:
+                logits = model(ids[:, -1:], cache=cache)
+            else:
+                cache = KVCache()
+                logits = model(ids[:, -block_size:], cache=cache)
+            new = logits[:, -1, :].argmax(dim=-1)
+            ids = torch.cat([ids, new.reshape(-1, 1).to(ids)], dim=1)
+    return ids

@@ -1,0 +1,177 @@
+"""The 04_kv_cache assignment: the solution is right, the grader's trusted helpers see what they claim,
+the solution notebook scores 100% and the blank assignment 0 (slow: real grading), and the solution
+notebook runs from top to bottom in a couple of minutes (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from course.notebook import load_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
+ASSIGNMENT = ROOT / "assignments" / "04_kv_cache.ipynb"
+SUPPORT = ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py"
+
+
+def _load_support():
+    name = "grader_04_kv_cache_support"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SUPPORT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+kv = _load_support()
+
+
+@pytest.fixture(scope="module")
+def solution():
+    loaded = load_notebook(SOLUTION)
+    return loaded.namespace
+
+
+# ---------------------------------------------------------------- the solution, in process
+
+
+@pytest.mark.parametrize("batch, prompt_len, new", [(1, 5, 6), (1, 10, 20), (3, 6, 8), (1, 1, 12), (2, 16, 4), (1, 20, 3)])
+def test_solution_matches_the_uncached_reference(solution, batch, prompt_len, new):
+    model = kv.small_model(seed=prompt_len)
+    ids = kv.prompt(batch, prompt_len, seed=new)
+    expected, _ = kv.reference(model, ids, new)
+    for use_cache in (True, False):
+        out = solution["generate"](model, ids, new, use_cache=use_cache)
+        assert out.dtype == torch.int64 and out.shape == (batch, prompt_len + new)
+        assert torch.equal(out, expected), f"use_cache={use_cache}"
+
+
+@pytest.mark.parametrize("batch, prompt_len, new, rule", [(1, 5, 6, "greedy"), (1, 10, 20, "greedy"), (2, 4, 14, "second")])
+def test_recorder_finds_nothing_wrong_with_the_solution(solution, batch, prompt_len, new, rule):
+    model = kv.small_model(seed=3)
+    ids = kv.prompt(batch, prompt_len, seed=4)
+    recorder, picker = kv.Recorder(model), kv.Picker(rule)
+    out = solution["generate"](recorder, ids, new, next_token=picker)
+    _, steps = kv.reference(model, ids, new, rule)
+    assert kv.cached_run_problems(recorder, ids, new, out, picker) == []
+    assert kv.logits_problems(picker, steps) == []
+    within = [f for f in recorder.forwards if f.max_diff is not None]
+    assert within and max(f.max_diff for f in within) <= kv.TOLERANCE
+    assert recorder.forwards[0].positions == min(prompt_len, 16)
+
+
+def test_recorder_names_the_symptoms_of_broken_loops(solution):
+    """In process, without the sandbox: the checks turn a wrong loop into the feedback the students read."""
+    model = kv.small_model(seed=5)
+    ids = kv.prompt(1, 5, seed=5)
+    KVCache = solution["KVCache"]
+
+    def rerun_context(model, prompt_ids, n, next_token):
+        ids, cache = prompt_ids, KVCache()
+        for _ in range(n):
+            ids = torch.cat([ids, next_token(model(ids, cache=cache)[:, -1])[:, None]], dim=1)
+        return ids
+
+    def stale_token(model, prompt_ids, n, next_token):
+        cache = KVCache()
+        logits = model(prompt_ids, cache=cache)
+        ids = prompt_ids
+        for _ in range(n):
+            ids = torch.cat([ids, next_token(logits[:, -1])[:, None]], dim=1)
+            logits = model(prompt_ids[:, -1:], cache=cache)
+        return ids
+
+    class CountingCache(KVCache):
+        calls = 0
+
+        def update(self, layer, k, v):
+            self.calls += 1
+            return super().update(layer, k, v)
+
+        def __len__(self):
+            return self.calls
+
+    def counting(model, prompt_ids, n, next_token):
+        cache, ids = CountingCache(), prompt_ids
+        logits = model(ids, cache=cache)
+        for _ in range(n):
+            ids = torch.cat([ids, next_token(logits[:, -1])[:, None]], dim=1)
+            if ids.size(1) < prompt_ids.size(1) + n:
+                logits = model(ids[:, -1:], cache=cache)
+        return ids
+
+    expectations = {
+        rerun_context: "after the prompt, step 1 ran the model on 6 positions",
+        stale_token: "feed the token just chosen",
+        counting: "len(cache) was 2, but 5 positions had gone through that cache",
+    }
+    for loop, symptom in expectations.items():
+        recorder, picker = kv.Recorder(model), kv.Picker()
+        with torch.no_grad():
+            try:
+                out = loop(recorder, ids, 4, picker)
+            except ValueError:
+                out = None
+        problems = kv.cached_run_problems(recorder, ids, 4, out, picker)
+        assert problems and symptom in problems[0], (loop.__name__, problems)
+
+
+def test_assignment_is_blank_and_solution_is_not():
+    blank = load_notebook(ASSIGNMENT).namespace
+    with pytest.raises(NotImplementedError):
+        blank["KVCache"]()
+    with pytest.raises(NotImplementedError):
+        blank["generate"](kv.small_model(), kv.prompt(1, 3), 2)
+    assert "greedy" in blank  # given, not graded here
+    text = ASSIGNMENT.read_text()
+    assert "torch.cat([self.keys[layer], k]" not in text and "BEGIN SOLUTION" not in text
+
+
+# ---------------------------------------------------------------- real grading (slow)
+
+
+def _grade(path):
+    from grader.runner import find_assignment, grade
+
+    results = grade(path, find_assignment("04_kv_cache"))
+    total = sum(t["max_score"] for t in results["tests"])
+    return results, total
+
+
+@pytest.mark.slow
+def test_solution_scores_full_marks():
+    results, total = _grade(SOLUTION)
+    failed = [f"{t['name']}: {t['output']}" for t in results["tests"] if t["score"] < t["max_score"]]
+    assert results["score"] == total == 100, failed
+    assert any(t["visibility"] != "visible" for t in results["tests"])  # hidden tests ran too
+
+
+@pytest.mark.slow
+def test_blank_assignment_scores_zero():
+    results, total = _grade(ASSIGNMENT)
+    assert total == 100
+    assert results["score"] == 0, [t["name"] for t in results["tests"] if t["score"] > 0]
+    assert all("not implemented yet" in t["output"] for t in results["tests"]), [t["output"] for t in results["tests"]]
+
+
+@pytest.mark.slow
+def test_solution_notebook_runs_top_to_bottom(tmp_path):
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(SOLUTION, as_version=4)
+    started = time.monotonic()
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    elapsed = time.monotonic() - started
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors[0].get("evalue")
+    images = sum(1 for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+    assert images == 2, f"expected the time and the memory plots, found {images} images"
+    assert elapsed < 240, f"the notebook took {elapsed:.0f} s"

@@ -1,0 +1,90 @@
+"""Mutation tests of the 04_kv_cache grader: every wrong cache or generate in tests/mutants_kv/ must lose
+points, with feedback that names its symptom.
+
+Each mutant is a small Python file that redefines `KVCache` and/or `generate`; it is graded as the
+solution notebook with one more code cell holding the mutant (the later definition wins, as it does
+for a student who redefines a function further down). Its `# symptom: REGEX` line says what the
+feedback of at least one failed test must mention. Run with `-s` to see the table of points lost.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from course.notebook import read_notebook
+from grader.runner import find_assignment, grade
+from grader.sandbox import Zygote
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
+MUTANTS = sorted((Path(__file__).parent / "mutants_kv").glob("*.py"))
+
+pytestmark = pytest.mark.slow
+
+
+def _symptom(path: Path) -> re.Pattern:
+    for line in path.read_text().splitlines():
+        if line.startswith("# symptom:"):
+            return re.compile(line.removeprefix("# symptom:").strip())
+    raise AssertionError(f"{path.name} has no '# symptom: REGEX' line")
+
+
+def _description(path: Path) -> str:
+    text = path.read_text().strip()
+    return text.split('"""')[1].strip() if text.startswith('"""') else path.stem
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    z = Zygote()
+    yield z
+    z.close()
+
+
+@pytest.fixture(scope="module")
+def solution_cells() -> list[str]:
+    cells = read_notebook(SOLUTION).cells
+    return [_text(cell.source) for cell in cells if cell.cell_type == "code"]
+
+
+def _text(source) -> str:
+    return source if isinstance(source, str) else "".join(source)
+
+
+_TABLE: dict[str, tuple[float, float, str]] = {}
+
+
+def _graded(cells, zygote) -> dict:
+    return grade(cells, find_assignment("04_kv_cache"), zygote=zygote)
+
+
+def test_mutant_suite_is_big_enough():
+    assert len(MUTANTS) >= 8, [p.name for p in MUTANTS]
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[p.stem for p in MUTANTS])
+def test_mutant_loses_points_with_its_symptom(mutant, solution_cells, zygote):
+    results = _graded(solution_cells + [mutant.read_text()], zygote)
+    total = sum(t["max_score"] for t in results["tests"])
+    failed = [t for t in results["tests"] if t["score"] < t["max_score"]]
+    first = failed[0]["output"].splitlines()[0] if failed else ""
+    _TABLE[mutant.stem] = (total - results["score"], total, first)
+    assert failed, f"{mutant.stem} ({_description(mutant)}) scored full marks"
+    pattern = _symptom(mutant)
+    assert any(pattern.search(t["output"]) for t in failed), (
+        f"{mutant.stem}: no failed test's feedback matches {pattern.pattern!r}; feedback was:\n"
+        + "\n".join(f"- {t['name']}: {t['output']}" for t in failed)
+    )
+
+
+def test_print_table():
+    """Run last (file order): the table mutant -> points lost, for the report."""
+    if not _TABLE:
+        pytest.skip("no mutant was graded in this session")
+    width = max(map(len, _TABLE))
+    print(f"\n{'mutant':<{width}}  lost  first failed test's feedback")
+    for name, (lost, total, first) in sorted(_TABLE.items()):
+        print(f"{name:<{width}}  {lost:>3g}/{total:g}  {first[:110]}")
