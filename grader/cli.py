@@ -34,6 +34,17 @@ def run_grade(args) -> int:
     return 0
 
 
+def run_batch(args) -> int:
+    from grader.batch import run_batch as batch
+
+    assignment = find_assignment(args.assignment, args.tests_dir)
+    rows = batch(Path(args.folder), assignment, jobs=args.jobs, results_dir=args.results_dir and Path(args.results_dir),
+                 csv_path=args.csv and Path(args.csv), limits=_limits(args), progress=not args.quiet)
+    graded = [row for row in rows if row["score"] != ""]
+    print(f"{len(graded)} of {len(rows)} notebooks have results; scores in {args.csv or Path(args.results_dir or Path(args.folder) / 'results') / 'scores.csv'}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="grader", description="The course autograder")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -46,6 +57,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds per call into student code (default 10)")
     p.add_argument("--visible-only", action="store_true", help="run the visible tests only")
     p.set_defaults(run=run_grade)
+
+    p = commands.add_parser("batch", help="grade every notebook of a folder, in parallel")
+    p.add_argument("folder")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("--jobs", type=int, default=2, help="notebooks graded at once (default 2)")
+    p.add_argument("--csv", help="where to write the scores (default: RESULTS_DIR/scores.csv)")
+    p.add_argument("--results-dir", help="where to write one results file per notebook (default: FOLDER/results)")
+    p.add_argument("--tests-dir", help="a folder of assignment tests to use instead of the kit's")
+    p.add_argument("--timeout", type=float, help="seconds per call into student code (default 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_batch)
     return parser
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import socket
 import time
+from contextlib import contextmanager
 import traceback
 import types
 
@@ -160,6 +161,10 @@ def _message(error: BaseException) -> str:
 # ==================================================================== the trusted side
 
 
+class DeadlinePassed(wire.WireError):
+    """The current call's deadline passed while waiting for the worker."""
+
+
 class Exposed:
     """A trusted object the worker may use: only `methods` can be called, only `attributes` (data) seen."""
 
@@ -194,27 +199,38 @@ class TrustedEndpoint(Endpoint):
             return super().call(op, target, name, args, kwargs, label)
         except wire.TooLarge:  # the test's own arguments are too large; nothing was sent
             raise
-        except (wire.WireError, OSError) as e:
+        except wire.WireError as e:
             raise self._lose(e, label) from None
         finally:
             self.depth -= 1
 
-    def _lose(self, error: Exception, label: str) -> StudentError:
-        if isinstance(error, socket.timeout):
+    def _lose(self, error: wire.WireError, label: str) -> StudentError:
+        if isinstance(error, DeadlinePassed):
             self.lost = StudentTimeout(f"{label} did not finish within its time limit")
-        elif isinstance(error, (wire.PeerClosed, ConnectionError)):
+        elif isinstance(error, wire.PeerClosed):
             self.lost = StudentCrashed(f"{label} ended the worker process (it exited, crashed or ran out of memory){self.describe_crash()}")
         else:
             self.lost = StudentCrashed(f"{label} broke the worker's connection to the grader ({error})")
         return self.lost
 
     def receive(self):
-        self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
-        return super().receive()
+        with self._transport():
+            return super().receive()
 
     def send(self, header, buffers):
+        with self._transport():
+            super().send(header, buffers)
+
+    @contextmanager
+    def _transport(self):
+        """Every wait obeys the deadline; a socket error means the worker is gone."""
         self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
-        super().send(header, buffers)
+        try:
+            yield
+        except socket.timeout:
+            raise DeadlinePassed("the deadline passed") from None
+        except OSError as e:
+            raise wire.PeerClosed(str(e)) from None
 
     def perform(self, op, target, name, args, kwargs):
         if op != "invoke" or not isinstance(target, Exposed):

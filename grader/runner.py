@@ -95,11 +95,13 @@ def grade(
     visible_only: bool = False,
     zygote: Zygote | None = None,
     time_limit: float = GRADING_TIME_LIMIT,
+    extra_data: dict | None = None,
 ) -> dict:
     """Grade a notebook (a path, or a list of cell sources) against the tests in `assignment`.
 
     Returns the results (Gradescope's format) and writes them to `results_path` if given.
     Raises GraderError only for a usage mistake; anything wrong with the notebook is in the results.
+    `extra_data` goes into the results.
     """
     started = time.monotonic()
     files = test_files(Path(assignment), visible_only)
@@ -112,7 +114,10 @@ def grade(
     if own_zygote:
         zygote = Zygote()
     try:
-        collected, finished, stopped = _run_grading_process(files, extracted, problem, limits, zygote, results_path, time_limit)
+        with WorkerUser.claim() as user:
+            collected, finished, stopped = _run_grading_process(
+                files, extracted, problem, limits, zygote, user, results_path, time_limit
+            )
     finally:
         if own_zygote:
             zygote.close()
@@ -123,12 +128,14 @@ def grade(
     if stopped:
         output.append(stopped)
     results = results_file.build(tests, outcomes, "\n".join(output), time.monotonic() - started)
+    if extra_data:
+        results["extra_data"] = extra_data
     if results_path is not None:
         results_file.write(results_path, results)
     return results
 
 
-def _run_grading_process(files, extracted, problem, limits, zygote, results_path, time_limit) -> tuple[dict, dict, str]:
+def _run_grading_process(files, extracted, problem, limits, zygote, user, results_path, time_limit) -> tuple[dict, dict, str]:
     """Run pytest in a forked process; its two messages (collected, finished) and why it stopped early, if it did."""
     read_end, write_end = os.pipe()
     child = os.fork()
@@ -139,14 +146,13 @@ def _run_grading_process(files, extracted, problem, limits, zygote, results_path
             with open(os.devnull, "w") as devnull:
                 os.dup2(devnull.fileno(), 1)  # pytest's own terminal output is not the report
             with os.fdopen(write_end, "w") as messages:
-                _grade_in_this_process(files, extracted, problem, limits, zygote, results_path, messages)
+                _grade_in_this_process(files, extracted, problem, limits, zygote, user, results_path, messages)
             status = 0
         finally:
             os._exit(status)
     os.close(write_end)
     messages, stopped = _read_messages(read_end, child, time.monotonic() + time_limit)
     _, status = os.waitpid(child, 0)
-    user = WorkerUser.for_grading(child)
     if user is not None:
         user.kill_all()  # every process the notebook started, detached or not, before results are written
     if not stopped and "finished" not in messages:
@@ -172,12 +178,12 @@ def _read_messages(fd: int, child: int, deadline: float) -> tuple[dict, str]:
     return messages, stopped
 
 
-def _grade_in_this_process(files, extracted, problem, limits, zygote, results_path, messages) -> None:
+def _grade_in_this_process(files, extracted, problem, limits, zygote, user, results_path, messages) -> None:
     def send(kind: str, value: dict) -> None:
         messages.write(json.dumps({kind: value}) + "\n")
         messages.flush()
 
-    session = None if extracted is None else StudentSession(extracted, limits, zygote, WorkerUser.for_grading())
+    session = None if extracted is None else StudentSession(extracted, limits, zygote, user)
     plugin = GraderPlugin(session, problem, limits)
 
     def collected(tests: list[ExpectedTest]) -> None:
@@ -192,7 +198,7 @@ def _grade_in_this_process(files, extracted, problem, limits, zygote, results_pa
         config.write_text("[pytest]\n")
         arguments = [
             *map(str, files),
-            *("-c", str(config), "--rootdir", str(files[0].parent)),
+            *("-c", str(config), "--rootdir", str(files[0].parent), "--confcutdir", str(files[0].parent)),
             *("-p", "no:cacheprovider", "--assert=plain", "--import-mode=importlib", "-q", "-W", "ignore"),
         ]
         try:

@@ -1,14 +1,16 @@
 """The trusted side of the process boundary: starting, loading, replacing and killing workers.
 
     zygote = Zygote()                                  # one per grading run: imports torch once
-    session = StudentSession(extracted, limits, zygote, user=WorkerUser.for_grading())
-    session.call("greedy", (logits,), {}, timeout=10)  # the worker starts and loads on first use
-    session.close()                                    # kills the worker's whole process tree
+    with WorkerUser.claim() as user:                   # a uid of our own (None unless root)
+        session = StudentSession(extracted, limits, zygote, user)
+        session.call("greedy", (logits,), {}, timeout=10)  # the worker starts and loads on first use
+        session.close()                                # kills the worker's whole process tree
+        user.kill_all()                                # and every process of its uid
 
-Run as root (as on Gradescope), every grading process gives its workers a uid and gid of their
-own (never a real account's), so a worker can neither signal nor read anything of the grader's,
-and `WorkerUser.kill_all` ends every process of that uid, detached or not, before results are
-written. `make_private` closes the tests and solutions folders to other users. Not run as root,
+Run as root (as on Gradescope), every grading claims a uid and gid of its own (never a real
+account's, never one that a concurrent grading holds), so a worker can neither signal nor read
+anything of the grader's, and `WorkerUser.kill_all` ends every process of that uid, detached or
+not, before results are written. `make_private` closes the tests and solutions folders to other users. Not run as root,
 a worker has the grader's own rights: it runs in its own session and process group, which the
 grader kills, but a process that leaves that group or a worker that signals the grader is not
 stopped. The grader then still never writes a result it did not compute (see runner.py).
@@ -16,6 +18,7 @@ stopped. The grader then still never writes a result it did not compute (see run
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +37,8 @@ from grader.errors import WORKER_LOST, MissingFunction, StudentCrashed, StudentE
 from grader.rpc import StudentObject, TrustedEndpoint
 
 NAMESPACE_HANDLE = 0
-WORKER_UID_RANGE = (40000, 60000)  # uids that no account uses, inside a user namespace's usual 65536
+WORKER_UIDS = range(40000, 60000)  # no account uses them; inside a user namespace's usual 65536
+CLAIMS_FOLDER = Path(tempfile.gettempdir()) / "grader-worker-uids"  # one locked file per uid in use
 FAILED_LOADS_BEFORE_GIVING_UP = 2
 
 
@@ -62,13 +67,31 @@ class WorkerUser:
     gid: int
 
     @classmethod
-    def for_grading(cls, pid: int | None = None) -> WorkerUser | None:
-        """The uid for the workers of grading process `pid` (distinct among concurrent ones); None unless root."""
+    @contextmanager
+    def claim(cls):
+        """A uid that no other grading holds, for as long as the `with` block; None unless root.
+
+        The claim is an flock on a file named after the uid: the kernel drops it when the holder dies.
+        """
         if not running_as_root():
-            return None
-        low, high = WORKER_UID_RANGE
-        uid = low + (os.getpid() if pid is None else pid) % (high - low)
-        return cls(uid, uid)
+            yield None
+            return
+        CLAIMS_FOLDER.mkdir(mode=0o700, exist_ok=True)
+        start = os.getpid()
+        for offset in range(len(WORKER_UIDS)):
+            uid = WORKER_UIDS[(start + offset) % len(WORKER_UIDS)]
+            fd = os.open(CLAIMS_FOLDER / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                yield cls(uid, uid)
+            finally:
+                os.close(fd)
+            return
+        raise RuntimeError("every worker uid is in use")
 
     def kill_all(self) -> None:
         """SIGKILL every process of this uid, repeatedly until none is left (a fork bomb included).
@@ -88,6 +111,25 @@ class WorkerUser:
                     os._exit(0)
             os.waitpid(helper, 0)
             time.sleep(0.01)
+
+    def cannot_read(self, paths) -> list[str]:
+        """Those of `paths` this uid cannot read (checked by a helper that takes the uid)."""
+        paths = [str(p) for p in paths]
+        read_end, write_end = os.pipe()
+        helper = os.fork()
+        if helper == 0:
+            try:
+                os.setresgid(self.gid, self.gid, self.gid)
+                os.setresuid(self.uid, self.uid, self.uid)
+                denied = [p for p in paths if not os.access(p, os.R_OK | os.X_OK)]
+                os.write(write_end, "\n".join(denied).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            denied = pipe.read().decode().splitlines()
+        os.waitpid(helper, 0)
+        return denied
 
     def processes(self) -> list[int]:
         """The live (not zombie) processes of this uid."""
@@ -127,6 +169,7 @@ class Zygote:
         self.start()
 
     def start(self) -> None:
+        _warn_if_python_is_unreadable()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         if os.path.exists(self.address):
             os.unlink(self.address)
@@ -175,6 +218,20 @@ class Zygote:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _warn_if_python_is_unreadable() -> None:
+    """Tell the instructor when workers cannot import anything beyond what the zygote preloads."""
+    import torch
+
+    with WorkerUser.claim() as user:
+        denied = user.cannot_read([os.path.dirname(os.__file__), os.path.dirname(torch.__file__)]) if user else []
+    if denied:
+        print(
+            f"grader: warning: the unprivileged worker cannot read {denied[0]}, so student code can import only "
+            "the modules the worker preloads (grader.worker.PRELOADED); make the Python installation readable to all",
+            file=sys.stderr,
+        )
 
 
 def _minimal_environment() -> dict:

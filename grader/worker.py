@@ -37,18 +37,22 @@ def main(argv: list[str] | None = None) -> None:
     _zygote_loop(listener)
 
 
+PRELOADED = (
+    # what notebooks commonly import, imported once here instead of once per worker; also all a worker
+    # can import when it may not read the Python installation (a Python under /root, run as root)
+    "abc", "bisect", "collections", "contextlib", "copy", "dataclasses", "enum", "functools", "heapq",
+    "itertools", "json", "math", "numbers", "operator", "random", "re", "statistics", "string", "textwrap",
+    "time", "typing", "warnings", "numpy", "torch", "torch.nn", "torch.nn.functional", "course.model",
+    "course.notebook", "grader.rpc",
+)  # fmt: skip
+
+
 def _preload() -> None:
-    """What most notebooks import, imported once here instead of once per worker."""
-    import math  # noqa: F401
+    import importlib
 
-    import numpy  # noqa: F401
-    import torch
-    import torch.nn.functional  # noqa: F401
-
-    import course.notebook  # noqa: F401
-    import grader.rpc  # noqa: F401
-
-    torch.set_num_threads(1)
+    for module in PRELOADED:
+        importlib.import_module(module)
+    sys.modules["torch"].set_num_threads(1)
 
 
 def _zygote_loop(listener: socket.socket) -> None:
