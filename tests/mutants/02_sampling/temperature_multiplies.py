@@ -1,0 +1,5 @@
+"""temperature multiplies the logits instead of dividing"""
+def apply_temperature(logits, temperature):
+    if not temperature > 0:
+        raise ValueError(temperature)
+    return logits * temperature

@@ -1,0 +1,3 @@
+"""temperature accepts 0 and negative values (no ValueError)"""
+def apply_temperature(logits, temperature):
+    return logits / temperature

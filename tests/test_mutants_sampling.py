@@ -1,0 +1,68 @@
+"""The mutation suite: plausible wrong implementations of 02_sampling and 03_penalties must lose points.
+
+Every mutant (tests/mutants/<assignment>/<name>.py) is the solution notebook plus one cell that redefines
+a graded function wrongly. All are graded in one `grader batch` run per assignment (tests/mutants/harness.py).
+A failed hidden test must explain itself without showing the test's code.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mutants.harness import ASSIGNMENTS, graded, mutants
+
+pytestmark = pytest.mark.slow
+
+# Mutants that modify their input in place return correct values: the grader sends arguments to the worker
+# as copies and does not look at them after the call, so these cannot lose points yet. They stay in the
+# suite, reported in the table, so that they are caught as soon as the grader checks arguments after calls.
+NOT_DETECTABLE_YET = {"temperature_in_place", "topk_in_place", "penalties_in_place"}
+
+
+def _table(assignment: str) -> str:
+    results = graded(assignment)
+    lines = [f"{'mutant':<34} lost / total   failing tests", "-" * 80]
+    for name, (description, _) in mutants(assignment).items():
+        g = results[f"mutant-{name}"]
+        lines.append(f"{name:<34} {g.max_score - g.score:>4g} / {g.max_score:<5g}  {len(g.failed)}   {description}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_mutant_loses_points(assignment, capsys):
+    results = graded(assignment)
+    with capsys.disabled():
+        print(f"\n{assignment}\n{_table(assignment)}")
+    escaped = [
+        name
+        for name in mutants(assignment)
+        if name not in NOT_DETECTABLE_YET and results[f"mutant-{name}"].score >= results[f"mutant-{name}"].max_score
+    ]
+    assert not escaped, f"mutants of {assignment} that scored full marks: {escaped}"
+    assert len(mutants(assignment)) >= 10
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_hidden_feedback_explains_without_code(assignment):
+    for name, g in graded(assignment).items():
+        if not name.startswith("mutant-"):
+            continue
+        for test in g.failed:
+            output = test.get("output", "")
+            assert output.strip(), f"{name}: test {test['name']!r} failed without a message"
+            if test["visibility"] != "visible":
+                assert "test_hidden" not in output and "student." not in output, (
+                    f"{name}: the feedback of hidden test {test['name']!r} shows test code: {output!r}"
+                )
+
+
+def test_solution_full_marks_blank_zero():
+    for assignment in ASSIGNMENTS:
+        results = graded(assignment)
+        solution, blank = results["solution"], results["blank"]
+        assert solution.max_score > 0
+        assert solution.score == solution.max_score, (
+            f"solutions/{assignment}.ipynb lost points: {[t['name'] for t in solution.failed]}"
+        )
+        assert blank.score == 0, f"assignments/{assignment}.ipynb (blank) scored {blank.score}"
+        assert blank.max_score == solution.max_score
