@@ -45,6 +45,32 @@ def run_batch(args) -> int:
     return 0
 
 
+def run_check(args) -> int:
+    import json
+
+    assignment = find_assignment(args.name, args.tests_dir)
+    if args.cells:
+        source = json.loads(Path(args.cells).read_text())
+    elif args.notebook:
+        source = Path(args.notebook)
+        if not source.is_file():
+            raise UserError(f"no notebook at {source}")
+    else:
+        raise UserError("pass --notebook PATH (or call check() from a notebook cell)")
+    results = grade(source, assignment, results_path=args.results and Path(args.results), limits=_limits(args), visible_only=True)
+    if not args.quiet:
+        print(results_file.report(results, f"{args.name}: visible tests"))
+    return 0
+
+
+def run_gradescope(args) -> int:
+    from grader.gradescope import build_zip
+
+    path = build_zip(args.name, Path(args.output), args.tests_dir and Path(args.tests_dir))
+    print(f"Gradescope autograder for {args.name} written to {path}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="grader", description="The course autograder")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -68,6 +94,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds per call into student code (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_batch)
+
+    p = commands.add_parser("gradescope", help="build a Gradescope autograder zip for one assignment")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", required=True, help="the zip to write")
+    p.add_argument("--tests-dir", help="a folder of assignment tests to use instead of the kit's")
+    p.set_defaults(run=run_gradescope)
+
+    p = commands.add_parser("check", help="run the visible tests on a notebook (or, from a cell, on the session)")
+    p.add_argument("name")
+    p.add_argument("--notebook", help="the notebook to check")
+    p.add_argument("--cells", help=argparse.SUPPRESS)  # a JSON list of cell sources: what check() sends
+    p.add_argument("--results", help=argparse.SUPPRESS)
+    p.add_argument("--tests-dir", help="a folder of assignment tests to use instead of the kit's")
+    p.add_argument("--timeout", type=float, help="seconds per call into student code (default 10)")
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(run=run_check)
     return parser
 
 

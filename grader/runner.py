@@ -96,20 +96,24 @@ def grade(
     zygote: Zygote | None = None,
     time_limit: float = GRADING_TIME_LIMIT,
     extra_data: dict | None = None,
+    refusal: str | None = None,
 ) -> dict:
     """Grade a notebook (a path, or a list of cell sources) against the tests in `assignment`.
 
     Returns the results (Gradescope's format) and writes them to `results_path` if given.
     Raises GraderError only for a usage mistake; anything wrong with the notebook is in the results.
-    `extra_data` goes into the results.
+    `extra_data` goes into the results. With a `refusal` (a sentence: "no notebook was submitted")
+    instead of a source, every test is listed and fails with it.
     """
     started = time.monotonic()
     files = test_files(Path(assignment), visible_only)
-    try:
-        extracted, problem = extract_code(source), None
-    except UserError as error:  # not a notebook: every test fails with this sentence
-        extracted, problem = None, str(error)
-    make_private([Path(assignment).parent if Path(assignment).parent == ASSIGNMENTS_DIR else Path(assignment), SOLUTIONS_DIR])
+    extracted, problem = None, refusal
+    if refusal is None:
+        try:
+            extracted = extract_code(source)
+        except UserError as error:  # not a notebook: every test fails with this sentence
+            problem = str(error)
+    make_private([assignment, ASSIGNMENTS_DIR, SOLUTIONS_DIR])
     own_zygote = zygote is None and extracted is not None
     if own_zygote:
         zygote = Zygote()
@@ -143,8 +147,12 @@ def _run_grading_process(files, extracted, problem, limits, zygote, user, result
         status = 1
         try:
             os.close(read_end)
-            with open(os.devnull, "w") as devnull:
-                os.dup2(devnull.fileno(), 1)  # pytest's own terminal output is not the report
+            quiet = open(os.devnull, "w")  # pytest's own terminal output is not the report
+            os.dup2(quiet.fileno(), 1)
+            sys.stdout = sys.stderr = quiet
+            # Run inside another pytest (the project's tests), the test modules must not be rewritten by its
+            # assertion hook: rewritten asserts put their expressions, hidden values included, in messages.
+            sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "AssertionRewritingHook"]
             with os.fdopen(write_end, "w") as messages:
                 _grade_in_this_process(files, extracted, problem, limits, zygote, user, results_path, messages)
             status = 0
@@ -293,8 +301,11 @@ def _feedback(item, excinfo, hidden: bool) -> str:
     if excinfo is None:
         return "failed"
     error = excinfo.value
-    if isinstance(error, (StudentError, AssertionError)):
-        message = str(error) or "the result is not what the test expects"
+    if isinstance(error, StudentError):
+        message = str(error)
+    elif isinstance(error, AssertionError):
+        message = _without_introspection(str(error)) if hidden else str(error)
+        message = message or "the result is not what the test expects"
     elif isinstance(error, pytest.fail.Exception):
         message = error.msg
     else:
@@ -302,6 +313,13 @@ def _feedback(item, excinfo, hidden: bool) -> str:
     if not hidden:
         message += _failing_line(item, excinfo)
     return message if len(message) <= MAX_FEEDBACK_CHARS else message[: MAX_FEEDBACK_CHARS - 3] + "..."
+
+
+def _without_introspection(message: str) -> str:
+    """The assertion's own message, without an explanation pytest's assert rewriting may have added."""
+    lines = message.splitlines()
+    cut = next((i for i, line in enumerate(lines) if line.startswith("assert ")), len(lines))
+    return "\n".join(lines[:cut]).strip()
 
 
 def _failing_line(item, excinfo) -> str:

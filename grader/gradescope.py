@@ -1,0 +1,109 @@
+"""Gradescope: `grader gradescope NAME -o ZIP` builds the autograder zip; inside it, `run_autograder`
+runs `python3 -m grader.gradescope NAME`, which grades the submitted notebook.
+
+The zip holds setup.sh, run_autograder and the kit (course/, grader/ with this assignment's visible
+and hidden tests, pyproject.toml, README.md). Gradescope unzips it into /autograder/source, where
+setup.sh installs the kit, and copies run_autograder to /autograder/run_autograder. Gradescope runs
+run_autograder as root, so the worker runs as a uid of its own; run_autograder first closes
+source/ and results/ to other users, and the grader closes the installed tests folder.
+GRADER_AUTOGRADER_ROOT replaces /autograder (for testing the zip outside Gradescope).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+from grader.errors import GraderError
+from grader.runner import ASSIGNMENTS_DIR, find_assignment, grade
+
+KIT_ROOT = Path(__file__).resolve().parents[1]
+ROOT_VARIABLE = "GRADER_AUTOGRADER_ROOT"
+
+SETUP_SH = """#!/usr/bin/env bash
+# Gradescope runs this once, when the autograder image is built.
+set -euo pipefail
+cd /autograder/source
+python3 -m pip install --upgrade pip
+# The CPU build of PyTorch: the default one would download gigabytes of CUDA libraries.
+python3 -m pip install torch --index-url https://download.pytorch.org/whl/cpu
+python3 -m pip install .
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this as root for every submission; it writes results/results.json.
+set -uo pipefail
+root="${{{variable}:-/autograder}}"
+chmod -R go-rwx "$root/source" 2>/dev/null
+mkdir -p "$root/results" && chmod 700 "$root/results"
+exec python3 -m grader.gradescope {name}
+"""
+
+KIT_FILES = ("pyproject.toml", "README.md")
+KIT_PACKAGES = ("course", "grader")
+
+
+def build_zip(name: str, output: Path, tests_dir: Path | None = None) -> Path:
+    """Write the autograder zip for assignment `name`, from the kit's tests or those under `tests_dir`."""
+    assignment = find_assignment(name, tests_dir)
+    output = Path(output)
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
+        _add_script(archive, "setup.sh", SETUP_SH)
+        _add_script(archive, "run_autograder", RUN_AUTOGRADER.format(variable=ROOT_VARIABLE, name=name))
+        for filename in KIT_FILES:
+            archive.write(KIT_ROOT / filename, filename)
+        for package in KIT_PACKAGES:
+            for path in sorted((KIT_ROOT / package).rglob("*")):
+                if _belongs_in_zip(path):
+                    archive.write(path, str(path.relative_to(KIT_ROOT)))
+        for path in sorted(assignment.rglob("*")):
+            if _belongs_in_zip(path, tests=True):
+                archive.write(path, f"grader/assignments/{name}/{path.relative_to(assignment)}")
+    return output
+
+
+def _add_script(archive: zipfile.ZipFile, name: str, text: str) -> None:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = 0o755 << 16
+    archive.writestr(info, text)
+
+
+def _belongs_in_zip(path: Path, tests: bool = False) -> bool:
+    """Source files only; the kit's assignment tests only as the one assignment's (added separately)."""
+    if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
+        return False
+    return tests or ASSIGNMENTS_DIR not in path.parents
+
+
+def run(name: str, root: Path) -> dict:
+    """Grade the one notebook in root/submission into root/results/results.json."""
+    results_path = root / "results" / "results.json"
+    assignment = find_assignment(name, root / "source" / "grader" / "assignments")  # the tests that came in the zip
+    notebooks = sorted(p for p in (root / "submission").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    named = [p for p in notebooks if p.name.startswith(name)]
+    if len(notebooks) == 1 or len(named) == 1:
+        return grade((named or notebooks)[0], assignment, results_path=results_path)
+    if notebooks:
+        listed = ", ".join(p.name for p in notebooks)
+        refusal = f"your submission holds several notebooks ({listed}): submit only {name}.ipynb"
+    else:
+        refusal = f"your submission holds no notebook: submit {name}.ipynb"
+    return grade(None, assignment, results_path=results_path, refusal=refusal)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    root = Path(os.environ.get(ROOT_VARIABLE, "/autograder"))
+    try:
+        results = run(argv[0], root)
+    except GraderError as error:
+        print(f"grader: error: {error}", file=sys.stderr)
+        return 2
+    print(f"score {results['score']:g}/{results['max_score']:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""`check("02_sampling")` in a notebook cell: the visible tests on the functions of this session.
+
+It reads the session's cell history (IPython's `In`), or the notebook file it is given, through the
+same loader and grading pipeline as `grader grade` (visible tests only), in a separate process so
+that the notebook's kernel never forks. It shows a table (HTML in Jupyter, text elsewhere) and never
+raises: a self-check cell must not stop Run All.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from html import escape
+from pathlib import Path
+
+from grader import results as results_file
+
+
+def check(assignment: str, notebook=None, *, tests_dir=None, timeout: float | None = None, show: bool = True) -> dict | None:
+    """Run the visible tests of `assignment`; returns the results (None if they could not run)."""
+    try:
+        cells = None if notebook is not None else _session_cells()
+        if notebook is None and cells is None:
+            print("check: not in a notebook session; pass the notebook's path: check('02_sampling', 'my.ipynb')")
+            return None
+        results = _run(assignment, notebook, cells, tests_dir, timeout)
+    except Exception as error:  # noqa: BLE001 -- never stop Run All
+        print(f"check could not run the tests: {error}")
+        return None
+    if show:
+        _display(results, assignment)
+    return results
+
+
+def _session_cells() -> list[str] | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None or "In" not in shell.user_ns:
+        return None
+    return [str(cell) for cell in shell.user_ns["In"][1:]]  # In[n] is cell n; In[0] is empty
+
+
+def _run(assignment: str, notebook, cells, tests_dir, timeout) -> dict:
+    with tempfile.TemporaryDirectory(prefix="grader-check-") as folder:
+        out = Path(folder) / "results.json"
+        command = [sys.executable, "-m", "grader.cli", "check", assignment, "--results", str(out), "--quiet"]
+        if notebook is not None:
+            command += ["--notebook", str(notebook)]
+        else:
+            (Path(folder) / "cells.json").write_text(json.dumps(cells))
+            command += ["--cells", str(Path(folder) / "cells.json")]
+        if timeout:
+            command += ["--timeout", str(timeout)]
+        if tests_dir:
+            command += ["--tests-dir", str(tests_dir)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0 or not out.is_file():
+            raise RuntimeError((done.stderr.strip().splitlines() or ["the grader failed"])[-1])
+        return json.loads(out.read_text())
+
+
+def _display(results: dict, assignment: str) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+
+        in_jupyter = type(get_ipython()).__name__ == "ZMQInteractiveShell"
+    except ImportError:
+        in_jupyter = False
+    if in_jupyter:
+        display(HTML(html_table(results, assignment)))
+    else:
+        print(results_file.report(results, f"{assignment}: visible tests"))
+
+
+def html_table(results: dict, assignment: str) -> str:
+    rows = "".join(
+        f"<tr><td>{'✅' if t['status'] == 'passed' else '❌'}</td><td>{t['score']:g}/{t['max_score']:g}</td>"
+        f"<td>{escape(t['name'])}</td><td><pre style='margin:0'>{escape(t['output'] if t['status'] != 'passed' else '')}</pre></td></tr>"
+        for t in results["tests"]
+    )
+    note = f"<p>{escape(results['output'])}</p>" if results.get("output") else ""
+    return (
+        f"<h4>{escape(assignment)}: visible tests, {results['score']:g}/{results['max_score']:g}</h4>{note}"
+        f"<table><tr><th></th><th>points</th><th>test</th><th>why</th></tr>{rows}</table>"
+    )
