@@ -39,8 +39,10 @@ from course.tokenizer import Tokenizer
 
 # Per-preset defaults for every option left unset. tiny: a couple of minutes on 2 CPU cores.
 PRESET_DEFAULTS = {
-    "tiny": dict(max_steps=600, batch_size=16, lr=3e-3, warmup_steps=30, eval_every=200, save_every=200),
-    "course": dict(max_steps=5000, batch_size=32, lr=6e-4, warmup_steps=200, eval_every=250, save_every=500),
+    "tiny": dict(max_steps=1000, batch_size=8, lr=4e-3, warmup_steps=30, eval_every=250, save_every=250,
+                 eval_tokens=16384),
+    "course": dict(max_steps=5000, batch_size=32, lr=6e-4, warmup_steps=200, eval_every=250, save_every=500,
+                   eval_tokens=131072),
 }
 GREEDY_PROMPT = "The"
 
@@ -61,7 +63,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     eval_every: int | None = None
-    eval_tokens: int = 32768  # periodic validation scores this many tokens, evenly spread over the split
+    eval_tokens: int | None = None  # periodic validation scores this many tokens, evenly spread over the split
     save_every: int | None = None
     device: str = "auto"
     compile: bool = False
@@ -213,14 +215,12 @@ def _barrier(dist_info: _Distributed) -> None:
 
 
 def greedy_text(model: GPT, tokenizer: Tokenizer, prompt: str, new_tokens: int = 40) -> str:
-    """A plain argmax loop (no cache): enough to show what the model learned."""
+    """The prompt continued by always taking the most likely token: enough to show what the model learned."""
+    from course.generation import generate
+
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(prompt)], device=device)
-    model.eval()
-    with torch.no_grad():
-        for _ in range(new_tokens):
-            logits = model(ids[:, -model.config.block_size :])
-            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    ids = generate(model, ids, new_tokens, next_token=lambda logits, context: logits.argmax(-1))
     return tokenizer.decode(ids[0].tolist())
 
 
