@@ -1,0 +1,86 @@
+"""03_penalties: the solution's functions (fast, in-process: the lecture's worked example), the notebook
+as a whole (slow: executed top to bottom, plugged into `course generate`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from course.notebook import load_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION = ROOT / "solutions" / "03_penalties.ipynb"
+ASSIGNMENT = ROOT / "assignments" / "03_penalties.ipynb"
+INF = float("-inf")
+HISTORY = [0, 1, 0, 2, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def sol():
+    return load_notebook(SOLUTION).namespace
+
+
+def test_worked_example(sol):
+    k = sol["penalty_scales"](HISTORY, 4, 1.1, 1.2)
+    torch.testing.assert_close(k, torch.tensor([1.6, 1.3, 1.3, 1.0]), rtol=0, atol=1e-6)
+    logits = torch.tensor([0.8, 0.9, 0.1, 0.4])
+    out = sol["apply_penalties"](logits, HISTORY, 1.1, 1.2)
+    torch.testing.assert_close(out, torch.tensor([0.5, 0.6923, 0.0769, 0.4]), rtol=0, atol=1e-4)
+    torch.testing.assert_close(torch.softmax(out, -1), torch.tensor([0.2651, 0.3213, 0.1737, 0.2399]), rtol=0, atol=2e-4)
+    torch.testing.assert_close(torch.softmax(logits, -1), torch.tensor([0.3056, 0.3378, 0.1518, 0.2049]), rtol=0, atol=2e-4)
+    assert torch.equal(logits, torch.tensor([0.8, 0.9, 0.1, 0.4])), "the input must not change"
+
+
+def test_shift_and_inf(sol):
+    out = sol["apply_penalties"](torch.tensor([INF, -1.0, 1.0, -2.0]), [1, 2], 2.0)
+    assert out[0].item() == INF and not torch.isnan(out).any()
+    torch.testing.assert_close(out[1:], torch.tensor([0.5, 1.5, 0.0]))
+    with pytest.raises(ValueError):
+        sol["penalty_scales"]([0, 0], 2, 0.5)
+
+
+def test_given_02_functions_are_the_02_solution():
+    def code_cells(path):
+        return ["".join(c["source"]) for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+    given = next(c for c in code_cells(SOLUTION) if c.startswith("# GIVEN"))
+    for name in ("greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter", "sample_next"):
+        source = next(c for c in code_cells(ROOT / "solutions" / "02_sampling.ipynb") if c.startswith(f"def {name}("))
+        plain = "\n".join(line for line in source.splitlines() if "SOLUTION" not in line)
+        assert plain in given, f"03's given {name} differs from 02's solution: rebuild 03 from 02"
+    # and the student's notebook still has them, as given code (not stubs)
+    student = load_notebook(ASSIGNMENT).namespace
+    assert student["top_p_filter"](torch.tensor([0.0, -9.0]), 0.5).tolist() == [0.0, INF]
+    with pytest.raises(NotImplementedError):
+        student["penalty_scales"]([0], 2)
+
+
+@pytest.mark.slow
+def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tmp_path):
+    from nbclient import NotebookClient
+
+    monkeypatch.delenv("COURSE_CHECKPOINT", raising=False)
+    copy = tmp_path / SOLUTION.name
+    copy.write_bytes(SOLUTION.read_bytes())
+    notebook = nbformat.read(copy, as_version=4)
+    NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "run 01_training first" in text
+    assert "I do the leg press and then" in text  # the penalties break the toy model's loop
+
+
+@pytest.mark.slow
+def test_course_generate_with_penalties(tiny_checkpoint):
+    run = subprocess.run(
+        [sys.executable, "-m", "course.cli", "generate", str(tiny_checkpoint), "--prompt", "The game was",
+         "--max-new-tokens", "12", "--frequency-penalty", "1.2", "--presence-penalty", "1.2", "--seed", "0",
+         "--sampler", str(SOLUTION)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("The game was") and len(run.stdout.strip()) > len("The game was")
