@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets (default: all)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's on CUDA, small on CPU)")
-    parser.add_argument("--steps", type=int, help="timed steps (default 20 on CUDA, 5 on CPU)")
+    parser.add_argument("--steps", type=int, help="timed steps (default 20 on CUDA, 3 on CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS,
                         help="the device's dense bf16 peak, for MFU (default: H100 SXM, 989)")
@@ -98,7 +98,7 @@ def main() -> None:
     rows = []
     for name in names:
         batch_size = args.batch_size or (PRESET_DEFAULTS[name]["batch_size"] if cuda else CPU_BATCH[name])
-        rows.append(measure(name, device, batch_size, warmup=5 if cuda else 2, steps=args.steps or (20 if cuda else 5),
+        rows.append(measure(name, device, batch_size, warmup=5 if cuda else 1, steps=args.steps or (20 if cuda else 3),
                             compile=args.compile))
     result = table(rows, device_name, args.peak_tflops if cuda else None)
     print(result)

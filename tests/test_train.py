@@ -211,7 +211,7 @@ def test_torchrun_ddp_on_cpu_trains_and_saves_once(tmp_path, wikitext2_dir, cour
     """Two gloo processes on CPU: rank 0 alone prints and saves; the checkpoint loads and resumes."""
     out = tmp_path / "ddp"
     env = dict(os.environ, COURSE_CACHE_DIR=str(course_cache_dir), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "course.cli", "train", "--preset", "tiny", "--max-steps", "4", "--batch-size", "2",
                "--eval-every", "4", "--device", "cpu", "--data-dir", str(wikitext2_dir), "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
