@@ -93,7 +93,15 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer, train_st
     return path
 
 
+def has_train_state(path: str | Path) -> bool:
+    """Whether `path` holds a checkpoint that training can resume."""
+    path = Path(path)
+    _recover_interrupted_swap(path)
+    return (path / TRAIN_STATE_FILE).is_file()
+
+
 def _required_file(path: Path, name: str) -> Path:
+    _recover_interrupted_swap(path)
     if not path.is_dir():
         raise UserError(f"checkpoint folder {path} does not exist (expected a folder written by `course train`)")
     file = path / name
@@ -104,7 +112,6 @@ def _required_file(path: Path, name: str) -> Path:
 
 def read_config(path: str | Path) -> GPTConfig:
     path = Path(path)
-    _recover_interrupted_swap(path)
     file = _required_file(path, CONFIG_FILE)
     try:
         config = json.loads(file.read_text())
@@ -125,7 +132,8 @@ def _read_weights(path: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
         weights = load_file(file)
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{file} is truncated or not a safetensors file ({e})") from None
-    expected = {name: t.shape for name, t in GPT(config).state_dict().items() if name != TIED_DUPLICATE}
+    with torch.device("meta"):  # shapes only, nothing allocated
+        expected = {name: t.shape for name, t in GPT(config).state_dict().items() if name != TIED_DUPLICATE}
     missing = sorted(expected.keys() - weights.keys())
     unexpected = sorted(weights.keys() - expected.keys())
     if missing or unexpected:

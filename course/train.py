@@ -28,8 +28,10 @@ from tqdm.auto import tqdm
 from course.checkpoint import (
     TRAIN_STATE_FILE,
     check_same_tokenizer,
+    has_train_state,
     load_checkpoint,
     load_train_state,
+    read_config,
     save_checkpoint,
 )
 from course.errors import UserError
@@ -254,7 +256,7 @@ def train(
         raise UserError("--compile needs a CUDA device (torch.compile brings nothing to these models on CPU)")
     say = tqdm.write if dist_info.main and not config.quiet else (lambda message: None)
 
-    has_checkpoint = (config.out / TRAIN_STATE_FILE).is_file()
+    has_checkpoint = has_train_state(config.out)
     if config.resume and not has_checkpoint:
         raise UserError(f"--resume: {config.out} holds no training checkpoint ({TRAIN_STATE_FILE} is missing)")
     if has_checkpoint and not config.resume:
@@ -263,7 +265,7 @@ def train(
     if data is None:
         if not dist_info.main:
             _barrier(dist_info)  # let rank 0 prepare the cache first
-        vocab = load_checkpoint(config.out)[1].vocab_size if config.resume else None
+        vocab = read_config(config.out).vocab_size if config.resume else None
         data = load_training_data(replace(config, quiet=config.quiet or not dist_info.main), vocab)
         if dist_info.main:
             _barrier(dist_info)
