@@ -59,9 +59,15 @@ def measure(name: str, device: torch.device, batch_size: int, warmup: int, steps
         torch.cuda.synchronize()
     seconds_per_step = (time.perf_counter() - started) / steps
     tokens_per_s = batch_size * block_size / seconds_per_step
-    return dict(preset=name, params=model.num_params(), batch=batch_size, context=block_size,
-                ms_per_step=1000 * seconds_per_step, tokens_per_s=tokens_per_s,
-                model_tflops=flops_per_token(model) * tokens_per_s / 1e12)
+    return dict(
+        preset=name,
+        params=model.num_params(),
+        batch=batch_size,
+        context=block_size,
+        ms_per_step=1000 * seconds_per_step,
+        tokens_per_s=tokens_per_s,
+        model_tflops=flops_per_token(model) * tokens_per_s / 1e12,
+    )
 
 
 def table(rows: list[dict], device_name: str, peak_tflops: float | None) -> str:
@@ -80,11 +86,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets (default: all)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's on CUDA, small on CPU)")
+    parser.add_argument(
+        "--batch-size", type=int, help="sequences per step (default: the preset's on CUDA, small on CPU)"
+    )
     parser.add_argument("--steps", type=int, help="timed steps (default 20 on CUDA, 3 on CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
-    parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE_TFLOPS,
-                        help="the device's dense bf16 peak, for MFU (default: H100 SXM, 989)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=H100_BF16_DENSE_TFLOPS,
+        help="the device's dense bf16 peak, for MFU (default: H100 SXM, 989)",
+    )
     parser.add_argument("--record", action="store_true", help=f"append the table to {RESULTS.name}")
     args = parser.parse_args()
     names = [name.strip() for name in args.presets.split(",")]
@@ -98,15 +110,25 @@ def main() -> None:
     rows = []
     for name in names:
         batch_size = args.batch_size or (PRESET_DEFAULTS[name]["batch_size"] if cuda else CPU_BATCH[name])
-        rows.append(measure(name, device, batch_size, warmup=5 if cuda else 1, steps=args.steps or (20 if cuda else 3),
-                            compile=args.compile))
+        rows.append(
+            measure(
+                name,
+                device,
+                batch_size,
+                warmup=5 if cuda else 1,
+                steps=args.steps or (20 if cuda else 3),
+                compile=args.compile,
+            )
+        )
     result = table(rows, device_name, args.peak_tflops if cuda else None)
     print(result)
     if args.record:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-        section = (f"\n## Training throughput (bench/train_throughput.py)\n\n{stamp}, torch {torch.__version__}, "
-                   f"{platform.machine()}{', compiled' if args.compile else ''}"
-                   f"{f', MFU against {args.peak_tflops:g} bf16 TFLOP/s' if cuda else ''}\n\n{result}\n")
+        section = (
+            f"\n## Training throughput (bench/train_throughput.py)\n\n{stamp}, torch {torch.__version__}, "
+            f"{platform.machine()}{', compiled' if args.compile else ''}"
+            f"{f', MFU against {args.peak_tflops:g} bf16 TFLOP/s' if cuda else ''}\n\n{result}\n"
+        )
         with RESULTS.open("a") as results:
             results.write(section)
         print(f"appended to {RESULTS}")

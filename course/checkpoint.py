@@ -117,7 +117,9 @@ def read_config(path: str | Path) -> GPTConfig:
         config = json.loads(file.read_text())
         version, fields = config["format_version"], config["model"]
     except (ValueError, KeyError, TypeError):
-        raise UserError(f"{file} is not a course checkpoint config (expected JSON with format_version and model)") from None
+        raise UserError(
+            f"{file} is not a course checkpoint config (expected JSON with format_version and model)"
+        ) from None
     if version != FORMAT_VERSION:
         raise UserError(f"{file} has format_version {version!r}; this course kit reads version {FORMAT_VERSION}")
     try:
@@ -169,7 +171,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 def check_same_tokenizer(tokenizer: Tokenizer, data_tokenizer: Tokenizer, checkpoint: str | Path) -> None:
     """The cached token ids mean what the model learned only if both tokenizers have the same vocabulary."""
     ids = range(max(tokenizer.vocab_size, data_tokenizer.vocab_size))
-    if tokenizer.vocab_size != data_tokenizer.vocab_size or tokenizer.token_strings(ids) != data_tokenizer.token_strings(ids):
+    if tokenizer.vocab_size != data_tokenizer.vocab_size or tokenizer.token_strings(
+        ids
+    ) != data_tokenizer.token_strings(ids):
         raise UserError(
             f"the tokenizer of {checkpoint} differs from the prepared data's: "
             f"prepare the dataset (and vocabulary size) the model was trained on"

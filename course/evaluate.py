@@ -147,26 +147,41 @@ def run(args) -> int:
     data = prepare(args.dataset, data_dir=args.data_dir, vocab_size=tokenizer.vocab_size)
     check_same_tokenizer(tokenizer, Tokenizer.load(data.tokenizer_path), args.checkpoint)
     stride = args.stride or model.config.block_size
-    print(f"{args.checkpoint}: {model.num_params() / 1e6:.2f}M parameters, windows of {model.config.block_size} "
-          f"tokens, stride {stride}")
+    print(
+        f"{args.checkpoint}: {model.num_params() / 1e6:.2f}M parameters, windows of {model.config.block_size} "
+        f"tokens, stride {stride}"
+    )
     for split in args.split:
-        ppl = perplexity(model, data.tokens(split), data.num_words[split], stride=stride,
-                         batch_size=args.batch_size, desc=f"eval {split}")
+        ppl = perplexity(
+            model,
+            data.tokens(split),
+            data.num_words[split],
+            stride=stride,
+            batch_size=args.batch_size,
+            desc=f"eval {split}",
+        )
         print(f"{split}: {format_perplexity(ppl)} ({ppl.tokens_scored} tokens, {data.num_words[split]} words)")
     return 0
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "eval", help="validation and test perplexity of a checkpoint",
+        "eval",
+        help="validation and test perplexity of a checkpoint",
         description="Perplexity per BPE token and per WikiText word over whole splits.",
     )
     parser.add_argument("checkpoint", help="checkpoint folder written by `course train`")
     parser.add_argument("--dataset", default="wikitext-2-v1", help="WikiText config (default wikitext-2-v1)")
     parser.add_argument("--data-dir", default=None, help="local WikiText folder (default: $COURSE_DATA_DIR or the hub)")
-    parser.add_argument("--split", type=split_list, default=list(SPLITS), help="comma-separated splits (default valid,test)")
-    parser.add_argument("--stride", type=positive_int, default=None,
-                        help="window stride in tokens (default: the context length, i.e. non-overlapping windows)")
+    parser.add_argument(
+        "--split", type=split_list, default=list(SPLITS), help="comma-separated splits (default valid,test)"
+    )
+    parser.add_argument(
+        "--stride",
+        type=positive_int,
+        default=None,
+        help="window stride in tokens (default: the context length, i.e. non-overlapping windows)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="windows per forward pass")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.set_defaults(run=run)

@@ -95,7 +95,8 @@ def run(args) -> int:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "export-hf", help="export a checkpoint as a Hugging Face GPT2LMHeadModel folder",
+        "export-hf",
+        help="export a checkpoint as a Hugging Face GPT2LMHeadModel folder",
         description="Write a transformers GPT2LMHeadModel folder (config, safetensors, tokenizer) with identical logits.",
     )
     parser.add_argument("checkpoint", help="checkpoint folder written by `course train`")

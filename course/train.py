@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,10 +41,12 @@ from course.tokenizer import Tokenizer
 
 # Per-preset defaults for every option left unset. tiny: a couple of minutes on 2 CPU cores.
 PRESET_DEFAULTS = {
-    "tiny": dict(max_steps=1000, batch_size=8, lr=4e-3, warmup_steps=30, eval_every=250, save_every=250,
-                 eval_tokens=16384),
-    "course": dict(max_steps=5000, batch_size=32, lr=6e-4, warmup_steps=200, eval_every=250, save_every=500,
-                   eval_tokens=131072),
+    "tiny": dict(
+        max_steps=1000, batch_size=8, lr=4e-3, warmup_steps=30, eval_every=250, save_every=250, eval_tokens=16384
+    ),
+    "course": dict(
+        max_steps=5000, batch_size=32, lr=6e-4, warmup_steps=200, eval_every=250, save_every=500, eval_tokens=131072
+    ),
 }
 GREEDY_PROMPT = "The"
 
@@ -282,9 +284,11 @@ def train(
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
 
-    say(f"model: preset {config.preset}, {model.num_params() / 1e6:.2f}M parameters "
+    say(
+        f"model: preset {config.preset}, {model.num_params() / 1e6:.2f}M parameters "
         f"({model.config.n_layer} layers, {model.config.n_head} heads, width {model.config.n_embd}, "
-        f"context {model.config.block_size}, vocab {model.config.vocab_size})")
+        f"context {model.config.block_size}, vocab {model.config.vocab_size})"
+    )
     say(f"unigram baseline on valid: perplexity {data.unigram_perplexity:.1f} per token")
     trained = model
     if config.compile:
@@ -303,16 +307,31 @@ def train(
 
     def validate(step: int, train_loss: float, lr: float) -> dict:
         ppl = perplexity(model, data.valid_tokens, data.valid_words, max_tokens=config.eval_tokens)
-        record = dict(step=step, tokens=step * tokens_per_step, train_loss=train_loss, val_loss=ppl.loss,
-                      val_ppl=ppl.per_token, val_ppl_word=ppl.per_word, unigram_ppl=data.unigram_perplexity, lr=lr)
+        record = dict(
+            step=step,
+            tokens=step * tokens_per_step,
+            train_loss=train_loss,
+            val_loss=ppl.loss,
+            val_ppl=ppl.per_token,
+            val_ppl_word=ppl.per_word,
+            unigram_ppl=data.unigram_perplexity,
+            lr=lr,
+        )
         history.append(record)
-        say(f"step {step}: train loss {train_loss:.3f}, valid {format_perplexity(ppl)} "
-            f"(unigram {data.unigram_perplexity:.1f} per token)")
+        say(
+            f"step {step}: train loss {train_loss:.3f}, valid {format_perplexity(ppl)} "
+            f"(unigram {data.unigram_perplexity:.1f} per token)"
+        )
         return record
 
-    bar = tqdm(total=config.max_steps, initial=start_step, desc=f"train {config.preset}", unit="step",
-               disable=config.quiet or not dist_info.main, dynamic_ncols=True)
-    loss = lr = float("nan")
+    bar = tqdm(
+        total=config.max_steps,
+        initial=start_step,
+        desc=f"train {config.preset}",
+        unit="step",
+        disable=config.quiet or not dist_info.main,
+        dynamic_ncols=True,
+    )
     started, step = time.perf_counter(), start_step
     for step in range(start_step + 1, config.max_steps + 1):
         lr = learning_rate(step - 1, config)
@@ -334,10 +353,11 @@ def train(
             on_eval(record)  # after the save: a callback that stops training loses nothing
     bar.close()
 
-    if dist_info.main and step == start_step:
+    if step == start_step:
         say(f"{config.out} is already trained to step {step} of {config.max_steps}")
-    if dist_info.main and not config.quiet:
+    else:
         say(f"saved {config.out} (step {step}, {time.perf_counter() - started:.0f} s of training)")
+    if dist_info.main and not config.quiet:
         say(f"greedy: {greedy_text(model, data.tokenizer, GREEDY_PROMPT)!r}")
     model.train(False)
     if dist_info.world_size > 1:
@@ -363,16 +383,35 @@ def positive_float(text: str) -> float:
 
 
 def run(args) -> int:
-    config = TrainConfig(**{name: getattr(args, name) for name in (
-        "preset", "max_steps", "out", "resume", "dataset", "data_dir", "batch_size", "grad_accum", "lr",
-        "eval_every", "save_every", "device", "compile", "seed")})
+    config = TrainConfig(
+        **{
+            name: getattr(args, name)
+            for name in (
+                "preset",
+                "max_steps",
+                "out",
+                "resume",
+                "dataset",
+                "data_dir",
+                "batch_size",
+                "grad_accum",
+                "lr",
+                "eval_every",
+                "save_every",
+                "device",
+                "compile",
+                "seed",
+            )
+        }
+    )
     train(config)
     return 0
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train the course GPT and save a checkpoint",
+        "train",
+        help="train the course GPT and save a checkpoint",
         description="Train a preset on WikiText; checkpoints go to --out (default runs/<preset>).",
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model size (default tiny)")

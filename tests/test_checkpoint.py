@@ -151,7 +151,7 @@ def test_foreign_weights(saved):
 
 
 def test_config_that_does_not_match_the_weights_names_the_tensor_and_shapes(saved):
-    path, model = saved
+    path, _ = saved
     config = json.loads((path / "config.json").read_text())
     config["model"]["block_size"] = 32
     (path / "config.json").write_text(json.dumps(config))

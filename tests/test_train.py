@@ -17,7 +17,7 @@ from course.checkpoint import load_checkpoint, load_train_state
 from course.errors import UserError
 from course.evaluate import perplexity, windows
 from course.model import GPT, GPTConfig
-from course.train import TrainConfig, TrainingData, batch_for_step, learning_rate, make_optimizer, train
+from course.train import TrainConfig, TrainingData, batch_for_step, learning_rate, make_optimizer, train, train_step
 
 MY_COMMANDS = ["course.train", "course.evaluate", "course.export_hf"]
 
@@ -36,13 +36,25 @@ def small_data() -> TrainingData:
     """A stand-in for a prepared corpus: a few thousand tokens of repeated text and a 300-token BPE."""
     tokenizer = make_tokenizer()
     tokens = np.array(tokenizer.encode(" ".join(TEXT * 60)), dtype=np.uint16)
-    return TrainingData(tokenizer, train_tokens=tokens, valid_tokens=tokens[:600], valid_words=100,
-                        unigram_perplexity=50.0)
+    return TrainingData(
+        tokenizer, train_tokens=tokens, valid_tokens=tokens[:600], valid_words=100, unigram_perplexity=50.0
+    )
 
 
 def small_config(out, **overrides) -> TrainConfig:
-    options = dict(preset="tiny", out=out, max_steps=8, batch_size=2, lr=3e-3, warmup_steps=2, eval_every=4,
-                   save_every=4, eval_tokens=256, device="cpu", quiet=True)
+    options = dict(
+        preset="tiny",
+        out=out,
+        max_steps=8,
+        batch_size=2,
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=4,
+        save_every=4,
+        eval_tokens=256,
+        device="cpu",
+        quiet=True,
+    )
     return TrainConfig(**{**options, **overrides})
 
 
@@ -102,8 +114,6 @@ def test_gradient_accumulation_matches_one_large_batch_of_the_same_windows(tmp_p
     model = GPT(GPTConfig(vocab_size=small_data.tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
     twin = GPT(model.config)
     twin.load_state_dict(model.state_dict())
-    from course.train import train_step
-
     micro = [batch_for_step(small_data.train_tokens, 16, 2, 0, 0, 1, m) for m in range(2)]
     joined = [tuple(torch.cat(parts) for parts in zip(*micro))]
     cpu = torch.device("cpu")
@@ -186,8 +196,16 @@ def test_course_train_tiny_defaults_beat_a_quarter_of_the_unigram_perplexity(tmp
     from conftest import run_course
 
     assert run_course("prepare", "--data-dir", str(wikitext2_dir), cache_dir=course_cache_dir).returncode == 0
-    result = run_course("train", "--preset", "tiny", "--out", str(tmp_path / "tiny"), "--data-dir",
-                        str(wikitext2_dir), cache_dir=course_cache_dir)
+    result = run_course(
+        "train",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path / "tiny"),
+        "--data-dir",
+        str(wikitext2_dir),
+        cache_dir=course_cache_dir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     final = re.findall(r"perplexity ([\d.]+) per token, [\d.]+ per word \(unigram ([\d.]+) per token\)", output)[-1]
@@ -211,9 +229,31 @@ def test_torchrun_ddp_on_cpu_trains_and_saves_once(tmp_path, wikitext2_dir, cour
     """Two gloo processes on CPU: rank 0 alone prints and saves; the checkpoint loads and resumes."""
     out = tmp_path / "ddp"
     env = dict(os.environ, COURSE_CACHE_DIR=str(course_cache_dir), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "course.cli", "train", "--preset", "tiny", "--max-steps", "4", "--batch-size", "2",
-               "--eval-every", "4", "--device", "cpu", "--data-dir", str(wikitext2_dir), "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "course.cli",
+        "train",
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--eval-every",
+        "4",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(wikitext2_dir),
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("greedy: ") == 1
