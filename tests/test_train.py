@@ -125,11 +125,16 @@ def test_gradient_accumulation_matches_one_large_batch_of_the_same_windows(tmp_p
 
 
 def test_training_into_an_existing_checkpoint_needs_resume(tmp_path, small_data):
-    train(small_config(tmp_path / "run", max_steps=2), data=small_data)
+    first = train(small_config(tmp_path / "run", max_steps=2), data=small_data)
     with pytest.raises(UserError, match="already holds a training checkpoint"):
         train(small_config(tmp_path / "run", max_steps=2), data=small_data)
     with pytest.raises(UserError, match="holds no training checkpoint"):
         train(small_config(tmp_path / "empty", resume=True), data=small_data)
+    finished = train(small_config(tmp_path / "run", max_steps=2, resume=True), data=small_data)  # nothing left to do
+    assert finished.history == first.history
+    assert torch.equal(finished.model.transformer.wte.weight, first.model.transformer.wte.weight)
+    with pytest.raises(UserError, match="was trained with preset tiny, not course"):
+        train(small_config(tmp_path / "run", preset="course", resume=True), data=small_data)
 
 
 @pytest.mark.parametrize("stride", [1, 3, 8])
