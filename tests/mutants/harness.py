@@ -8,9 +8,11 @@ The assignment, mutation and style tests all read the same results, so each note
 from __future__ import annotations
 
 import ast
+import atexit
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,6 +76,7 @@ def _planned_notebooks(assignment: str) -> dict[str, nbformat.NotebookNode]:
 def graded(assignment: str) -> dict[str, Graded]:
     """Grade every planned notebook of the assignment in one batch; name -> Graded."""
     folder = Path(tempfile.mkdtemp(prefix=f"graded-{assignment}-"))
+    atexit.register(shutil.rmtree, folder, True)
     notebooks = folder / "notebooks"
     notebooks.mkdir()
     for name, notebook in _planned_notebooks(assignment).items():
