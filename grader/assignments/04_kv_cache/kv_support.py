@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import torch
 
 from course.model import GPT, GPTConfig
-from grader.testing import StudentError, expect_tensor, expose
+from grader.testing import StudentError, expect_tensor, expose, type_name
 
 TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (SPEC 5.3)
 SMALL = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
@@ -66,6 +66,7 @@ class Recorder:
         self.model = model
         self.forwards: list[Forward] = []
         self._contexts: dict = {}  # cache key -> ids (batch, n) that went through that cache
+        self._update_methods: dict = {}  # cache key -> its bound update (one round trip saved per layer)
 
     @property
     def block_size(self) -> int:
@@ -94,16 +95,15 @@ class Recorder:
             raise TypeError(record.error)
         record.batch, record.positions = idx.shape
         record.ids = idx.clone()
+        spy = None if cache is None else _CacheSpy(cache, record, self._update_methods)
         try:
-            if cache is not None:
-                record.cached = len(cache)
             with torch.no_grad():
-                logits = self.model(idx, cache=cache)
+                logits = self.model(idx, cache=spy)
         except StudentError as error:  # the student's cache failed inside the model's attention
-            record.error = str(error)
+            record.error = record.error or str(error)
             raise
         except Exception as error:  # the model's own error (ids out of range, past the context, bad shapes)
-            record.error = f"{type(error).__name__}: {error}"
+            record.error = record.error or f"{type(error).__name__}: {error}"
             raise
         record.last_logits = logits[:, -1].clone()
         if cache is not None:
@@ -125,6 +125,39 @@ class Recorder:
             with torch.no_grad():
                 full = self.model(context)[:, -idx.size(1) :]
             record.max_diff = (logits - full).abs().max().item()
+
+
+class _CacheSpy:
+    """What the real model gets as its cache: passes len() and update() on to the student's cache, records
+    len(cache) as the model read it, and checks what update returns before the attention uses it."""
+
+    def __init__(self, cache, record: Forward, methods: dict):
+        self.cache, self.record, self.methods = cache, record, methods
+
+    def __len__(self):
+        n = len(self.cache)
+        if self.record.cached is None:
+            self.record.cached = n
+        return n
+
+    def update(self, layer, k, v):
+        key = handle_key(self.cache)
+        if key not in self.methods:  # keeping the object also keeps its id() from being reused in process
+            self.methods[key] = (self.cache, self.cache.update)
+        result = self.methods[key][1](layer, k, v)
+        if type(result) not in (tuple, list) or len(result) != 2:
+            self.record.error = f"KVCache.update returned a {type_name(result)}, not the pair (k_all, v_all)"
+            raise TypeError(self.record.error)
+        for name, got, new in zip(("keys", "values"), result, (k, v)):
+            if type(got) is not torch.Tensor or got.dim() != 4 or got.shape[:2] != new.shape[:2] or got.size(3) != new.size(3):
+                shape = tuple(got.shape) if type(got) is torch.Tensor else type_name(got)
+                self.record.error = (
+                    f"KVCache.update({layer}, k, v) with k and v of shape {tuple(new.shape)} returned {name} of "
+                    f"shape {shape}; expected (batch, heads, positions, head_dim) = "
+                    f"({new.size(0)}, {new.size(1)}, positions, {new.size(3)})"
+                )
+                raise ValueError(self.record.error)
+        return result
 
 
 class Picker:
