@@ -155,7 +155,7 @@ def temperature_bars(logits: torch.Tensor, token_strings: Callable, temperatures
 
 
 def cut_plots(panels: Sequence[tuple[str, torch.Tensor]], top_k_filter: Callable, top_p_filter: Callable,
-              k: int = 10, p: float = 0.9, show: int = 2000):
+              k: int = 10, p: float = 0.9):
     """For each prompt: top-k's cut (left column) and top-p's cumulative-sum cut (right column) on the
     sorted distribution; the kept tokens are shaded and their count and mass printed."""
     fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.3 * len(panels)), squeeze=False)
@@ -164,7 +164,7 @@ def cut_plots(panels: Sequence[tuple[str, torch.Tensor]], top_k_filter: Callable
         order = np.argsort(-probs)
         sorted_p = probs[order]
         ranks = np.arange(1, len(probs) + 1)
-        m = min(show, len(probs))
+        m = len(probs)
         for col, (name, filt) in enumerate(((f"top-k, k = {k}", lambda x: top_k_filter(x, k)),
                                             (f"top-p, p = {p}", lambda x: top_p_filter(x, p)))):
             ax = axes[row, col]
@@ -172,8 +172,9 @@ def cut_plots(panels: Sequence[tuple[str, torch.Tensor]], top_k_filter: Callable
             n_kept, mass = int(kept.sum()), float(sorted_p[kept].sum())
             ax.loglog(ranks[:m], sorted_p[:m], color="grey", lw=1)
             ax.fill_between(ranks[:m], sorted_p[:m], 1e-12, where=kept[:m], color="tab:green", alpha=0.5,
-                            step="mid", label=f"kept: {n_kept} tokens, {mass:.0%} of the mass")
-            ax.set_ylim(max(sorted_p[m - 1], 1e-9), 1)
+                            label=f"kept: {n_kept:,} tokens, {mass:.0%} of the mass")
+            ax.axvline(n_kept, color="tab:green", lw=1)
+            ax.set_ylim(max(sorted_p[m - 1], 1e-9), 1.5)
             ax.set_xlabel("rank")
             ax.set_ylabel("probability")
             if col == 1:
@@ -303,7 +304,8 @@ def gltr_histograms(results: dict[str, tuple[torch.Tensor, torch.Tensor]]):
     axes[1].set_xlabel("surprisal −log₂ p (bits)")
     axes[1].set_ylabel("tokens")
     axes[1].legend(fontsize=8)
-    fig.suptitle("Sampled text lives in the model's top ranks; human text keeps surprising it")
+    top10 = ", ".join(f"{name} {gltr_buckets(r)['top 10']:.0%}" for name, (r, _) in results.items())
+    fig.suptitle(f"Share of tokens in the model's own top 10: {top10}", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -318,11 +320,14 @@ def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, r
         axes[0].plot(x, logits[:, j], "o-", ms=3, label=show_token(label))
         axes[1].plot(x, ranks[:, j], "o-", ms=3, label=show_token(label))
     axes[0].set_ylabel("logit")
-    axes[0].set_title("The final top tokens' logits rise late")
+    axes[0].set_title(f"Logits of the final top {len(token_labels)} tokens", fontsize=10)
     axes[1].set_yscale("log")
     axes[1].invert_yaxis()
     axes[1].set_ylabel("rank (1 = top, log scale)")
-    axes[1].set_title("…and their ranks climb to the top")
+    settled = len(sites) - 1
+    while settled > 0 and int(ranks[settled - 1, 0]) == 1:
+        settled -= 1
+    axes[1].set_title(f"Their ranks: “{show_token(token_labels[0])}” is top-1 from {sites[settled]} on", fontsize=10)
     for ax in axes[:2]:
         _label_sites(ax, sites)
         ax.set_xlabel("residual stream after block")
@@ -337,15 +342,18 @@ def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, r
     axes[2].set_xlabel("logit")
     axes[2].set_ylabel("tokens")
     axes[2].legend(fontsize=7, title="after block", title_fontsize=7)
-    axes[2].set_title("The histogram widens: a few tokens break away")
-    fig.suptitle(f"Logit lens at the last position of “…{context[-60:]}”", fontsize=11)
+    spread = all_logits.std(-1)
+    axes[2].set_title(f"All {all_logits.size(-1):,} logits: spread (std) {spread[0]:.1f} after {sites[0]}, "
+                      f"{spread[-1]:.1f} after {sites[-1]}", fontsize=10)
+    fig.suptitle(f"Logit lens: what the model would predict after “…{context[-60:]}” if it stopped after each block",
+                 fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def head_kl_heatmap(table: torch.Tensor):
     table = torch.as_tensor(table).cpu()
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * table.size(1), 0.9 + 0.6 * table.size(0)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.0 + 0.9 * table.size(1)), 1.3 + 0.6 * table.size(0)))
     im = ax.imshow(table.numpy(), cmap="magma_r")
     for (layer, head), value in np.ndenumerate(table.numpy()):
         ax.text(head, layer, f"{value:.3f}", ha="center", va="center", fontsize=8,
@@ -356,7 +364,9 @@ def head_kl_heatmap(table: torch.Tensor):
     ax.set_ylabel("layer")
     fig.colorbar(im, ax=ax, label="KL(original ‖ ablated), nats")
     layer, head = divmod(int(table.argmax()), table.size(1))
-    ax.set_title(f"Zeroing one head before c_proj: most matter little; layer {layer} head {head} matters most", fontsize=10)
+    share = float(table.max() / table.sum())
+    ax.set_title(f"Zeroing one head before c_proj: layer {layer} head {head} matters most\n"
+                 f"({share:.0%} of the summed KL over all {table.numel()} heads)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -392,7 +402,9 @@ def entropy_histograms(entropies: dict[str, torch.Tensor], vocab_size: int):
     ax.set_xlabel(f"entropy of the next-token distribution (bits; uniform = {math.log2(vocab_size):.1f})")
     ax.set_ylabel("positions")
     ax.legend(fontsize=8)
-    ax.set_title("A small model is rarely sure: thousands of plausible tokens, so samples wander")
+    means = ", ".join(f"{2 ** torch.as_tensor(h).float().mean().item():.0f}" for h in entropies.values())
+    ax.set_title(f"Mean entropy ≈ {means} equally likely tokens per step (2^H): every draw has many candidates",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -454,3 +466,29 @@ def repeated_ngram_fraction(ids: Sequence[int], n: int = 4) -> float:
         repeats += g in seen
         seen.add(g)
     return repeats / max(1, len(grams))
+
+
+def widget_panel(draw: Callable, **controls):
+    """Sliders (ipywidgets) that redraw `draw(**values) -> Figure` on every change.
+
+    The figure goes into an Output widget through its `outputs` trait, not by capturing the cell's output:
+    capturing makes headless runners (nbclient, `nbconvert --execute`) send comm messages on the shell
+    channel while waiting for the cell's reply, which can stall them until their timeout
+    (jupyter/nbclient#312)."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    out = widgets.Output()
+
+    def redraw(_change=None):
+        fig = draw(**{name: control.value for name, control in controls.items()})
+        plt.close(fig)  # shown once, through the Output widget
+        out.outputs = ()
+        out.append_display_data(fig)
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    panel = widgets.VBox([widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:]), out])
+    display(panel)
+    return panel
