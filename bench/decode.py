@@ -164,7 +164,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stat", choices=("median", "min"), default="median", help="of the decode steps of a run")
     parser.add_argument("--no-hf", action="store_true", help="skip transformers")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     model = GPT(preset("course", VOCAB)).eval()
