@@ -180,6 +180,7 @@ def run_cli(argv, monkeypatch, capsys):
         (["train", "--lr", "nan"], "--lr: expected a positive number"),
         (["train", "--grad-accum", "0"], "--grad-accum: expected a positive integer"),
         (["train", "--device", "tpu"], "--device: invalid choice"),
+        (["train", "--cpu-threads", "-1"], "--cpu-threads: expected 0 or a positive integer, got '-1'"),
         (["train", "--compile", "--device", "cpu"], "--compile needs a CUDA device"),
         (["train", "--resume", "--out", "{tmp}/nothing-here"], "holds no training checkpoint"),
         (["eval", "{tmp}/nothing-here"], "does not exist"),
