@@ -297,7 +297,7 @@ def gltr_histograms(results: dict[str, tuple[torch.Tensor, torch.Tensor]]):
         ranks, bits = results[name]
         fr = gltr_buckets(ranks)
         axes[0].bar(np.arange(4) + (i - (len(names) - 1) / 2) * width, list(fr.values()), width, label=name)
-        axes[1].hist(bits.numpy(), bins=30, range=(0, 20), alpha=0.5, label=f"{name}: mean {bits.mean():.1f} bits")
+        axes[1].hist(bits.numpy(), bins=20, range=(0, 20), histtype="step", lw=2, label=f"{name}: mean {bits.mean():.1f} bits")
     axes[0].set_xticks(np.arange(4), [f"rank {lo}-{hi if hi != math.inf else '∞'}" for _, lo, hi in GLTR_BUCKETS])
     axes[0].set_ylabel("fraction of tokens")
     axes[0].set_xlabel("GLTR bucket")
@@ -389,7 +389,11 @@ def lens_rank_curves(sites: Sequence[str], current: torch.Tensor, following: tor
         ax.set_xlabel("residual stream after block")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Where along the depth does position t stop being its own token and start predicting the next?")
+    top1 = [((r.flatten() == 1).float().mean().item(), (f.flatten() == 1).float().mean().item())
+            for r, f in zip(current, following)]
+    crossing = next((site for site, (c, n) in zip(sites, top1) if n > c), None)
+    fig.suptitle("Logit lens over validation text: position t predicts the next token more often than it shows its own "
+                 + (f"from {crossing} on" if crossing else "at no stage"), fontsize=11)
     fig.tight_layout()
     return fig
 
