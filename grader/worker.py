@@ -42,16 +42,20 @@ PRELOADED = (
     # can import when it may not read the Python installation (a Python under /root, run as root)
     "abc", "bisect", "collections", "contextlib", "copy", "dataclasses", "enum", "functools", "heapq",
     "itertools", "json", "math", "numbers", "operator", "random", "re", "statistics", "string", "textwrap",
-    "time", "typing", "warnings", "numpy", "torch", "torch.nn", "torch.nn.functional", "course.model",
-    "course.notebook", "grader.rpc",
+    "time", "typing", "warnings", "numpy", "torch", "torch.nn", "torch.nn.functional", "matplotlib.pyplot",
+    "tqdm", "course.model", "course.notebook", "grader.rpc",
 )  # fmt: skip
 
 
 def _preload() -> None:
     import importlib
 
+    os.environ["MPLBACKEND"] = "Agg"  # plots are never shown from a worker
     for module in PRELOADED:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional library that is not installed: the notebook's import will say so
+            pass
     sys.modules["torch"].set_num_threads(1)
 
 
