@@ -9,8 +9,9 @@ Reported: tokens/s of the decode steps alone. A greedy next_token (for transform
 notes the time of every step; the gaps between steps are the decode steps (the prefill comes before the
 first and is left out); --stat median (default) or min of a run's steps, the best of --repeats runs.
 
-  (a) cache      `generate` and `KVCache` of solutions/04_kv_cache.ipynb (loaded with course.notebook)
-  (a') buffers   the same loop with a cache that preallocates, writes in place and grows by doubling
+  (a) cache      `generate` and `KVCache` of solutions/04_kv_cache.ipynb (loaded with course.notebook): buffers
+                 written in place, doubled when full, views returned
+  (a') cat       the same loop with the simple cache that torch.cat's the new positions onto the kept ones
   (b) no cache   the solution's `generate(..., use_cache=False)`: a full forward over the context per token
                  (timed on fewer tokens: every step costs the same full forward)
   (c) HF         transformers' GPT2LMHeadModel.generate(use_cache=True, do_sample=False) on the same
@@ -42,33 +43,21 @@ SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 VOCAB = 12288
 
 
-class BufferCache:
-    """A KV cache that preallocates its buffers, writes new positions in place and doubles when full.
-
-    Returns views of the filled part, so an append copies only the new positions (no torch.cat of
-    the whole cache per step)."""
+class CatCache:
+    """The simple KV cache: torch.cat of the kept and the new positions, which copies the whole cache per step."""
 
     def __init__(self):
-        self.k, self.v, self.n = {}, {}, {}
+        self.keys, self.values = {}, {}
 
     def update(self, layer, k, v):
-        B, H, T, D = k.shape
-        n = self.n.get(layer, 0)
-        buf_k, buf_v = self.k.get(layer), self.v.get(layer)
-        if buf_k is None or n + T > buf_k.size(2):
-            cap = max(2 * (n + T), 64)
-            new_k, new_v = k.new_empty(B, H, cap, D), v.new_empty(B, H, cap, D)
-            if buf_k is not None:
-                new_k[:, :, :n] = buf_k[:, :, :n]
-                new_v[:, :, :n] = buf_v[:, :, :n]
-            self.k[layer], self.v[layer] = buf_k, buf_v = new_k, new_v
-        buf_k[:, :, n : n + T] = k
-        buf_v[:, :, n : n + T] = v
-        self.n[layer] = n + T
-        return buf_k[:, :, : n + T], buf_v[:, :, : n + T]
+        if layer in self.keys:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
 
     def __len__(self):
-        return self.n.get(0, 0)
+        return self.keys[0].size(2) if 0 in self.keys else 0
 
 
 def to_hf(model):
@@ -174,9 +163,9 @@ def main(argv=None) -> int:
     c = model.config
     solution = load_notebook(SOLUTION).namespace
     generate, KVCache = solution["generate"], solution["KVCache"]
-    # the solution's generate with the preallocated cache swapped in (its globals are the notebook's namespace)
-    with_buffers = type(generate)(
-        generate.__code__, {**generate.__globals__, "KVCache": BufferCache}, "generate", generate.__defaults__
+    # the solution's generate with the simple torch.cat cache swapped in (its globals are the notebook's namespace)
+    with_cat = type(generate)(
+        generate.__code__, {**generate.__globals__, "KVCache": CatCache}, "generate", generate.__defaults__
     )
 
     hf = None
@@ -228,7 +217,7 @@ def main(argv=None) -> int:
         generate(model, prompt, 2)  # warm-up: first calls at a new size pay one-off allocation costs
         n, r = args.new_tokens, args.repeats
         cached = decode_rate(lambda clock, n: generate(model, prompt, n, next_token=clock), n, r, args.stat)
-        buffers = decode_rate(lambda clock, n: with_buffers(model, prompt, n, next_token=clock), n, r, args.stat)
+        cat = decode_rate(lambda clock, n: with_cat(model, prompt, n, next_token=clock), n, r, args.stat)
         uncached = decode_rate(
             lambda clock, n: generate(model, prompt, n, next_token=clock, use_cache=False),
             args.uncached_tokens, max(1, r - 1), args.stat,
@@ -239,18 +228,18 @@ def main(argv=None) -> int:
         mean_context = prompt_len + args.new_tokens / 2
         per_token = weight_bytes + per_position * mean_context
         bound, bound_dram = bandwidth / per_token, dram / per_token
-        rows.append((context, cached, buffers, uncached, hf_rate, bound, bound_dram))
-        print(f"  context {context}: cache {cached:.1f}, buffers {buffers:.1f}, no cache {uncached:.2f}, "
+        rows.append((context, cached, cat, uncached, hf_rate, bound, bound_dram))
+        print(f"  context {context}: cache {cached:.1f}, cat cache {cat:.1f}, no cache {uncached:.2f}, "
               f"HF {hf_rate:.1f} tokens/s (bound {bound:.0f}, from main memory {bound_dram:.0f})", flush=True)
 
     print()
-    header = (f"| context | cache (solution) | cache (buffers) | no cache | HF generate | cache / no cache "
-              f"| cache / HF | buffers / HF | bound (weights-size bw) | bound (1 GiB bw) |")
+    header = (f"| context | cache (solution) | cat cache | no cache | HF generate | cache / no cache "
+              f"| cache / HF | cat / HF | bound (weights-size bw) | bound (1 GiB bw) |")
     print(header)
     print("|---:" * 10 + "|")
-    for context, cached, buffers, uncached, hf_rate, bound, bound_dram in rows:
-        print(f"| {context} | {cached:.1f} | {buffers:.1f} | {uncached:.2f} | {hf_rate:.1f} | {cached / uncached:.1f}x "
-              f"| {cached / hf_rate:.2f}x | {buffers / hf_rate:.2f}x | {bound:.0f} | {bound_dram:.0f} |")
+    for context, cached, cat, uncached, hf_rate, bound, bound_dram in rows:
+        print(f"| {context} | {cached:.1f} | {cat:.1f} | {uncached:.2f} | {hf_rate:.1f} | {cached / uncached:.1f}x "
+              f"| {cached / hf_rate:.2f}x | {cat / hf_rate:.2f}x | {bound:.0f} | {bound_dram:.0f} |")
     print(f"\n(tokens/s; bound = read bandwidth / (weights + KV cache at the mean decode context) bytes per token; "
           f"load average after: {load_average()})")
     return 0

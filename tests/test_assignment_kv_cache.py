@@ -131,7 +131,7 @@ def test_assignment_is_blank_and_solution_is_not():
         blank["generate"](kv.small_model(), kv.prompt(1, 3), 2)
     assert "greedy" in blank  # given, not graded here
     text = ASSIGNMENT.read_text()
-    assert "torch.cat([self.keys[layer], k]" not in text and "BEGIN SOLUTION" not in text
+    assert "self.filled[layer] = n + new" not in text and "BEGIN SOLUTION" not in text
 
 
 # ---------------------------------------------------------------- real grading (slow)
