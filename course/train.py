@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import math
 import os
 import time
@@ -36,7 +35,14 @@ from course.checkpoint import (
     save_checkpoint,
 )
 from course.errors import UserError
-from course.evaluate import autocast, format_perplexity, perplexity, positive_int, resolve_device
+from course.evaluate import (
+    autocast,
+    format_perplexity,
+    keep_freed_memory,
+    perplexity,
+    positive_int,
+    resolve_device,
+)
 from course.model import GPT, PRESETS, preset
 from course.tokenizer import Tokenizer
 
@@ -65,8 +71,6 @@ PRESET_DEFAULTS = {
         cpu_threads=0,
     ),
 }
-# glibc's mallopt parameters
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 GREEDY_PROMPT = "The"
 
 
@@ -208,21 +212,6 @@ def train_step(model, optimizer, batches, config: TrainConfig, lr: float, device
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total / len(batches)
-
-
-def keep_freed_memory() -> None:
-    """Let glibc keep freed memory for the next step instead of giving it back to the system.
-
-    Every step allocates and frees the same large tensors (the logits and their gradients, 50 MB for the
-    tiny preset). By default glibc unmaps each one on free and the next step page-faults it back in,
-    which costs about a third of a CPU step. Elsewhere than Linux/glibc this does nothing.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
 @dataclass
