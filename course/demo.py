@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from course.checkpoint import load_checkpoint
+from course.checkpoint import has_train_state, load_checkpoint
 from course.generation import generate
 from course.notebook import load_notebook, require
 
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     step("2. Train the tiny model on the CPU")
     steps = ["--max-steps", str(args.max_steps)] if args.max_steps else []
-    command("course", "train", "--preset", "tiny", "--out", str(checkpoint), *steps, *data)
+    resume = ["--resume"] if has_train_state(checkpoint) else []  # a second demo continues (or reuses) the first
+    command("course", "train", "--preset", "tiny", "--out", str(checkpoint), *steps, *resume, *data)
 
     step(f"3. One prompt, three ways to choose the next token: {PROMPT!r}")
     print(side_by_side(continuations(checkpoint, args.max_new_tokens, args.seed)))
