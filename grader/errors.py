@@ -35,6 +35,10 @@ class StudentTimeout(StudentError):
     """A call ran past its time limit; the worker was killed and will be replaced."""
 
 
+class StudentModifiedArgument(StudentError):
+    """The call returned, but changed a tensor argument in place (SPEC: inputs are not modified)."""
+
+
 class StudentCrashed(StudentError):
     """The worker died (exit, crash, memory limit) or broke the protocol; it will be replaced."""
 

@@ -7,11 +7,21 @@ stack. So when a test passes the trusted model into the student's `generate`, th
 `cache.update(...)`, a request back to the worker, while both outer calls wait: calls nest like
 ordinary Python calls, one thread per side, and the innermost reply always comes first.
 
-    request: {"request": "invoke" | "getattr" | "load", "target": id, "name": str | null, "body": [args, kwargs]}
-    reply:   {"reply": value, "generators": [buffer, ...]}  or  {"error": {...}, "generators": [...]}
+    request: {"request": "invoke" | "getattr" | "load", "target": id, "name": str | null, "body": [args, kwargs],
+              "arguments": true (optional)}
+    reply:   {"reply": value, "generators": [buffer, ...], "arguments": {...}, "parameters": [...]}
+             or  {"error": {...}, "generators": [...]}
 
 Generators passed in a request cross as their state; the reply carries their final states, which
 the caller writes into its own generators, so a seeded test sees its generator advance.
+
+Inputs are not modified in place (SPEC 5). A call from the grader asks for its tensor arguments back
+("arguments": true): the worker's reply carries, for every tensor it received, the bytes that tensor
+holds after the call (keyed by the buffer index it came in), and the names of the called function's
+positional parameters. The grader compares them, bit for bit, with what it sent: the comparison runs
+on the trusted side, and a change fails the call with StudentModifiedArgument ("apply_temperature
+modified its argument `logits` in place; it must return a new tensor"). Replies to calls that raised
+carry no arguments.
 
 Objects that are not data cross as handles. The worker hands out a handle for any of its objects
 (the student's KVCache); the trusted side only for objects wrapped with `expose`, which list the
@@ -21,11 +31,13 @@ arrives as the owner's own object.
 
 from __future__ import annotations
 
+import inspect
+import re
 import socket
 import time
-from contextlib import contextmanager
 import traceback
 import types
+from contextlib import contextmanager
 
 from grader import wire
 from grader.errors import (
@@ -33,6 +45,7 @@ from grader.errors import (
     BUILTINS_BY_NAME,
     StudentCrashed,
     StudentError,
+    StudentModifiedArgument,
     StudentRaised,
     StudentTimeout,
     nearest_builtin,
@@ -40,12 +53,14 @@ from grader.errors import (
 )
 
 MAX_MESSAGE_CHARS = 2000
+MAX_PARAMETER_NAMES = 100
 
 
 class Endpoint:
     """One side of the connection. Subclasses say what a request may do and how objects cross."""
 
     fatal: tuple[type[BaseException], ...] = ()  # errors that end the connection instead of being replied
+    returns_arguments = False  # whether, serving a call that asks, this side sends back its tensor arguments
 
     def __init__(self, sock: socket.socket, max_bytes: int = wire.MAX_MESSAGE_BYTES):
         self.sock = sock
@@ -56,11 +71,25 @@ class Endpoint:
 
     # ---------------------------------------------------------------- calling the peer
 
-    def call(self, op: str, target: int, name: str | None = None, args=(), kwargs=None, label: str = "call"):
+    def call(self, op: str, target: int, name: str | None = None, args=(), kwargs=None, label: str = "call",
+             check_arguments: bool = False):
         buffers: list = []
         generators: list = []
-        body = self.codec.encode([list(args), dict(kwargs or {})], buffers, generators)
-        self.send({"request": op, "target": target, "name": name, "body": body}, buffers)
+        tensors: list | None = [] if check_arguments else None
+
+        def encode(value, path: str):
+            return self.codec.encode(value, buffers, generators, 2, tensors, path)
+
+        kwargs = dict(kwargs or {})
+        if not all(type(k) is str for k in kwargs):
+            raise TypeError("only dictionaries with string keys can be sent")
+        body = [[encode(a, f"#{i}") for i, a in enumerate(args)], {"$": "dict", "v": {k: encode(v, k) for k, v in kwargs.items()}}]
+        request = {"request": op, "target": target, "name": name, "body": body}
+        sent = None
+        if tensors:  # what each tensor argument holds now, to compare with what it holds after the call
+            request["arguments"] = True
+            sent = [(path, tree, bytes(buffers[tree["buffer"]])) for path, tree in tensors]
+        self.send(request, buffers)
         while True:
             header, received = self.receive()
             if "request" in header:
@@ -71,7 +100,24 @@ class Endpoint:
                 raise self.remote_error(header["error"], label)
             if "reply" not in header:
                 raise wire.WireError("a message is neither a request nor a reply")
+            if sent is not None:
+                self._check_arguments(header, received, sent, label)
             return self.codec.decode(header["reply"], received)
+
+    def _check_arguments(self, header: dict, buffers: list, sent: list, label: str) -> None:
+        """Raise if a tensor argument came back different (dtype, shape or any bit) from what was sent."""
+        returned = header.get("arguments")
+        if type(returned) is not dict or len(returned) != len(sent):
+            raise wire.WireError("a reply does not return every tensor argument of the call")
+        names = header.get("parameters")
+        names = names[:MAX_PARAMETER_NAMES] if type(names) is list else []
+        for path, tree, before in sent:
+            back = returned.get(str(tree["buffer"]))
+            if type(back) is not dict or back.get("$") != "tensor":
+                raise wire.WireError("a reply returns a tensor argument as something else")
+            after = self.codec.decode(back, buffers)  # checks its size against its dtype and shape
+            if str(after.dtype).removeprefix("torch.") != tree["dtype"] or list(after.shape) != tree["shape"] or buffers[back["buffer"]] != before:
+                raise self.modified_argument(label, _argument_name(path, names))
 
     def _return_generator_states(self, header: dict, buffers: list, generators: list) -> None:
         states = header.get("generators", [])
@@ -88,10 +134,16 @@ class Endpoint:
     def serve(self, header: dict, buffers: list) -> None:
         generators: list = []
         out: list = []
+        received: list | None = [] if self.returns_arguments and header.get("arguments") is True else None
         try:
-            args, kwargs = self.codec.decode(header.get("body"), buffers, generators)
+            args, kwargs = self.codec.decode(header.get("body"), buffers, generators, tensors=received)
             target = self.own(header.get("target"))
-            reply = {"reply": self.codec.encode(self.perform(header.get("request"), target, header.get("name"), args, kwargs), out)}
+            op, name = header.get("request"), header.get("name")
+            parameters = self.parameter_names(op, target, name) if received is not None else None
+            reply = {"reply": self.codec.encode(self.perform(op, target, name, args, kwargs), out)}
+            if received is not None:  # every tensor argument as it is now, for the caller to compare
+                reply["arguments"] = {str(index): self.codec.encode(tensor, out) for index, tensor in received}
+                reply["parameters"] = parameters
         except self.fatal:
             raise
         except BaseException as error:  # noqa: BLE001 -- the worker reports even SystemExit as the call's result
@@ -137,6 +189,12 @@ class Endpoint:
     def perform(self, op, target, name, args, kwargs):
         raise NotImplementedError
 
+    def parameter_names(self, op, target, name) -> list[str]:
+        return []
+
+    def modified_argument(self, label: str, argument: str) -> BaseException:
+        return wire.WireError(f"{label} modified its argument {argument} in place")
+
     def export(self, value, encode) -> dict:
         raise NotImplementedError
 
@@ -148,6 +206,17 @@ class Endpoint:
 
     def remote_error(self, info, label: str) -> BaseException:
         raise NotImplementedError
+
+
+def _argument_name(path: str, names: list) -> str:
+    """How an error names the argument at `path` ('#0', '#1[2]', 'logits', 'history['ids']')."""
+    match = re.match(r"#(\d+)", path)
+    if match is None:
+        return f"`{path}`"
+    position, rest = int(match.group(1)), path[match.end():]
+    if position < len(names) and type(names[position]) is str and names[position].isidentifier():
+        return f"`{names[position]}{rest}`"
+    return f"at position {position + 1}" + (f" (at `{rest}`)" if rest else "")
 
 
 def _message(error: BaseException) -> str:
@@ -189,14 +258,16 @@ class TrustedEndpoint(Endpoint):
         self.lost: StudentError | None = None  # once set, every call fails with it
         self.describe_crash = describe_crash
 
-    def call(self, op, target, name=None, args=(), kwargs=None, label="call", timeout: float = 10.0):
+    def call(self, op, target, name=None, args=(), kwargs=None, label="call", timeout: float = 10.0, check_arguments: bool = True):
+        """Call into the worker. Unless `check_arguments` is False, a tensor argument that the call
+        modified in place raises StudentModifiedArgument (the worker itself is unharmed)."""
         if self.lost is not None:
             raise self.lost
         if self.depth == 0:
             self.deadline = time.monotonic() + timeout
         self.depth += 1
         try:
-            return super().call(op, target, name, args, kwargs, label)
+            return super().call(op, target, name, args, kwargs, label, check_arguments)
         except wire.TooLarge:  # the test's own arguments are too large; nothing was sent
             raise
         except wire.WireError as e:
@@ -231,6 +302,9 @@ class TrustedEndpoint(Endpoint):
             raise DeadlinePassed("the deadline passed") from None
         except OSError as e:
             raise wire.PeerClosed(str(e)) from None
+
+    def modified_argument(self, label, argument):
+        return StudentModifiedArgument(f"{label} modified its argument {argument} in place; it must return a new tensor")
 
     def perform(self, op, target, name, args, kwargs):
         if op != "invoke" or not isinstance(target, Exposed):
@@ -287,15 +361,17 @@ class StudentObject:
         self._type = type_name
         self._label = type_name  # how errors name it: 'KVCache', 'KVCache.update'
         self._timeout = timeout
+        self._check_arguments = True  # False: its methods may modify their tensor arguments in place
 
     @property
     def student_type(self) -> str:
         return self._type
 
     def _call(self, op, name, args=(), kwargs=None, label=None):
-        result = self._endpoint.call(op, self._id, name, args, kwargs, label, self._timeout)
+        result = self._endpoint.call(op, self._id, name, args, kwargs, label, self._timeout, self._check_arguments)
         if isinstance(result, StudentObject):
             result._timeout = self._timeout
+            result._check_arguments = self._check_arguments
         return result
 
     def __getattr__(self, name: str):
@@ -335,6 +411,7 @@ class WorkerEndpoint(Endpoint):
     """The worker's end: any object can cross as a handle; errors from the grader become builtins."""
 
     fatal = (wire.WireError,)
+    returns_arguments = True
 
     def __init__(self, sock, namespace, perform_load, max_bytes=wire.MAX_MESSAGE_BYTES):
         super().__init__(sock, max_bytes)
@@ -361,6 +438,17 @@ class WorkerEndpoint(Endpoint):
         if op == "load":
             return self.perform_load(*args)
         raise ValueError(f"unknown request {op!r}")
+
+    def parameter_names(self, op, target, name):
+        """The names of the called function's positional parameters, for the grader's messages."""
+        if op != "invoke":
+            return []
+        try:
+            parameters = inspect.signature(target if name is None else getattr(target, name)).parameters.values()
+        except Exception:  # noqa: BLE001 -- no signature: the grader names arguments by position
+            return []
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return [str(p.name) for p in parameters if p.kind in positional][:MAX_PARAMETER_NAMES]
 
     def export(self, value, encode):
         if isinstance(value, TrustedObject) and value._endpoint is self:

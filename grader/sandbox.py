@@ -317,21 +317,26 @@ class StudentSession:
         self.failed_loads = 0
         return self.worker.endpoint
 
-    def lookup(self, name: str, timeout: float):
+    def lookup(self, name: str, timeout: float, check_arguments: bool = True):
         """What `student.NAME` gives: a callable proxy for a function or class, the data of a constant."""
         self.endpoint()
         if name not in self.names:
             raise MissingFunction(f"the notebook does not define `{name}`")
         if self.names[name]:
-            return StudentFunction(self, name, timeout)
+            return StudentFunction(self, name, timeout, check_arguments)
         return self._guarded(lambda endpoint: endpoint.call("getattr", NAMESPACE_HANDLE, name, label=name, timeout=timeout))
 
-    def call(self, name: str, args, kwargs, timeout: float):
+    def call(self, name: str, args, kwargs, timeout: float, check_arguments: bool = True):
+        """Call NAME in the worker; unless `check_arguments` is False, a tensor argument modified in
+        place raises StudentModifiedArgument."""
         result = self._guarded(
-            lambda endpoint: endpoint.call("invoke", NAMESPACE_HANDLE, name, args, kwargs, label=name, timeout=timeout)
+            lambda endpoint: endpoint.call(
+                "invoke", NAMESPACE_HANDLE, name, args, kwargs, label=name, timeout=timeout, check_arguments=check_arguments
+            )
         )
         if isinstance(result, StudentObject):
             result._timeout = timeout
+            result._check_arguments = check_arguments
         return result
 
     def _guarded(self, action):
@@ -360,13 +365,14 @@ def _check_load_report(report) -> tuple[dict[str, bool], list[str]]:
 class StudentFunction:
     """`student.greedy`: calls the notebook's function of that name in the current worker."""
 
-    def __init__(self, session: StudentSession, name: str, timeout: float):
+    def __init__(self, session: StudentSession, name: str, timeout: float, check_arguments: bool = True):
         self._session = session
         self._name = name
         self._timeout = timeout
+        self._check_arguments = check_arguments
 
     def __call__(self, *args, **kwargs):
-        return self._session.call(self._name, args, kwargs, self._timeout)
+        return self._session.call(self._name, args, kwargs, self._timeout, self._check_arguments)
 
     def __repr__(self) -> str:
         return f"<student function {self._name}>"

@@ -26,8 +26,14 @@ The `student` fixture:
   here, in the grader) and that data. Record what you need in the object and assert after the call:
   an assertion raised inside an exposed method reaches the student's code, which could catch it.
 - `student.with_timeout(30).NAME(...)` (or `call_with_timeout`) for a call that needs more time.
+- Inputs must not be modified in place (SPEC 5): after every call the grader compares each tensor
+  argument (nested in lists, tuples, dicts too) bit for bit with what it sent, and a change raises
+  StudentModifiedArgument: "apply_temperature modified its argument `logits` in place; it must
+  return a new tensor". A test of a function allowed to modify its tensor arguments opts out with
+  `student.allow_in_place().NAME(...)` (handles it returns, and their methods, inherit that).
 - Failures of student code raise a StudentError: StudentRaised (also an instance of the matching
-  builtin: `pytest.raises(ValueError)` works), StudentTimeout, StudentCrashed, MissingFunction.
+  builtin: `pytest.raises(ValueError)` works), StudentTimeout, StudentCrashed, MissingFunction,
+  StudentModifiedArgument.
 
 Feedback: a failed test reports its assertion message (or the StudentError's sentence) under its
 docstring. For tests in test_hidden.py that is all: never the test's code or values beyond what the
@@ -44,6 +50,7 @@ from grader.errors import (  # noqa: F401 -- re-exported: the names tests use
     MissingFunction,
     StudentCrashed,
     StudentError,
+    StudentModifiedArgument,
     StudentRaised,
     StudentTimeout,
 )
@@ -53,7 +60,7 @@ POINTS_ATTRIBUTE = "grader_points"
 
 __all__ = [
     "points", "expect_tensor", "expect_number", "expose", "StudentError", "StudentRaised",
-    "StudentTimeout", "StudentCrashed", "MissingFunction",
+    "StudentTimeout", "StudentCrashed", "MissingFunction", "StudentModifiedArgument",
 ]  # fmt: skip
 
 
@@ -104,18 +111,23 @@ def expect_number(value, expected: float | None = None, *, rel: float = 1e-6, ab
 class StudentView:
     """The `student` fixture: the notebook's names, called in the worker with this view's time limit."""
 
-    def __init__(self, session, timeout: float):
+    def __init__(self, session, timeout: float, check_arguments: bool = True):
         self._session = session
         self._timeout = timeout
+        self._check_arguments = check_arguments
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
-        return self._session.lookup(name, self._timeout)
+        return self._session.lookup(name, self._timeout, self._check_arguments)
 
     def with_timeout(self, seconds: float) -> StudentView:
         """The same notebook, with `seconds` allowed per call."""
-        return StudentView(self._session, seconds)
+        return StudentView(self._session, seconds, self._check_arguments)
+
+    def allow_in_place(self) -> StudentView:
+        """The same notebook, whose calls may modify their tensor arguments in place."""
+        return StudentView(self._session, self._timeout, check_arguments=False)
 
     call_with_timeout = with_timeout
 

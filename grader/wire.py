@@ -70,8 +70,13 @@ class Codec:
 
     # ---------------------------------------------------------------- encoding
 
-    def encode(self, value, buffers: list, generators: list | None = None, depth: int = 0):
-        """The tree for `value`, appending tensor bytes to `buffers` and generators met to `generators`."""
+    def encode(self, value, buffers: list, generators: list | None = None, depth: int = 0,
+               tensors: list | None = None, path: str = ""):
+        """The tree for `value`, appending tensor bytes to `buffers` and generators met to `generators`.
+
+        With a `tensors` list, every tensor met is recorded there as (path, its tree), the path
+        written from `path` as Python would index it: `path[0]`, `path['key']`, `path.attr`.
+        """
         if depth > MAX_DEPTH:
             raise TypeError(f"a value nested more than {MAX_DEPTH} levels deep cannot be sent")
         kind = type(value)
@@ -82,21 +87,24 @@ class Codec:
         if isinstance(value, (int, float, str)):
             return _plain_scalar(value)  # subclasses of int, str, ...: only their plain value crosses
 
-        def inner(v):
-            return self.encode(v, buffers, generators, depth + 1)
+        def inner(v, key: str = ""):
+            return self.encode(v, buffers, generators, depth + 1, tensors, path + key)
 
         if kind is list:
-            return [inner(v) for v in value]
+            return [inner(v, f"[{i}]") for i, v in enumerate(value)]
         if kind is tuple:
-            return {"$": "tuple", "v": [inner(v) for v in value]}
+            return {"$": "tuple", "v": [inner(v, f"[{i}]") for i, v in enumerate(value)]}
         if kind is dict:
             if not all(type(k) is str for k in value):
                 raise TypeError("only dictionaries with string keys can be sent")
-            return {"$": "dict", "v": {k: inner(v) for k, v in value.items()}}
+            return {"$": "dict", "v": {k: inner(v, f"[{k!r}]") for k, v in value.items()}}
         if kind is types.SimpleNamespace:
-            return {"$": "namespace", "v": {k: inner(v) for k, v in vars(value).items()}}
+            return {"$": "namespace", "v": {k: inner(v, f".{k}") for k, v in vars(value).items()}}
         if kind is torch.Tensor:
-            return {"$": "tensor", **self._tensor(value, buffers)}
+            tree = {"$": "tensor", **self._tensor(value, buffers)}
+            if tensors is not None:
+                tensors.append((path, tree))
+            return tree
         if kind is torch.Generator:
             if generators is not None:
                 generators.append(value)
@@ -114,15 +122,17 @@ class Codec:
 
     # ---------------------------------------------------------------- decoding
 
-    def decode(self, tree, buffers: list[bytearray], generators: list | None = None, depth: int = 0):
-        """Fresh plain objects for `tree`; generators decoded are appended to `generators`."""
+    def decode(self, tree, buffers: list[bytearray], generators: list | None = None, depth: int = 0,
+               tensors: list | None = None):
+        """Fresh plain objects for `tree`; generators decoded are appended to `generators`, and with a
+        `tensors` list every tensor decoded is recorded there as (buffer index, tensor)."""
         if depth > MAX_DEPTH + 1:
             raise WireError("the value is nested too deeply")
         if tree is None or type(tree) in (bool, int, float, str):
             return tree
 
         def inner(v):
-            return self.decode(v, buffers, generators, depth + 1)
+            return self.decode(v, buffers, generators, depth + 1, tensors)
 
         if type(tree) is list:
             return [inner(v) for v in tree]
@@ -136,7 +146,10 @@ class Codec:
         if tag == "namespace":
             return types.SimpleNamespace(**{k: inner(v) for k, v in _field(tree, "v", dict).items()})
         if tag == "tensor":
-            return _decode_tensor(tree, buffers)
+            tensor = _decode_tensor(tree, buffers)
+            if tensors is not None:
+                tensors.append((tree["buffer"], tensor))
+            return tensor
         if tag == "generator":
             generator = torch.Generator()
             try:

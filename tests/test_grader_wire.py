@@ -15,7 +15,14 @@ import pytest
 import torch
 
 from grader import wire
-from grader.errors import MissingFunction, StudentCrashed, StudentError, StudentRaised, StudentTimeout
+from grader.errors import (
+    MissingFunction,
+    StudentCrashed,
+    StudentError,
+    StudentModifiedArgument,
+    StudentRaised,
+    StudentTimeout,
+)
 from grader.rpc import StudentObject, TrustedEndpoint, WorkerEndpoint
 from grader.testing import expect_number, expect_tensor, expose
 
@@ -193,6 +200,29 @@ def run_model(model, cache):
 
 def call_hidden(model):
     return model.state_dict()
+
+def divide_in_place(logits, temperature):
+    logits /= temperature
+    return logits
+
+def mask_in_place(logits):
+    logits[logits < 0] = float("-inf")
+    return logits
+
+def same_tensor(logits, *rest):
+    return logits
+
+def zero_nested(batch, extra=None):
+    batch["rows"][1].zero_()
+    return 0
+
+def bump_second(*tensors):
+    tensors[1].add_(1)
+    return 0
+
+def reshape_in_place(logits):
+    logits.unsqueeze_(0)
+    return logits.shape[0]
 '''
 
 
@@ -295,3 +325,36 @@ def test_a_call_past_its_deadline_loses_the_worker(endpoint):
 def test_student_errors_are_one_family():
     for error in (StudentRaised, StudentTimeout, StudentCrashed, MissingFunction):
         assert issubclass(error, StudentError)
+
+
+def test_a_tensor_argument_modified_in_place_fails_the_call(endpoint):
+    logits = torch.tensor([1.0, -2.0, 4.0])
+    with pytest.raises(StudentModifiedArgument, match=r"divide_in_place modified its argument `logits` in place; it must return a new tensor"):
+        call(endpoint, "divide_in_place", logits, 2.0)
+    assert logits.tolist() == [1.0, -2.0, 4.0]  # the grader's tensor never changes: the worker had a copy
+    with pytest.raises(StudentModifiedArgument, match="`logits`"):
+        call(endpoint, "mask_in_place", logits=logits)
+    with pytest.raises(StudentModifiedArgument, match="`logits`"):
+        call(endpoint, "reshape_in_place", logits)  # a change of shape is a change
+    with pytest.raises(StudentModifiedArgument, match=r"zero_nested modified its argument `batch\['rows'\]\[1\]`"):
+        call(endpoint, "zero_nested", {"rows": [torch.ones(2), torch.ones(2)]}, extra=torch.ones(1))
+    assert call(endpoint, "add_one", torch.zeros(1)).tolist() == [1.0]  # the worker goes on
+
+
+def test_arguments_returned_unchanged_or_left_alone_pass(endpoint):
+    nan = torch.tensor([float("nan"), -0.0, float("-inf")])
+    out = call(endpoint, "same_tensor", nan, torch.ones(2), [torch.zeros(3)])
+    assert torch.equal(out.view(torch.int32), nan.view(torch.int32))  # bit for bit, NaN included
+    assert call(endpoint, "mask_in_place", torch.tensor([1.0, 2.0])).tolist() == [1.0, 2.0]  # nothing to mask
+    half = torch.tensor([1.0, 3.0], dtype=torch.bfloat16)
+    assert call(endpoint, "same_tensor", half[::1]).dtype == torch.bfloat16
+
+
+def test_a_call_may_be_allowed_to_modify_its_arguments(endpoint):
+    out = endpoint.call("invoke", 0, "divide_in_place", (torch.tensor([2.0]), 2.0), {}, label="d", check_arguments=False)
+    assert out.tolist() == [1.0]
+
+
+def test_an_argument_without_a_parameter_name_is_named_by_its_position(endpoint):
+    with pytest.raises(StudentModifiedArgument, match="bump_second modified its argument at position 2 in place"):
+        call(endpoint, "bump_second", torch.ones(1), torch.ones(1))
