@@ -17,8 +17,8 @@ from pathlib import Path
 
 from grader import __version__
 from grader.errors import GraderError
-from grader.runner import grade, test_files
-from grader.sandbox import Limits, Zygote, make_private
+from grader.runner import ASSIGNMENTS_DIR, SOLUTIONS_DIR, grade, test_files
+from grader.sandbox import Limits, Zygote, private
 
 _zygote = None  # the batch's zygote, in each pool process
 
@@ -52,12 +52,13 @@ def run_batch(folder: Path, assignment: Path, *, jobs: int = 2, results_dir: Pat
         raise GraderError(f"no notebooks (*.ipynb) in {folder}")
     results_dir = Path(results_dir) if results_dir else folder / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    make_private([results_dir])
     current = fingerprint(assignment, limits)
     tasks = [(nb, results_dir / f"{nb.stem}.json") for nb in notebooks]
     to_grade = [(nb, path) for nb, path in tasks if not is_current(path, nb, current)]
     if to_grade:
-        _grade_in_parallel(to_grade, assignment, limits, current, jobs, progress)
+        # held for the whole batch: a job killed midway (Ctrl-C) leaves its hold to this one, which gives the modes back
+        with private([results_dir, assignment, ASSIGNMENTS_DIR, SOLUTIONS_DIR]):
+            _grade_in_parallel(to_grade, assignment, limits, current, jobs, progress)
     rows = [_row(nb, path) for nb, path in tasks]
     write_csv(csv_path or results_dir / "scores.csv", rows)
     return rows

@@ -34,7 +34,7 @@ from course.notebook import extract_code
 from grader import results as results_file
 from grader.errors import GraderError, StudentError
 from grader.results import VISIBLE_FILE, ExpectedTest, Outcome
-from grader.sandbox import Limits, StudentSession, WorkerUser, Zygote, make_private
+from grader.sandbox import Limits, StudentSession, WorkerUser, Zygote, private
 from grader.testing import POINTS_ATTRIBUTE, StudentView
 
 ASSIGNMENTS_DIR = Path(__file__).resolve().parent / "assignments"
@@ -113,18 +113,18 @@ def grade(
             extracted = extract_code(source)
         except UserError as error:  # not a notebook: every test fails with this sentence
             problem = str(error)
-    make_private([assignment, ASSIGNMENTS_DIR, SOLUTIONS_DIR])
     own_zygote = zygote is None and extracted is not None
-    if own_zygote:
-        zygote = Zygote()
-    try:
-        with WorkerUser.claim() as user:
-            collected, finished, stopped = _run_grading_process(
-                files, extracted, problem, limits, zygote, user, results_path, time_limit
-            )
-    finally:
+    with private([assignment, ASSIGNMENTS_DIR, SOLUTIONS_DIR]):  # closed to the worker's uid, then given back
         if own_zygote:
-            zygote.close()
+            zygote = Zygote()
+        try:
+            with WorkerUser.claim() as user:
+                collected, finished, stopped = _run_grading_process(
+                    files, extracted, problem, limits, zygote, user, results_path, time_limit
+                )
+        finally:
+            if own_zygote:
+                zygote.close()
     tests = [ExpectedTest(**t) for t in collected.get("tests", [])]
     outcomes = {key: Outcome(**value) for key, value in finished.get("outcomes", {}).items()}
     output = [problem] if problem else []

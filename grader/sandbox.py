@@ -10,7 +10,8 @@
 Run as root (as on Gradescope), every grading claims a uid and gid of its own (never a real
 account's, never one that a concurrent grading holds), so a worker can neither signal nor read
 anything of the grader's, and `WorkerUser.kill_all` ends every process of that uid, detached or
-not, before results are written. `make_private` closes the tests and solutions folders to other users. Not run as root,
+not, before results are written. `private` closes the tests and solutions folders to other users while
+a grading runs, and gives them back their modes afterwards. Not run as root,
 a worker has the grader's own rights: it runs in its own session and process group, which the
 grader kills, but a process that leaves that group or a worker that signals the grader is not
 stopped. The grader then still never writes a result it did not compute (see runner.py).
@@ -24,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -146,14 +148,75 @@ class WorkerUser:
         return found
 
 
-def make_private(paths) -> None:
-    """As root: close each existing folder (or file) to group and others, so a worker cannot read it."""
+PRIVATE_STATE = Path(tempfile.gettempdir()) / "grader-private"  # root-only: which folders are closed, for whom
+
+
+@contextmanager
+def private(paths):
+    """As root: close each existing folder (or file) of `paths` to group and others while the block
+    runs, so a worker cannot read it, and give it back its own mode when the block ends (Ctrl-C too).
+
+    Concurrent gradings share the folders: a locked state file records each path's original mode
+    and who holds it closed (pid and start time); the mode comes back when the last holder leaves.
+    A holder that died without leaving (SIGKILL) is dropped by the next grading that looks, so its
+    folders are given back then. Not root: nothing to do (the worker has the grader's own rights).
+    """
     if not running_as_root():
+        yield
         return
-    for path in paths:
-        path = Path(path)
-        if path.exists():
-            path.chmod(path.stat().st_mode & 0o700)
+    paths = sorted({str(Path(p).resolve()) for p in paths if Path(p).exists()})
+    holder = _holder()
+    with _private_state() as state:
+        for path in paths:
+            entry = state.setdefault(path, {"mode": stat.S_IMODE(os.stat(path).st_mode), "holders": []})
+            entry["holders"].append(holder)
+            os.chmod(path, entry["mode"] & 0o700)
+    try:
+        yield
+    finally:
+        with _private_state() as state:
+            for path in paths:
+                if path in state and holder in state[path]["holders"]:
+                    state[path]["holders"].remove(holder)
+
+
+def _holder() -> list:
+    return [os.getpid(), _start_time(os.getpid())]
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@contextmanager
+def _private_state():
+    """The state of closed folders, under an exclusive lock; saved on exit, after giving back the
+    mode of every path that no live holder needs any more."""
+    PRIVATE_STATE.mkdir(mode=0o700, exist_ok=True)
+    with open(PRIVATE_STATE / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state_file = PRIVATE_STATE / "state.json"
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            state = {}
+        try:
+            yield state
+        finally:
+            for path in list(state):
+                state[path]["holders"] = [h for h in state[path]["holders"] if h[1] is not None and _start_time(h[0]) == h[1]]
+                if not state[path]["holders"]:
+                    try:
+                        os.chmod(path, state[path]["mode"])
+                    except OSError:
+                        pass  # gone meanwhile
+                    del state[path]
+            temporary = state_file.with_suffix(".tmp")
+            temporary.write_text(json.dumps(state))
+            os.replace(temporary, state_file)
 
 
 # ---------------------------------------------------------------- the zygote

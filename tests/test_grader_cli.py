@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 import zipfile
@@ -88,7 +90,12 @@ def zygote():
 def test_grade_command_scores_the_solution_fully(tmp_path, capsys):
     path = tmp_path / "00_example.ipynb"
     path.write_bytes(SOLUTION.read_bytes())
+    from grader.runner import ASSIGNMENTS_DIR, SOLUTIONS_DIR
+
+    folders = [ASSIGNMENTS / "00_example", ASSIGNMENTS_DIR, SOLUTIONS_DIR]
+    modes = [stat.S_IMODE(f.stat().st_mode) for f in folders]
     assert main(["grade", str(path), "--tests-dir", str(ASSIGNMENTS)]) == 0
+    assert [stat.S_IMODE(f.stat().st_mode) for f in folders] == modes  # closed while grading only
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["score"] == results["max_score"] == MAX_SCORE
     assert len(results["tests"]) == len(TESTS) and all(t["status"] == "passed" for t in results["tests"])
@@ -194,3 +201,36 @@ def test_check_runs_the_visible_tests_on_a_list_of_cells_and_never_raises(tmp_pa
         assert "unknown assignment" in capsys.readouterr().out
     assert check("00_example", tests_dir=ASSIGNMENTS) is None  # outside a notebook, without a path
     assert "pass the notebook's path" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="folders are closed to the worker only when grading as root")
+def test_private_folders_get_their_modes_back_when_the_last_grading_ends(tmp_path):
+    from grader.sandbox import private
+
+    shared, own = tmp_path / "solutions", tmp_path / "results"
+    shared.mkdir(mode=0o755)
+    own.mkdir(mode=0o751)
+    shared.chmod(0o755)
+    own.chmod(0o751)
+    with private([shared]):
+        with private([shared, own]):  # a concurrent grading holding the same folder
+            assert stat.S_IMODE(shared.stat().st_mode) == 0o700 and stat.S_IMODE(own.stat().st_mode) == 0o700
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o700  # still held by the first
+        assert stat.S_IMODE(own.stat().st_mode) == 0o751
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    with pytest.raises(KeyboardInterrupt), private([shared]):
+        raise KeyboardInterrupt
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    # a grading killed while holding the folder: the next one to look gives its mode back
+    child = os.fork()
+    if child == 0:
+        try:
+            with private([shared]):
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    os.waitpid(child, 0)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o700
+    with private([own]):
+        pass
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
