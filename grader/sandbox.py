@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -88,8 +89,13 @@ class WorkerUser:
             except BlockingIOError:
                 os.close(fd)
                 continue
+            user = cls(uid, uid)
+            user.kill_all()  # a grading killed before it could clean up may have left processes of this uid
+            if user.processes():  # still there: they could signal our workers; take another uid
+                os.close(fd)
+                continue
             try:
-                yield cls(uid, uid)
+                yield user
             finally:
                 os.close(fd)
             return
@@ -318,6 +324,10 @@ class Worker:
         if user is not None:
             spec.update(uid=user.uid, gid=user.gid)
         self.pid, sock = zygote.spawn(spec)
+        try:  # the worker is not our child: only a pidfd tells whether its pid is still its own
+            self.pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            self.pidfd = None  # already gone
         self.endpoint = TrustedEndpoint(sock, limits.message_bytes, describe_crash=self.last_output)
 
     def last_output(self) -> str:
@@ -331,12 +341,19 @@ class Worker:
         return f"; its last output: {' | '.join(lines[-3:])}" if lines else ""
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        """Kill the worker's process tree. Never by a pid that may have been reused: the zygote reaps a
+        dead worker at once, and with a small pid_max (32768 here) another grading's new worker, a
+        group leader too, can get its number; a killpg by a stale pid would kill that worker."""
         if self.user is not None:
-            self.user.kill_all()
+            self.user.kill_all()  # every process of the uid: exactly this worker's tree
+        elif self.pidfd is not None and not select.select([self.pidfd], [], [], 0)[0]:
+            try:  # the leader is alive, so its pid is still its own, and so is its process group
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
         self.endpoint.sock.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

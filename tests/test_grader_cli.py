@@ -234,3 +234,24 @@ def test_private_folders_get_their_modes_back_when_the_last_grading_ends(tmp_pat
     with private([own]):
         pass
     assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+
+
+def test_killing_a_dead_worker_never_kills_the_process_that_got_its_pid(tmp_path):
+    """The zygote reaps a dead worker at once; its pid may go to another grading's new worker (pid_max 32768)."""
+    import socket
+
+    from grader.sandbox import Worker
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    pidfd = os.pidfd_open(dead.pid)
+    dead.wait()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        worker = Worker.__new__(Worker)  # a worker whose process died, and whose pid is now the bystander's
+        worker.user, worker.pid, worker.pidfd, worker.workdir = None, bystander.pid, pidfd, tmp_path / "w"
+        worker.endpoint = type("E", (), {"sock": socket.socket()})()
+        worker.kill()
+        assert bystander.poll() is None, "killing the dead worker killed the process that reused its pid"
+    finally:
+        bystander.kill()
+        bystander.wait()
