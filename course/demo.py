@@ -27,7 +27,7 @@ from course.generation import generate
 from course.notebook import load_notebook, require
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-GRADED = ["02_sampling", "03_penalties", "04_kv_cache"]
+GRADED = ["01_training", "02_sampling", "03_penalties", "04_kv_cache"]
 PROMPT = "The game was released in"
 
 
