@@ -9,14 +9,14 @@ feedback of at least one failed test must mention. Run with `-s` to see the tabl
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import nbformat
 import pytest
-
-from course.notebook import read_notebook
-from grader.runner import find_assignment, grade
-from grader.sandbox import Zygote
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
@@ -38,27 +38,22 @@ def _description(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def zygote():
-    z = Zygote()
-    yield z
-    z.close()
-
-
-@pytest.fixture(scope="module")
-def solution_cells() -> list[str]:
-    cells = read_notebook(SOLUTION).cells
-    return [_text(cell.source) for cell in cells if cell.cell_type == "code"]
-
-
-def _text(source) -> str:
-    return source if isinstance(source, str) else "".join(source)
+def graded(tmp_path_factory) -> dict[str, dict]:
+    """Every mutant notebook graded by one `grader batch` run (a fresh process: grading forks, and a fork of a
+    process whose torch thread pool has run can deadlock)."""
+    folder = tmp_path_factory.mktemp("kv-mutants")
+    for mutant in MUTANTS:
+        notebook = nbformat.read(SOLUTION, as_version=4)
+        notebook.cells.append(nbformat.v4.new_code_cell(mutant.read_text()))
+        nbformat.write(notebook, folder / f"04_kv_cache-{mutant.stem}.ipynb")
+    command = [sys.executable, "-m", "grader.cli", "batch", str(folder), "--assignment", "04_kv_cache", "--jobs", "2",
+               "--quiet"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {m.stem: json.loads((folder / "results" / f"04_kv_cache-{m.stem}.json").read_text()) for m in MUTANTS}
 
 
 _TABLE: dict[str, tuple[float, float, str]] = {}
-
-
-def _graded(cells, zygote) -> dict:
-    return grade(cells, find_assignment("04_kv_cache"), zygote=zygote)
 
 
 def test_mutant_suite_is_big_enough():
@@ -66,8 +61,8 @@ def test_mutant_suite_is_big_enough():
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[p.stem for p in MUTANTS])
-def test_mutant_loses_points_with_its_symptom(mutant, solution_cells, zygote):
-    results = _graded(solution_cells + [mutant.read_text()], zygote)
+def test_mutant_loses_points_with_its_symptom(mutant, graded):
+    results = graded[mutant.stem]
     total = sum(t["max_score"] for t in results["tests"])
     failed = [t for t in results["tests"] if t["score"] < t["max_score"]]
     first = failed[0]["output"].splitlines()[0] if failed else ""
