@@ -219,11 +219,15 @@ def run_generate(student, recorder: Recorder, prompt_ids, max_new_tokens, picker
         out = student.with_timeout(timeout).generate(*args, **kwargs)
     except StudentError as error:
         failed = next((f for f in recorder.forwards if f.error), None)
-        if failed is not None and str(error) != failed.error:
-            raise AssertionError(
-                f"generate failed: {error}; the model call that failed was step {failed.index} "
-                f"({describe_forward(failed)}): {failed.error}"
-            ) from None
+        if failed is not None:
+            hint = ""
+            if "do not fit the context length" in failed.error:
+                hint = (" (the model has positions for block_size tokens only: without a cache, run the last "
+                        "block_size tokens; with one, re-fill a fresh cache from the last window when it is full)")
+            detail = f"; it failed in the model call of step {failed.index} ({describe_forward(failed)})"
+            if failed.error.split(": ", 1)[-1] not in str(error):
+                detail += f": {failed.error}"
+            raise AssertionError(f"generate failed: {error}{detail}{hint}") from None
         raise
     return out
 

@@ -128,7 +128,7 @@ def test_generate_past_the_context_length(student):
 
 @points(4)
 def test_generate_prompt_fills_the_context(student):
-    """a prompt as long as the context (16) and one longer (20): the cache keeps the last 16 tokens' worth, tokens right"""
+    """a prompt as long as the context (16), and one longer (20): the same tokens as without a cache"""
     model = kv.small_model(seed=13)
     for length in (16, 20):
         recorder = kv.Recorder(model)
