@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from course.errors import UserError
 from course.notebook import extract_code
@@ -146,6 +147,9 @@ def _run_grading_process(files, extracted, problem, limits, zygote, user, result
     if child == 0:
         status = 1
         try:
+            # OpenMP's thread pool does not survive fork: a child of a process that has run a multi-threaded
+            # torch op hangs in its first parallel region. One thread never enters one.
+            torch.set_num_threads(1)
             os.close(read_end)
             quiet = open(os.devnull, "w")  # pytest's own terminal output is not the report
             os.dup2(quiet.fileno(), 1)

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from grader import results as results_file
 from grader.batch import run_batch
@@ -139,6 +140,27 @@ def test_a_missing_function_costs_exactly_the_tests_that_need_it(tmp_path, zygot
 def test_visible_only_runs_the_visible_tests(tmp_path, zygote):
     results = grade(SOLUTION, EXAMPLE, limits=LIMITS, zygote=zygote, visible_only=True)
     assert {t["visibility"] for t in results["tests"]} == {"visible"} and results["score"] == 4
+
+
+@pytest.mark.slow
+def test_grading_from_a_process_that_ran_multithreaded_torch_does_not_hang(tmp_path, zygote):
+    # The grading process is forked from the caller; OpenMP's thread pool does not survive a fork.
+    tests = tmp_path / "00_fork"
+    tests.mkdir()
+    (tests / "test_visible.py").write_text(
+        "import torch\n"
+        "def test_a_parallel_op_on_the_trusted_side(student):\n"
+        "    torch.nn.functional.layer_norm(torch.ones(64, 128, 512), (512,))\n"
+        "    assert student.add_one(torch.zeros(2)).tolist() == [1.0, 1.0]\n"
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (torch.randn(1000, 1000) @ torch.randn(1000, 1000)).sum()  # the caller's OpenMP pool is now running
+        results = grade(SOLUTION, tests, limits=LIMITS, zygote=zygote, time_limit=60)
+    finally:
+        torch.set_num_threads(threads)
+    assert results["score"] == results["max_score"] == 1, results["output"]
 
 
 @pytest.mark.slow
