@@ -27,5 +27,6 @@ test-fast: env
 
 bench: env
 	$(PY) bench/train_throughput.py
+	$(PY) bench/probe_overhead.py
 	$(PY) bench/decode.py
 	$(PY) bench/grade_throughput.py
