@@ -42,6 +42,12 @@ def run_course(*args: str, cache_dir: Path, timeout: float = 900) -> subprocess.
 
 
 @pytest.fixture(scope="session")
+def course_cli(course_cache_dir):
+    """`course ARGS...` in a fresh interpreter with the session's data cache: course_cli("eval", path)."""
+    return lambda *args, timeout=900: run_course(*args, cache_dir=course_cache_dir, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, wikitext2_dir, course_cache_dir) -> Path:
     """A tiny model trained briefly on WikiText-2: good enough to exercise every tool, fast to make."""
     out = tmp_path_factory.mktemp("tiny-ckpt") / "tiny"

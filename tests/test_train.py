@@ -197,12 +197,10 @@ def test_bad_command_lines_get_one_line_and_exit_2(argv, fragment, tmp_path, mon
 
 
 @pytest.mark.slow
-def test_course_train_tiny_defaults_beat_a_quarter_of_the_unigram_perplexity(tmp_path, wikitext2_dir, course_cache_dir):
+def test_course_train_tiny_defaults_beat_a_quarter_of_the_unigram_perplexity(tmp_path, wikitext2_dir, course_cli):
     """The demo's promise: the tiny preset's defaults reach val perplexity <= unigram / 4 and print text."""
-    from conftest import run_course
-
-    assert run_course("prepare", "--data-dir", str(wikitext2_dir), cache_dir=course_cache_dir).returncode == 0
-    result = run_course(
+    assert course_cli("prepare", "--data-dir", str(wikitext2_dir)).returncode == 0
+    result = course_cli(
         "train",
         "--preset",
         "tiny",
@@ -210,7 +208,6 @@ def test_course_train_tiny_defaults_beat_a_quarter_of_the_unigram_perplexity(tmp
         str(tmp_path / "tiny"),
         "--data-dir",
         str(wikitext2_dir),
-        cache_dir=course_cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -221,10 +218,8 @@ def test_course_train_tiny_defaults_beat_a_quarter_of_the_unigram_perplexity(tmp
 
 
 @pytest.mark.slow
-def test_course_eval_reports_valid_and_test_perplexity(tiny_checkpoint, wikitext2_dir, course_cache_dir):
-    from conftest import run_course
-
-    result = run_course("eval", str(tiny_checkpoint), "--data-dir", str(wikitext2_dir), cache_dir=course_cache_dir)
+def test_course_eval_reports_valid_and_test_perplexity(tiny_checkpoint, wikitext2_dir, course_cli):
+    result = course_cli("eval", str(tiny_checkpoint), "--data-dir", str(wikitext2_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     for split in ("valid", "test"):
         assert re.search(rf"^{split}: loss [\d.]+, perplexity [\d.]+ per token, [\d.]+ per word", result.stdout, re.M)
