@@ -19,29 +19,33 @@ COMMAND_MODULES = [
 ]
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own errors: one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="course", description="Sampling & Inference course kit")
-    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineErrorParser(prog="course", description="Sampling & Inference course kit")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+def run_command(program: str, args: argparse.Namespace) -> int:
+    """Run a parsed subcommand: a user's mistake is one line on stderr and exit code 2, never a traceback."""
     try:
         return args.run(args) or 0
     except UserError as e:
-        print(f"course {args.command}: error: {e}", file=sys.stderr)
+        print(f"{program} {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"course {args.command}: interrupted", file=sys.stderr)
+        print(f"{program} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("course", make_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

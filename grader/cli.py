@@ -6,15 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from course.cli import OneLineErrorParser, run_command
 from course.errors import UserError
 from grader import results as results_file
 from grader.runner import find_assignment, grade, infer_assignment
 from grader.sandbox import Limits
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's own errors: one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _limits(args) -> Limits:
@@ -72,8 +68,8 @@ def run_gradescope(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="grader", description="The course autograder")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineErrorParser(prog="grader", description="The course autograder")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
 
     p = commands.add_parser("grade", help="grade one notebook")
     p.add_argument("notebook")
@@ -114,15 +110,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        return args.run(args) or 0
-    except UserError as e:
-        print(f"grader {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print(f"grader {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command("grader", make_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

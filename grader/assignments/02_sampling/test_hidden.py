@@ -2,7 +2,7 @@
 
 A failed hidden test shows the student only its docstring and assertion message, so every message says
 which rule was broken without quoting the inputs. Tolerances: 1e-6 on exact arithmetic, Bernstein bounds
-(derived in _bernstein_tolerance) on sampled frequencies.
+(grader.testing.frequency_tolerance) on sampled frequencies.
 """
 
 import math
@@ -10,25 +10,13 @@ import math
 import pytest
 import torch
 
-from grader.testing import expect_tensor, points
+from grader.testing import expect_tensor, frequency_tolerance, points
 
 INF = float("-inf")
 
 
 def _generator(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def _bernstein_tolerance(p, n, delta=1e-9):
-    """t such that P(|p_hat - p| >= t) <= delta for the frequency p_hat of n independent draws.
-
-    Bernstein: P(|p_hat - p| >= t) <= 2 exp(-n t^2 / (2 p (1 - p) + 2 t / 3)); solve the exponent = ln(2 / delta)
-    for t. With delta = 1e-9 per checked frequency and fewer than 100 frequencies checked over all the tests
-    of both sampling assignments (union bound), a correct implementation fails less than once in 10 million
-    runs, whatever the seed and however it consumes the generator's randomness."""
-    log_term = math.log(2 / delta)
-    a = 2 * log_term / 3
-    return (a + math.sqrt(a * a + 8 * n * p * (1 - p) * log_term)) / (2 * n)
 
 
 def _check_frequencies(draws, expected, what):
@@ -39,7 +27,7 @@ def _check_frequencies(draws, expected, what):
         if p == 0:
             assert freq[i] == 0, f"{what}: a token with probability 0 (logit -inf after filtering) was drawn"
             continue
-        tol = _bernstein_tolerance(p, n)
+        tol = frequency_tolerance(p, n)
         assert abs(freq[i].item() - p) <= tol, (
             f"{what}: over {n} draws a token of probability {p:.3f} came out {freq[i].item():.3f} of the time, "
             f"beyond the statistical tolerance {tol:.3f}"

@@ -4,30 +4,17 @@ They use small inputs you can check by hand. The hidden tests check the same rul
 other inputs: batch dimensions, ties, -inf, float16/bfloat16, untouched inputs, seeded generators.
 """
 
-import math
 
 import pytest
 import torch
 
-from grader.testing import expect_tensor, points
+from grader.testing import expect_tensor, frequency_tolerance, points
 
 INF = float("-inf")
 
 
 def _generator(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def _bernstein_tolerance(p, n, delta=1e-9):
-    """t such that P(|p_hat - p| >= t) <= delta for the frequency p_hat of n independent draws.
-
-    Bernstein: P(|p_hat - p| >= t) <= 2 exp(-n t^2 / (2 p (1 - p) + 2 t / 3)); solve the exponent = ln(2 / delta)
-    for t. With delta = 1e-9 per checked frequency and fewer than 100 frequencies checked over all the tests
-    of both sampling assignments, a correct implementation fails less than once in 10 million runs, whatever
-    the seed and however it consumes the generator's randomness."""
-    log_term = math.log(2 / delta)
-    a = 2 * log_term / 3
-    return (a + math.sqrt(a * a + 8 * n * p * (1 - p) * log_term)) / (2 * n)
 
 
 # ---------------------------------------------------------------- greedy
@@ -79,7 +66,7 @@ def test_sample_follows_softmax(student):
     expect_tensor(out, dtype=torch.int64, shape=(n,))
     freq = torch.bincount(out, minlength=3).double() / n
     for i, p in enumerate([0.5, 0.3, 0.2]):
-        tol = _bernstein_tolerance(p, n)
+        tol = frequency_tolerance(p, n)
         assert abs(freq[i] - p) <= tol, (
             f"token {i} should be drawn with probability {p}, but it was drawn {freq[i]:.4f} of the time "
             f"(tolerance {tol:.4f}): draw from softmax(logits)"

@@ -2,30 +2,20 @@
 
 The notebook gives 02's functions as reference code, so the tests of sample_with_penalties check only what
 the penalties add: their values and their place before temperature, top-k and top-p.
-Tolerances: 1e-5 on arithmetic; Bernstein bounds (see _bernstein_tolerance) on sampled frequencies.
+Tolerances: 1e-5 on arithmetic; Bernstein bounds (grader.testing.frequency_tolerance) on sampled frequencies.
 """
 
-import math
 
 import pytest
 import torch
 
-from grader.testing import expect_tensor, points
+from grader.testing import expect_tensor, frequency_tolerance, points
 
 INF = float("-inf")
 
 
 def _generator(seed):
     return torch.Generator().manual_seed(seed)
-
-
-def _bernstein_tolerance(p, n, delta=1e-9):
-    """t with P(|p_hat - p| >= t) <= delta for a frequency over n independent draws (Bernstein's inequality:
-    P <= 2 exp(-n t^2 / (2 p (1 - p) + 2 t / 3)), solved for t). delta = 1e-9 per checked frequency, fewer than
-    100 frequencies over both sampling assignments: a correct implementation fails less than once in 10^7 runs."""
-    log_term = math.log(2 / delta)
-    a = 2 * log_term / 3
-    return (a + math.sqrt(a * a + 8 * n * p * (1 - p) * log_term)) / (2 * n)
 
 
 def _close(actual, expected, message, atol=1e-5):
@@ -182,7 +172,7 @@ def test_swp_distribution(student):
     expected = torch.softmax(torch.tensor([0.5, 0.9 / 1.3, 0.1 / 1.3, 0.4], dtype=torch.float64) / 0.5, -1)
     freq = torch.bincount(out, minlength=4).double() / n
     for i, p in enumerate(expected.tolist()):
-        tol = _bernstein_tolerance(p, n)
+        tol = frequency_tolerance(p, n)
         assert abs(freq[i].item() - p) <= tol, (
             f"a token of probability {p:.3f} (after penalties, then temperature) came out {freq[i].item():.3f} "
             f"of the time (tolerance {tol:.3f})"
