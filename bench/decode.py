@@ -36,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from course.errors import UserError  # noqa: E402
 from course.model import GPT, preset  # noqa: E402
 from course.notebook import load_notebook  # noqa: E402
 
@@ -61,34 +62,11 @@ class CatCache:
 
 
 def to_hf(model):
-    """transformers' GPT2LMHeadModel with the course model's weights (identical logits)."""
-    try:
-        from course.export_hf import to_gpt2  # the project's exporter (`course export-hf`)
-    except ImportError:
-        to_gpt2 = None
-    if to_gpt2 is not None:
-        # the tokenizer only names the end-of-text id; random weights have none (and min_new_tokens is set)
-        return to_gpt2(model, SimpleNamespace(eot_id=None))
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """transformers' GPT2LMHeadModel with the course model's weights (identical logits), by the project's exporter."""
+    from course.export_hf import to_gpt2
 
-    c = model.config
-    config = GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-        activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=None, pad_token_id=None,
-    )  # fmt: skip
-    hf = GPT2LMHeadModel(config)
-    state = {}
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight":
-            continue  # tied to transformer.wte.weight
-        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
-            tensor = tensor.t().contiguous()  # GPT-2's Conv1D stores (in, out)
-        state[name] = tensor
-    missing, unexpected = hf.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    hf.tie_weights()
-    return hf.eval()
+    # the tokenizer only names the end-of-text id; random weights have none (and min_new_tokens is set)
+    return to_gpt2(model, SimpleNamespace(eot_id=None))
 
 
 def best_time(fn, repeats):
@@ -162,7 +140,7 @@ def main(argv=None) -> int:
     model = GPT(preset("course", VOCAB)).eval()
     c = model.config
     solution = load_notebook(SOLUTION).namespace
-    generate, KVCache = solution["generate"], solution["KVCache"]
+    generate = solution["generate"]
     # the solution's generate with the simple torch.cat cache swapped in (its globals are the notebook's namespace)
     with_cat = type(generate)(
         generate.__code__, {**generate.__globals__, "KVCache": CatCache}, "generate", generate.__defaults__
@@ -171,15 +149,13 @@ def main(argv=None) -> int:
     hf = None
     if not args.no_hf:
         try:
-            import transformers
-
             hf = to_hf(model)
             check = torch.randint(0, VOCAB, (1, 16))
             with torch.no_grad():
                 diff = (hf(check).logits - model(check)).abs().max().item()
             assert diff < 1e-4, f"exported logits differ by {diff}"
-        except ImportError:
-            print("transformers is not installed: skipping the Hugging Face column (pip install '.[hf]')")
+        except UserError as e:  # transformers is not installed
+            print(f"{e}: skipping the Hugging Face column")
 
     def hf_run(prompt, clock, n):
         from transformers import LogitsProcessor, LogitsProcessorList
@@ -233,8 +209,8 @@ def main(argv=None) -> int:
               f"HF {hf_rate:.1f} tokens/s (bound {bound:.0f}, from main memory {bound_dram:.0f})", flush=True)
 
     print()
-    header = (f"| context | cache (solution) | cat cache | no cache | HF generate | cache / no cache "
-              f"| cache / HF | cat / HF | bound (weights-size bw) | bound (1 GiB bw) |")
+    header = ("| context | cache (solution) | cat cache | no cache | HF generate | cache / no cache "
+              "| cache / HF | cat / HF | bound (weights-size bw) | bound (1 GiB bw) |")
     print(header)
     print("|---:" * 10 + "|")
     for context, cached, cat, uncached, hf_rate, bound, bound_dram in rows:

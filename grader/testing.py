@@ -42,7 +42,10 @@ message says, so keep hidden expected values out of assertion messages you do no
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
 
 import torch
 
@@ -59,7 +62,7 @@ from grader.rpc import Exposed, StudentObject
 POINTS_ATTRIBUTE = "grader_points"
 
 __all__ = [
-    "points", "expect_tensor", "expect_number", "expose", "frequency_tolerance", "StudentError", "StudentRaised",
+    "points", "expect_tensor", "expect_number", "expose", "frequency_tolerance", "helper_module", "StudentError", "StudentRaised",
     "StudentTimeout", "StudentCrashed", "MissingFunction", "StudentModifiedArgument",
 ]  # fmt: skip
 
@@ -86,6 +89,19 @@ def frequency_tolerance(p: float, n: int, delta: float = 1e-9) -> float:
     log_term = math.log(2 / delta)
     a = 2 * log_term / 3
     return (a + math.sqrt(a * a + 8 * n * p * (1 - p) * log_term)) / (2 * n)
+
+
+def helper_module(test_file: str, filename: str):
+    """Load `filename` from the folder of `test_file` once (tests run with pytest's importlib import mode,
+    so a sibling module cannot be imported by name): `kv = helper_module(__file__, "kv_support.py")`."""
+    path = Path(test_file).with_name(filename)
+    name = f"grader_helper_{path.parent.name}_{path.stem}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def expose(obj, methods=("__call__",), attributes: dict | None = None) -> Exposed:

@@ -8,7 +8,6 @@ helpers they call, imports in a later cell, everything merged in one cell, demo 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from mutants.harness import ROOT, notebook_from_cells
 

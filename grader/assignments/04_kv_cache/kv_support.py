@@ -13,7 +13,7 @@ model's own errors; problems are recorded and asserted by the test after the cal
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -342,3 +342,21 @@ def first_token_difference(out, expected) -> str | None:
     differs = (out != expected).any(dim=0).nonzero()
     position = int(differs[0])
     return f"position {position}"
+
+
+def random_kv(shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values of `shape` (batch, heads, positions, head_dim), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
+
+
+def checked_update(cache, layer: int, k: torch.Tensor, v: torch.Tensor, what: str = "update"):
+    """cache.update(layer, k, v), checked to be two plain tensors of k's and v's dtypes."""
+    result = cache.update(layer, k, v)
+    assert type(result) in (tuple, list) and len(result) == 2, (
+        f"update should return two tensors (k_all, v_all), but it returned a {type_name(result)}"
+    )
+    k_all, v_all = result
+    expect_tensor(k_all, dtype=k.dtype, what=f"the keys returned by {what}")
+    expect_tensor(v_all, dtype=v.dtype, what=f"the values returned by {what}")
+    return k_all, v_all

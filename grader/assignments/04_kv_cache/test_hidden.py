@@ -6,42 +6,12 @@ fill the whole context. A failed hidden test shows the student its docstring and
 which name the symptom (a step, a number of positions, a difference) without the test's inputs.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
 
-from grader.testing import expect_number, expect_tensor, points, type_name
+from grader.testing import expect_number, expect_tensor, helper_module, points
 
 
-def _support():
-    name = "grader_04_kv_cache_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kv_support.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-kv = _support()
-
-
-def _tensors(shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
-
-
-def _update(cache, layer, k, v):
-    result = cache.update(layer, k, v)
-    assert type(result) in (tuple, list) and len(result) == 2, (
-        f"update should return two tensors (k_all, v_all), but it returned a {type_name(result)}"
-    )
-    k_all, v_all = result
-    expect_tensor(k_all, dtype=k.dtype, what="the keys returned by update")
-    expect_tensor(v_all, dtype=v.dtype, what="the values returned by update")
-    return k_all, v_all
+kv = helper_module(__file__, "kv_support.py")
 
 
 def _assert_cached_run_ok(recorder, ids, n, out, picker=None):
@@ -58,10 +28,10 @@ def test_several_appends_batch_and_heads(student):
     cache = student.KVCache()
     kept_k, kept_v = [], []
     for step, new in enumerate((4, 1, 1, 2)):
-        k, v = _tensors((3, 4, new, 8), seed=100 + step)
+        k, v = kv.random_kv((3, 4, new, 8), seed=100 + step)
         kept_k.append(k)
         kept_v.append(v)
-        k_all, v_all = _update(cache, 0, k, v)
+        k_all, v_all = kv.checked_update(cache, 0, k, v)
         total = sum(t.size(2) for t in kept_k)
         expect_tensor(k_all, shape=(3, 4, total, 8), what=f"the keys after {step + 1} updates")
         expect_tensor(v_all, shape=(3, 4, total, 8), what=f"the values after {step + 1} updates")
@@ -83,7 +53,7 @@ def test_len_with_many_layers(student):
     cache = student.KVCache()
     for step, new in enumerate((5, 1, 1)):
         for layer in range(6):
-            _update(cache, layer, *_tensors((1, 2, new, 4), seed=120 + 10 * step + layer))
+            kv.checked_update(cache, layer, *kv.random_kv((1, 2, new, 4), seed=120 + 10 * step + layer))
         n = expect_number(len(cache), what="len(cache)")
         total = 5 + step
         assert n == total, f"after {total} positions through a 6-layer model, len(cache) should be {total}, got {n}"

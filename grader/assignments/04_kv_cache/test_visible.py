@@ -7,42 +7,12 @@ The hidden tests check the same rules on other cases: past the context length, b
 `next_token` functions, other shapes.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
 
-from grader.testing import expect_number, expect_tensor, points, type_name
+from grader.testing import expect_number, expect_tensor, helper_module, points
 
 
-def _support():
-    name = "grader_04_kv_cache_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kv_support.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-kv = _support()
-
-
-def _kv(batch, heads, positions, head_dim, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, heads, positions, head_dim, generator=g), torch.randn(batch, heads, positions, head_dim, generator=g)
-
-
-def _update(cache, layer, k, v, what):
-    result = cache.update(layer, k, v)
-    assert type(result) in (tuple, list) and len(result) == 2, (
-        f"update should return two tensors (k_all, v_all), but it returned a {type_name(result)}"
-    )
-    k_all, v_all = result
-    expect_tensor(k_all, dtype=k.dtype, what=f"the keys returned by {what}")
-    expect_tensor(v_all, dtype=v.dtype, what=f"the values returned by {what}")
-    return k_all, v_all
+kv = helper_module(__file__, "kv_support.py")
 
 
 # ---------------------------------------------------------------- KVCache
@@ -60,8 +30,8 @@ def test_new_cache_is_empty(student):
 def test_first_update_returns_its_keys_and_values(student):
     """the first update of a layer returns the keys and values it was given, shape (batch, heads, positions, head_dim)"""
     cache = student.KVCache()
-    k, v = _kv(1, 2, 3, 4, seed=1)
-    k_all, v_all = _update(cache, 0, k, v, "the first update")
+    k, v = kv.random_kv((1, 2, 3, 4), seed=1)
+    k_all, v_all = kv.checked_update(cache, 0, k, v, "the first update")
     expect_tensor(k_all, shape=(1, 2, 3, 4), what="the keys returned by the first update")
     expect_tensor(v_all, shape=(1, 2, 3, 4), what="the values returned by the first update")
     assert torch.equal(k_all, k), "the first update should return the keys it was given (nothing was cached before)"
@@ -75,10 +45,10 @@ def test_first_update_returns_its_keys_and_values(student):
 def test_update_appends_along_positions(student):
     """a second update appends the new positions after the cached ones (dim 2) and returns all of them"""
     cache = student.KVCache()
-    k1, v1 = _kv(1, 2, 3, 4, seed=2)
-    k2, v2 = _kv(1, 2, 1, 4, seed=3)
-    _update(cache, 0, k1, v1, "the first update")
-    k_all, v_all = _update(cache, 0, k2, v2, "the second update")
+    k1, v1 = kv.random_kv((1, 2, 3, 4), seed=2)
+    k2, v2 = kv.random_kv((1, 2, 1, 4), seed=3)
+    kv.checked_update(cache, 0, k1, v1, "the first update")
+    k_all, v_all = kv.checked_update(cache, 0, k2, v2, "the second update")
     expect_tensor(k_all, shape=(1, 2, 4, 4), what="the keys after 3 + 1 positions")
     expect_tensor(v_all, shape=(1, 2, 4, 4), what="the values after 3 + 1 positions")
     assert torch.equal(k_all, torch.cat([k1, k2], dim=2)), (
@@ -95,11 +65,11 @@ def test_len_counts_positions(student):
     """len(cache) is the number of cached positions, not the number of update calls"""
     cache = student.KVCache()
     for layer in range(2):  # a forward of a 2-layer model over 3 positions
-        _update(cache, layer, *_kv(1, 2, 3, 4, seed=10 + layer), "update")
+        kv.checked_update(cache, layer, *kv.random_kv((1, 2, 3, 4), seed=10 + layer), "update")
     n = expect_number(len(cache), what="len(cache)")
     assert n == 3, f"after one forward of 3 positions through a 2-layer model, len(cache) should be 3, got {n}"
     for layer in range(2):  # then one new position
-        _update(cache, layer, *_kv(1, 2, 1, 4, seed=20 + layer), "update")
+        kv.checked_update(cache, layer, *kv.random_kv((1, 2, 1, 4), seed=20 + layer), "update")
     n = expect_number(len(cache), what="len(cache)")
     assert n == 4, f"after 3 positions and then 1 more (2 layers each), len(cache) should be 4, got {n}"
 
@@ -108,12 +78,12 @@ def test_len_counts_positions(student):
 def test_layers_are_kept_apart(student):
     """each layer has its own keys and values: update(layer, ...) returns that layer's only"""
     cache = student.KVCache()
-    ks = [_kv(1, 2, 2, 4, seed=30 + layer) for layer in range(3)]
+    ks = [kv.random_kv((1, 2, 2, 4), seed=30 + layer) for layer in range(3)]
     for layer, (k, v) in enumerate(ks):
-        _update(cache, layer, k, v, f"update of layer {layer}")
+        kv.checked_update(cache, layer, k, v, f"update of layer {layer}")
     for layer in range(3):
-        k, v = _kv(1, 2, 1, 4, seed=40 + layer)
-        k_all, v_all = _update(cache, layer, k, v, f"update of layer {layer}")
+        k, v = kv.random_kv((1, 2, 1, 4), seed=40 + layer)
+        k_all, v_all = kv.checked_update(cache, layer, k, v, f"update of layer {layer}")
         expect_tensor(k_all, shape=(1, 2, 3, 4), what=f"the keys of layer {layer} after 2 + 1 positions")
         assert torch.equal(k_all, torch.cat([ks[layer][0], k], dim=2)) and torch.equal(
             v_all, torch.cat([ks[layer][1], v], dim=2)
