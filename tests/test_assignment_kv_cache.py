@@ -4,7 +4,6 @@ notebook runs from top to bottom in a couple of minutes (slow)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from course.notebook import load_notebook
+from grader.testing import helper_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
@@ -22,17 +22,7 @@ ASSIGNMENT = ROOT / "assignments" / "04_kv_cache.ipynb"
 SUPPORT = ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py"
 
 
-def _load_support():
-    name = "grader_04_kv_cache_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SUPPORT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-kv = _load_support()
+kv = helper_module(SUPPORT, SUPPORT.name)  # the same module object the grader's tests use
 
 
 @pytest.fixture(scope="module")
