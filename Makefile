@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/wikitext-2)
 export COURSE_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/wiki.train.tokens),$(SHARED_DATA),)
 
-.PHONY: demo test test-fast bench env
+.PHONY: demo test test-fast lint bench env
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -18,11 +18,18 @@ env: $(VENV)/.installed
 demo: env
 	$(PY) -m course.demo
 
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 test: env
+	@echo "make test: lint, the assignments' freshness, then every test: about 12 minutes on 2 CPU cores (make test-fast: about 1 minute)"
+	@$(MAKE) --no-print-directory lint
 	$(VENV)/bin/course build --check
 	$(PY) -m pytest -q
 
 test-fast: env
+	@echo "make test-fast: the tests not marked slow, about 1 minute on 2 CPU cores"
 	$(PY) -m pytest -q -m "not slow" -x
 
 bench: env

@@ -28,24 +28,22 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from course.errors import UserError  # noqa: E402
-from course.model import GPT, preset  # noqa: E402
-from course.notebook import load_notebook  # noqa: E402
+from course.errors import UserError
+from course.kit import ROOT
+from course.model import GPT, preset
+from course.notebook import load_notebook
 
 SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 VOCAB = 12288
 
 
 class CatCache:
-    """The simple KV cache: torch.cat of the kept and the new positions, which copies the whole cache per step."""
+    """The simple KV cache (a `course.model.KVCacheProtocol`): torch.cat of the kept and the new positions, which
+    copies the whole cache per step."""
 
     def __init__(self):
         self.keys, self.values = {}, {}
@@ -79,12 +77,13 @@ def best_time(fn, repeats):
 
 
 class StepClock:
-    """A greedy next_token that notes the time of every call: the gaps between calls are the decode steps."""
+    """A greedy next_token (`course.generation.NextToken`) that notes the time of every call: the gaps between
+    calls are the decode steps."""
 
     def __init__(self):
         self.stamps: list[float] = []
 
-    def __call__(self, logits):
+    def __call__(self, logits, history):
         self.stamps.append(time.perf_counter())
         return logits.argmax(dim=-1)
 
@@ -171,10 +170,14 @@ def main(argv=None) -> int:
                 do_sample=False, use_cache=True, pad_token_id=0, logits_processor=LogitsProcessorList([Stamp()]),
             )  # fmt: skip
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; load average before: {load_average()}")
-    print(f"model: course preset, {model.num_params() / 1e6:.1f}M parameters, random weights, float32, batch 1; "
-          f"{args.new_tokens} new tokens per context, {args.stat} decode step, best of {args.repeats} runs")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load average before: {load_average()}"
+    )
+    print(
+        f"model: course preset, {model.num_params() / 1e6:.1f}M parameters, random weights, float32, batch 1; "
+        f"{args.new_tokens} new tokens per context, {args.stat} decode step, best of {args.repeats} runs"
+    )
 
     weight_bytes = model.num_params() * 4  # the tied embedding is read once (by the unembedding)
     per_position = 2 * c.n_layer * c.n_embd * 4  # keys and values: 2 x layers x heads x head_dim x 4 bytes
@@ -182,9 +185,11 @@ def main(argv=None) -> int:
     # weights do between tokens) and 1 GiB (main memory)
     bandwidth = read_bandwidth(weight_bytes)
     dram = read_bandwidth(2**30, repeats=3)
-    print(f"read bandwidth (torch sum, float32): {bandwidth / 1e9:.1f} GB/s over {weight_bytes / 1e6:.0f} MB "
-          f"(the weights' size), {dram / 1e9:.1f} GB/s over 1 GiB; "
-          f"KV cache {per_position / 1e3:.1f} kB per position")
+    print(
+        f"read bandwidth (torch sum, float32): {bandwidth / 1e9:.1f} GB/s over {weight_bytes / 1e6:.0f} MB "
+        f"(the weights' size), {dram / 1e9:.1f} GB/s over 1 GiB; "
+        f"KV cache {per_position / 1e3:.1f} kB per position"
+    )
 
     rows = []
     for context in args.contexts:
@@ -205,19 +210,28 @@ def main(argv=None) -> int:
         per_token = weight_bytes + per_position * mean_context
         bound, bound_dram = bandwidth / per_token, dram / per_token
         rows.append((context, cached, cat, uncached, hf_rate, bound, bound_dram))
-        print(f"  context {context}: cache {cached:.1f}, cat cache {cat:.1f}, no cache {uncached:.2f}, "
-              f"HF {hf_rate:.1f} tokens/s (bound {bound:.0f}, from main memory {bound_dram:.0f})", flush=True)
+        print(
+            f"  context {context}: cache {cached:.1f}, cat cache {cat:.1f}, no cache {uncached:.2f}, "
+            f"HF {hf_rate:.1f} tokens/s (bound {bound:.0f}, from main memory {bound_dram:.0f})",
+            flush=True,
+        )
 
     print()
-    header = ("| context | cache (solution) | cat cache | no cache | HF generate | cache / no cache "
-              "| cache / HF | cat / HF | bound (weights-size bw) | bound (1 GiB bw) |")
+    header = (
+        "| context | cache (solution) | cat cache | no cache | HF generate | cache / no cache "
+        "| cache / HF | cat / HF | bound (weights-size bw) | bound (1 GiB bw) |"
+    )
     print(header)
     print("|---:" * 10 + "|")
     for context, cached, cat, uncached, hf_rate, bound, bound_dram in rows:
-        print(f"| {context} | {cached:.1f} | {cat:.1f} | {uncached:.2f} | {hf_rate:.1f} | {cached / uncached:.1f}x "
-              f"| {cached / hf_rate:.2f}x | {cat / hf_rate:.2f}x | {bound:.0f} | {bound_dram:.0f} |")
-    print(f"\n(tokens/s; bound = read bandwidth / (weights + KV cache at the mean decode context) bytes per token; "
-          f"load average after: {load_average()})")
+        print(
+            f"| {context} | {cached:.1f} | {cat:.1f} | {uncached:.2f} | {hf_rate:.1f} | {cached / uncached:.1f}x "
+            f"| {cached / hf_rate:.2f}x | {cat / hf_rate:.2f}x | {bound:.0f} | {bound_dram:.0f} |"
+        )
+    print(
+        f"\n(tokens/s; bound = read bandwidth / (weights + KV cache at the mean decode context) bytes per token; "
+        f"load average after: {load_average()})"
+    )
     return 0
 
 

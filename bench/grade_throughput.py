@@ -25,7 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from course.kit import ROOT
+
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT / "tests" / "grader_fixtures"))
 from submissions import ASSIGNMENTS, notebook  # noqa: E402
@@ -33,15 +34,22 @@ from submissions import ASSIGNMENTS, notebook  # noqa: E402
 KINDS = {
     "correct": {},
     "blank": {
-        **{name: f"def {name}(*args, **kwargs):\n    raise NotImplementedError" for name in ("add_one", "pick", "count", "draw", "apply_twice")},
+        **{
+            name: f"def {name}(*args, **kwargs):\n    raise NotImplementedError"
+            for name in ("add_one", "pick", "count", "draw", "apply_twice")
+        },
         "Counter": "class Counter:\n    pass",
     },
     "wrong": {"count": "def count(xs):\n    return len(xs) + 1"},
     "infinite_loop": {"add_one": "def add_one(t):\n    while True:\n        pass"},
     "exit": {"count": "import sys\ndef count(xs):\n    sys.exit(1)"},
     "exit_at_load": {"pick": "import os\ndef _exit(f):\n    os._exit(0)\n@_exit\ndef pick(logits):\n    pass"},
-    "fork_bomb": {"add_one": "import os\ndef add_one(t):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass"},
-    "memory_bomb": {"add_one": "def add_one(t):\n    blocks = []\n    while True:\n        blocks.append(bytearray(2**26))"},
+    "fork_bomb": {
+        "add_one": "import os\ndef add_one(t):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass"
+    },
+    "memory_bomb": {
+        "add_one": "def add_one(t):\n    blocks = []\n    while True:\n        blocks.append(bytearray(2**26))"
+    },
 }
 HOSTILE = ["infinite_loop", "exit", "exit_at_load", "fork_bomb", "memory_bomb"]
 
@@ -105,7 +113,11 @@ def otter_tests(folder: Path) -> None:
     folder.mkdir(parents=True)
     for name, (code, expected, points) in OTTER_TESTS.items():
         case = {"code": f">>> import torch\n>>> {code}\n{expected}", "hidden": False, "locked": False}
-        test = {"name": name, "points": points, "suites": [{"cases": [case], "scored": True, "setup": "", "teardown": "", "type": "doctest"}]}
+        test = {
+            "name": name,
+            "points": points,
+            "suites": [{"cases": [case], "scored": True, "setup": "", "teardown": "", "type": "doctest"}],
+        }
         (folder / f"{name}.py").write_text(f"OK_FORMAT = True\n\ntest = {test!r}\n")
 
 
@@ -123,17 +135,26 @@ def bench_otter(count: int, jobs: int) -> float | None:
     try:
         if not (venv / "bin" / "otter").exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", "otter-grader"], check=True, capture_output=True, text=True)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", "otter-grader"], check=True, capture_output=True, text=True
+            )
         # otter's notebooks import torch: reuse the project's CPU torch rather than download another one
         site = next((venv / "lib").glob("python*/site-packages"))
-        (site / "zz_project_packages.pth").write_text(str(next((ROOT / ".venv" / "lib").glob("python*/site-packages"))) + "\n")
+        (site / "zz_project_packages.pth").write_text(
+            str(next((ROOT / ".venv" / "lib").glob("python*/site-packages"))) + "\n"
+        )
     except subprocess.CalledProcessError as error:
         print(f"otter: could not be installed ({(error.stderr or '').strip().splitlines()[-1:] or error})")
         return None
     work = Path(tempfile.mkdtemp(prefix="otter-bench-"))
     try:
         otter_tests(work / "tests")
-        done = subprocess.run([str(venv / "bin" / "otter"), "generate", "-t", "tests", "-o", "autograder.zip"], cwd=work, capture_output=True, text=True)
+        done = subprocess.run(
+            [str(venv / "bin" / "otter"), "generate", "-t", "tests", "-o", "autograder.zip"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             print(f"otter: `otter generate` failed: {done.stderr.strip().splitlines()[-1:]}")
             return None
@@ -150,11 +171,16 @@ def bench_otter(count: int, jobs: int) -> float | None:
             print(f"otter: `otter run` failed: {failures[0]}")
             return None
         elapsed = time.monotonic() - started
-        scores = [sum(t.get("score") or 0 for t in json.loads((work / "out" / nb.stem / "results.json").read_text())["tests"]) for nb in notebooks]
+        scores = [
+            sum(t.get("score") or 0 for t in json.loads((work / "out" / nb.stem / "results.json").read_text())["tests"])
+            for nb in notebooks
+        ]
         rate = len(notebooks) / elapsed * 60
         mix = ", ".join(f"{[kinds[i] for i in picked].count(k)} {k}" for k in ("correct", "blank", "wrong"))
-        print(f"otter run, {jobs} at a time: {len(notebooks)} notebooks ({mix}; no hostile ones) in {elapsed:.1f} s "
-              f"= {rate:.1f} notebooks/minute; scores {sorted(set(scores))}")
+        print(
+            f"otter run, {jobs} at a time: {len(notebooks)} notebooks ({mix}; no hostile ones) in {elapsed:.1f} s "
+            f"= {rate:.1f} notebooks/minute; scores {sorted(set(scores))}"
+        )
         return rate
     finally:
         shutil.rmtree(work, ignore_errors=True)

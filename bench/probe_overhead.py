@@ -61,7 +61,9 @@ def main() -> None:
                 run()
                 timings[name].append(time.perf_counter() - start)
 
-    print(f"{args.preset} preset, batch {args.batch} x {positions} positions, {args.repeats} interleaved runs each, {args.threads} thread(s)")
+    print(
+        f"{args.preset} preset, batch {args.batch} x {positions} positions, {args.repeats} interleaved runs each, {args.threads} thread(s)"
+    )
     medians = {name: statistics.median(times) for name, times in timings.items()}
     for name, median in medians.items():
         spread = statistics.quantiles(timings[name], n=4)

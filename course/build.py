@@ -28,15 +28,14 @@ from __future__ import annotations
 import ast
 import io
 import json
-import os
 import re
-import tempfile
 import tokenize
 from pathlib import Path
 
 import nbformat
 
 from course.errors import UserError
+from course.kit import write_atomically
 from course.notebook import plain_python, read_notebook
 
 DROP_TAG = "instructor"
@@ -201,17 +200,6 @@ def differences(planned: dict[str, bytes], assignments_dir: Path) -> list[tuple[
     return found
 
 
-def _write_atomically(path: Path, content: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def build(solutions_dir: Path, assignments_dir: Path, check: bool = False) -> int:
     planned = planned_assignments(solutions_dir)
     found = differences(planned, assignments_dir)
@@ -230,7 +218,7 @@ def build(solutions_dir: Path, assignments_dir: Path, check: bool = False) -> in
             path.unlink()
             print(f"removed {path} (no solution notebook of that name)")
         else:
-            _write_atomically(path, planned[name])
+            write_atomically(path, planned[name])
             print(f"wrote {path}")
     if not found:
         print("assignments are up to date")

@@ -6,17 +6,14 @@ A checkpoint folder holds
     tokenizer.json      the tokenizer the model was trained with
     train_state.pt      (training checkpoints only) optimizer, step, schedule and data position for --resume
 
-Saving never leaves a mixed folder: everything is written and fsync'ed into a temporary sibling, then
-swapped in by renames. If the process dies between the two renames of the swap, the previous checkpoint
-waits under a backup name and the next load or save puts it back.
+Saving never leaves a mixed folder: everything is written into a temporary sibling that then replaces
+the checkpoint as a whole (`course.kit.atomic_folder`). If the process dies between the two renames of
+that swap, the previous checkpoint waits under a backup name and the next load or save puts it back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -24,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from course.errors import UserError
+from course.kit import atomic_folder, recover_interrupted_swap
 from course.model import GPT, GPTConfig
 from course.tokenizer import Tokenizer
 
@@ -33,49 +31,6 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TRAIN_STATE_FILE = "train_state.pt"
 TIED_DUPLICATE = "lm_head.weight"  # the same tensor as transformer.wte.weight
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _backup_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.previous")
-
-
-def _recover_interrupted_swap(path: Path) -> None:
-    backup = _backup_path(path)
-    if backup.exists() and not path.exists():
-        os.rename(backup, path)
-
-
-@contextlib.contextmanager
-def atomic_folder(path: str | Path):
-    """Yield an empty temporary folder; on success it replaces `path` as a whole, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _recover_interrupted_swap(path)
-    staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        yield staging
-        for file in staging.iterdir():
-            _fsync(file)
-        _fsync(staging)
-        backup = _backup_path(path)
-        shutil.rmtree(backup, ignore_errors=True)
-        if path.exists():
-            os.rename(path, backup)
-        os.rename(staging, path)
-        _fsync(path.parent)
-        shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer, train_state: dict | None = None) -> Path:
@@ -96,12 +51,12 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer, train_st
 def has_train_state(path: str | Path) -> bool:
     """Whether `path` holds a checkpoint that training can resume."""
     path = Path(path)
-    _recover_interrupted_swap(path)
+    recover_interrupted_swap(path)
     return (path / TRAIN_STATE_FILE).is_file()
 
 
 def _required_file(path: Path, name: str) -> Path:
-    _recover_interrupted_swap(path)
+    recover_interrupted_swap(path)
     if not path.is_dir():
         raise UserError(f"checkpoint folder {path} does not exist (expected a folder written by `course train`)")
     file = path / name

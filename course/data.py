@@ -6,25 +6,25 @@ load the three splits, train the tokenizer on the train split, and encode every 
 stream of uint16 ids, articles separated by `<|endoftext|>`. The result is cached: a second
 `prepare` with the same inputs finds it and does no work.
 
-    data = prepare("wikitext-2-v1", data_dir="../shared/data/wikitext-2")
+    data = prepare("wikitext-2-v1", data_dir="path/to/wikitext-2")
     data.tokens("train")   # np.memmap of uint16 ids
     data.num_words["valid"]  # for perplexity per word
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
+from course import kit
 from course.errors import UserError
 from course.tokenizer import (
     DEFAULT_VOCAB_SIZE,
@@ -50,12 +50,6 @@ META_FILE = "meta.json"
 TOKENIZER_FILE = "tokenizer.json"
 # Articles are encoded in batches of about this many characters: fast, and memory stays bounded.
 ENCODE_BATCH_CHARS = 1 << 20
-
-
-def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
-    """The local WikiText folder: the `--data-dir` flag, else $COURSE_DATA_DIR, else None (the hub)."""
-    chosen = data_dir or os.environ.get("COURSE_DATA_DIR")
-    return Path(chosen) if chosen else None
 
 
 def default_cache_dir() -> Path:
@@ -127,13 +121,11 @@ def load_corpus(dataset: str = "wikitext-2-v1", data_dir: str | Path | None = No
     """WikiText from a local folder (the flag, else $COURSE_DATA_DIR), else from the Hugging Face hub."""
     if dataset not in DATASETS:
         raise UserError(f"expected a dataset among {', '.join(DATASETS)}, got {dataset!r}")
-    folder = resolve_data_dir(data_dir)
+    folder = kit.data_dir(data_dir)
     return _local_corpus(dataset, folder) if folder is not None else _hub_corpus(dataset)
 
 
 def _local_corpus(dataset: str, folder: Path) -> Corpus:
-    if not folder.is_dir():
-        raise UserError(f"expected a folder holding the WikiText files at {folder}, found no such folder")
     extension = "raw" if "-raw-" in dataset else "tokens"
     official = [f"wiki.{split}.{extension}" for split in SPLITS]
     bases = [folder, folder / dataset, folder / OFFICIAL_FOLDER[dataset]]
@@ -298,7 +290,8 @@ def prepare(
 
     The cache key is the config, a hash of the source files and the tokenizer settings, so a second
     call with the same inputs only reads meta.json. Everything is written to a temporary folder that
-    is renamed into place at the end: an interrupted prepare never leaves a cache that looks complete.
+    replaces the cache folder at the end (`kit.atomic_folder`): an interrupted prepare never leaves a
+    cache that looks complete.
     """
     check_vocab_size(vocab_size)
     corpus = load_corpus(dataset, data_dir)
@@ -314,23 +307,12 @@ def prepare(
             print(f"already prepared, nothing to do: {folder}")
             _print_summary(prepared, corpus)
         return prepared
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
-    except OSError as error:
-        raise UserError(f"expected a writable cache folder at {root} ({error.strerror})") from None
-    work.chmod(0o755)  # a temporary folder is private (0700); the cache is ordinary data
-    try:
+    with contextlib.ExitStack() as stack:
+        try:  # the cache replaces a leftover without meta.json, or the identical one of a prepare racing us
+            work = stack.enter_context(kit.atomic_folder(folder))
+        except OSError as error:
+            raise UserError(f"expected a writable cache folder at {root} ({error.strerror})") from None
         _build(corpus, vocab_size, work, quiet)
-        if not (folder / META_FILE).is_file():  # else another prepare finished first: keep theirs
-            shutil.rmtree(folder, ignore_errors=True)  # a folder without meta.json is a leftover
-            try:
-                os.replace(work, folder)
-            except OSError:
-                if not (folder / META_FILE).is_file():  # not a prepare racing us: a real error
-                    raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     prepared = _read_prepared(folder)
     if not quiet:
         _print_summary(prepared, corpus)
@@ -340,14 +322,14 @@ def prepare(
 def _build(corpus: Corpus, vocab_size: int, folder: Path, quiet: bool) -> None:
     stats = {split: split_stats(corpus, split) for split in SPLITS}
     with tqdm(
-        total=stats["train"].chars, unit="char", unit_scale=True, desc="training tokenizer", disable=quiet
+        total=stats["train"].chars, unit="char", unit_scale=True, desc="training tokenizer", disable=quiet or None
     ) as progress:
         tokenizer = Tokenizer.train(_reporting(corpus.articles("train"), progress), vocab_size=vocab_size)
     tokenizer.save(folder / TOKENIZER_FILE)
     num_tokens = {}
     for split in SPLITS:
         with tqdm(
-            total=stats[split].chars, unit="char", unit_scale=True, desc=f"encoding {split}", disable=quiet
+            total=stats[split].chars, unit="char", unit_scale=True, desc=f"encoding {split}", disable=quiet or None
         ) as progress:
             num_tokens[split] = _encode_articles(tokenizer, corpus.articles(split), folder / f"{split}.bin", progress)
     meta = {
@@ -412,11 +394,15 @@ def _read_prepared(folder: Path) -> PreparedData:
             num_words={split: int(meta["num_words"][split]) for split in SPLITS},
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"expected a readable {META_FILE} in {folder} ({error}); delete the folder to prepare again") from None
+        raise UserError(
+            f"expected a readable {META_FILE} in {folder} ({error}); delete the folder to prepare again"
+        ) from None
     for split in SPLITS:
         path = prepared.split_path(split)
         if not path.is_file() or path.stat().st_size != 2 * prepared.num_tokens[split]:
-            raise UserError(f"expected {path} to hold {prepared.num_tokens[split]} uint16 ids; delete {folder} to prepare again")
+            raise UserError(
+                f"expected {path} to hold {prepared.num_tokens[split]} uint16 ids; delete {folder} to prepare again"
+            )
     return prepared
 
 
@@ -434,7 +420,9 @@ def _print_summary(prepared: PreparedData, corpus: Corpus) -> None:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "prepare", help="load WikiText, train the tokenizer, cache the encoded splits", description=__doc__.splitlines()[0]
+        "prepare",
+        help="load WikiText, train the tokenizer, cache the encoded splits",
+        description=__doc__.splitlines()[0],
     )
     parser.add_argument("--dataset", default="wikitext-2-v1", choices=DATASETS, help="the WikiText config")
     parser.add_argument("--data-dir", help="a folder with the WikiText files (default: $COURSE_DATA_DIR, else the hub)")

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import subprocess
 import sys
@@ -22,11 +21,12 @@ from pathlib import Path
 
 import torch
 
+from course import kit
 from course.checkpoint import has_train_state, load_checkpoint
+from course.errors import UserError
 from course.generation import generate
 from course.notebook import load_notebook, require
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 GRADED = ["01_training", "02_sampling", "03_penalties", "04_kv_cache"]
 PROMPT = "The game was released in"
 
@@ -39,15 +39,17 @@ def command(program: str, *args: str) -> None:
     """Run `program args` as the user would (console scripts of this environment), stop the demo if it fails."""
     print(f"$ {program} {shlex.join(args)}", flush=True)
     module = {"course": "course.cli", "grader": "grader.cli"}[program]
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPOSITORY)
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=kit.ROOT)
     if result.returncode != 0:
         sys.exit(f"demo: `{program} {shlex.join(args)}` failed with exit code {result.returncode}")
 
 
 def continuations(checkpoint: Path, max_new_tokens: int, seed: int) -> dict[str, str]:
     """The same prompt continued three ways, with the solutions' own sampling functions."""
-    sampling = require(load_notebook(REPOSITORY / "solutions" / "02_sampling.ipynb").namespace, ["greedy", "sample_next"])
-    penalties = require(load_notebook(REPOSITORY / "solutions" / "03_penalties.ipynb").namespace, ["sample_with_penalties"])
+    sampling = require(load_notebook(kit.ROOT / "solutions" / "02_sampling.ipynb").namespace, ["greedy", "sample_next"])
+    penalties = require(
+        load_notebook(kit.ROOT / "solutions" / "03_penalties.ipynb").namespace, ["sample_with_penalties"]
+    )
     model, tokenizer = load_checkpoint(checkpoint)
     prompt = torch.tensor([tokenizer.encode(PROMPT)])
     generator = torch.Generator().manual_seed(seed)
@@ -76,7 +78,7 @@ def side_by_side(columns: dict[str, str], width: int = 32) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="a local WikiText-2 folder (default: $COURSE_DATA_DIR, else the hub)")
-    parser.add_argument("--out", type=Path, default=REPOSITORY / "runs", help="where the checkpoint and results go")
+    parser.add_argument("--out", type=Path, default=kit.ROOT / "runs", help="where the checkpoint and results go")
     parser.add_argument("--max-steps", type=int, help="training steps (default: the tiny preset's own)")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
@@ -84,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    data = ["--data-dir", str(Path(args.data_dir).resolve())] if args.data_dir else []
-    if not data and not os.environ.get("COURSE_DATA_DIR"):
+    try:
+        data_dir = kit.data_dir(args.data_dir)
+    except UserError as error:
+        parser.error(str(error))
+    data = ["--data-dir", str(data_dir.resolve())] if data_dir else []  # the commands run in the kit's folder
+    if not data:
         print("No --data-dir and no COURSE_DATA_DIR: WikiText-2 comes from the Hugging Face hub.")
     checkpoint = args.out.resolve() / "tiny"
     results = args.out.resolve() / "demo-results"

@@ -90,7 +90,7 @@ def perplexity(
     model.eval()
     total_nll, scored = 0.0, 0
     batches = [spans[i : i + batch_size] for i in range(0, len(spans), batch_size)]
-    for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False, unit="batch"):
+    for batch in tqdm(batches, desc=desc, disable=True if desc is None else None, leave=False, unit="batch"):
         rows = np.stack([tokens[start : start + length + 1] for start, _ in batch]).astype(np.int64)
         rows = torch.from_numpy(rows).to(device)
         with autocast(device):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from course.checkpoint import atomic_folder, load_checkpoint
+from course.checkpoint import load_checkpoint
 from course.errors import UserError
+from course.kit import atomic_folder
 from course.model import GPT
 from course.tokenizer import EOT, Tokenizer
 

@@ -1,8 +1,9 @@
 """The project's one generation loop, and `course generate`.
 
 The loop knows nothing about sampling: at every step it hands the last position's logits, and the
-whole sequence so far (for penalties), to a `next_token` function. `course generate` builds that
-function from a notebook's own sampling functions, loaded with `course.notebook`:
+whole sequence so far (for penalties), to a `next_token` function (the `NextToken` contract).
+`course generate` builds that function from a notebook's own sampling functions, loaded with
+`course.notebook`:
 
     sample_next            (02_sampling)   temperature, top-k, top-p
     sample_with_penalties  (03_penalties)  when --frequency-penalty or --presence-penalty is given
@@ -15,17 +16,32 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
+from course import kit
 from course.errors import UserError
 from course.notebook import describe_exception, load_notebook, notebook_location, require
 
-# (logits (batch, vocab), history (batch, positions so far)) -> next ids (batch,)
-NextToken = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+class NextToken(Protocol):
+    """The one contract of every decoding loop in the kit: `next_token(logits, history) -> ids`.
+
+    logits:  (batch, vocab), the last position's logits
+    history: (batch, length) int64, every id so far (the prompt and everything generated)
+    returns: (batch,) integer ids, the next token of each row
+
+    Loops call it positionally, with both arguments: this loop, the 04 solution's cached `generate`,
+    the grader's reference loop, the lectures, the demo and the decode benchmark. A rule that does
+    not look at the history takes `history=None` (04's `greedy(logits, history=None)`), so it also
+    serves a loop that calls `next_token(logits)`, as students' earlier `generate` functions do.
+    """
+
+    def __call__(self, logits: torch.Tensor, history: torch.Tensor, /) -> torch.Tensor: ...
+
 
 INTEGER_DTYPES = {torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8}
-REPOSITORY = Path(__file__).resolve().parents[1]
 NOTEBOOK_OF = {
     "sample_next": "02_sampling.ipynb",
     "greedy": "02_sampling.ipynb",
@@ -120,7 +136,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 def default_sampler(function: str) -> Path:
     name = NOTEBOOK_OF[function]
-    for folder in (Path.cwd() / "solutions", REPOSITORY / "solutions"):
+    for folder in (Path.cwd() / "solutions", kit.ROOT / "solutions"):
         if (folder / name).is_file():
             return folder / name
     raise UserError(f"no solutions/{name} found: give --sampler NOTEBOOK (a notebook that defines `{function}`)")

@@ -17,10 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from course.kit import ROOT
 from course.lens import GLTR_BUCKETS, GLTR_COLORS, gltr_bucket, gltr_buckets
-
-
-ROOT = Path(__file__).resolve().parents[1]  # the course kit's folder (lectures/, solutions/, runs/)
 
 MAKE_CHECKPOINT = """\
 No checkpoint found. The lecture looked at $COURSE_CHECKPOINT, then {root}/runs/course and {root}/runs/tiny.
@@ -50,8 +48,10 @@ def find_checkpoints() -> dict[str, Path]:
     env = os.environ.get("COURSE_CHECKPOINT")
     if env:
         if not is_checkpoint(env):
-            raise LectureStop(f"COURSE_CHECKPOINT={env} is not a checkpoint folder (expected config.json and "
-                              "model.safetensors in it, as written by `course train`).")
+            raise LectureStop(
+                f"COURSE_CHECKPOINT={env} is not a checkpoint folder (expected config.json and "
+                "model.safetensors in it, as written by `course train`)."
+            )
         found = {"env": Path(env)}
     else:
         found = {}
@@ -86,8 +86,10 @@ def load_solution(name: str, names: Sequence[str]) -> dict[str, Callable]:
 
 def describe(model, path) -> str:
     c = model.config
-    return (f"{path}: {model.num_params() / 1e6:.2f}M parameters, {c.n_layer} layers x {c.n_head} heads, "
-            f"width {c.n_embd}, context {c.block_size}, vocabulary {c.vocab_size:,}")
+    return (
+        f"{path}: {model.num_params() / 1e6:.2f}M parameters, {c.n_layer} layers x {c.n_head} heads, "
+        f"width {c.n_embd}, context {c.block_size}, vocabulary {c.vocab_size:,}"
+    )
 
 
 def show_token(token: str) -> str:
@@ -121,8 +123,13 @@ def sorted_distributions(panels: Sequence[tuple[str, torch.Tensor]], token_strin
         ranks = np.arange(1, len(p) + 1)
         ax.loglog(ranks, p[order], lw=1.5)
         for i, (tok, r) in enumerate(zip(token_strings(order[:annotate].tolist()), ranks[:annotate])):
-            ax.annotate(f"{show_token(tok)} {p[order[i]]:.2f}", (r, p[order[i]]), fontsize=8,
-                        xytext=(6, -4 - 9 * i), textcoords="offset points")
+            ax.annotate(
+                f"{show_token(tok)} {p[order[i]]:.2f}",
+                (r, p[order[i]]),
+                fontsize=8,
+                xytext=(6, -4 - 9 * i),
+                textcoords="offset points",
+            )
         top1, top10 = p[order[0]], p[order[:10]].sum()
         ax.set_title(f"“…{prompt[-40:]}”\ntop-1 {top1:.0%}, top-10 {top10:.0%} of the mass", fontsize=10)
         ax.set_xlabel(f"rank of the token (all {len(p):,} tokens)")
@@ -133,8 +140,13 @@ def sorted_distributions(panels: Sequence[tuple[str, torch.Tensor]], token_strin
     return fig
 
 
-def temperature_bars(logits: torch.Tensor, token_strings: Callable, temperatures=(0.5, 1.0, 2.0), n: int = 12,
-                     apply_temperature: Callable | None = None):
+def temperature_bars(
+    logits: torch.Tensor,
+    token_strings: Callable,
+    temperatures=(0.5, 1.0, 2.0),
+    n: int = 12,
+    apply_temperature: Callable | None = None,
+):
     """The top-n tokens' probabilities at several temperatures (same tokens in every group)."""
     apply_temperature = apply_temperature or (lambda x, t: x / t)
     base = _probs(logits)
@@ -143,8 +155,12 @@ def temperature_bars(logits: torch.Tensor, token_strings: Callable, temperatures
     width = 0.8 / len(temperatures)
     for i, t in enumerate(temperatures):
         p = _probs(apply_temperature(logits, t))
-        ax.bar(np.arange(n) + (i - (len(temperatures) - 1) / 2) * width, p[top], width,
-               label=f"T = {t} (top-{n} hold {p[top].sum():.0%})")
+        ax.bar(
+            np.arange(n) + (i - (len(temperatures) - 1) / 2) * width,
+            p[top],
+            width,
+            label=f"T = {t} (top-{n} hold {p[top].sum():.0%})",
+        )
     ax.set_xticks(np.arange(n), [show_token(s) for s in token_strings(top.tolist())], rotation=45, ha="right")
     ax.set_xlabel("candidate next token (ranked at T = 1)")
     ax.set_ylabel("probability")
@@ -154,8 +170,13 @@ def temperature_bars(logits: torch.Tensor, token_strings: Callable, temperatures
     return fig
 
 
-def cut_plots(panels: Sequence[tuple[str, torch.Tensor]], top_k_filter: Callable, top_p_filter: Callable,
-              k: int = 10, p: float = 0.9):
+def cut_plots(
+    panels: Sequence[tuple[str, torch.Tensor]],
+    top_k_filter: Callable,
+    top_p_filter: Callable,
+    k: int = 10,
+    p: float = 0.9,
+):
     """For each prompt: top-k's cut (left column) and top-p's cumulative-sum cut (right column) on the
     sorted distribution; the kept tokens are shaded and their count and mass printed."""
     fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.3 * len(panels)), squeeze=False)
@@ -165,14 +186,22 @@ def cut_plots(panels: Sequence[tuple[str, torch.Tensor]], top_k_filter: Callable
         sorted_p = probs[order]
         ranks = np.arange(1, len(probs) + 1)
         m = len(probs)
-        for col, (name, filt) in enumerate(((f"top-k, k = {k}", lambda x: top_k_filter(x, k)),
-                                            (f"top-p, p = {p}", lambda x: top_p_filter(x, p)))):
+        for col, (name, filt) in enumerate(
+            ((f"top-k, k = {k}", lambda x: top_k_filter(x, k)), (f"top-p, p = {p}", lambda x: top_p_filter(x, p)))
+        ):
             ax = axes[row, col]
             kept = torch.isfinite(filt(logits)).cpu().numpy()[order]
             n_kept, mass = int(kept.sum()), float(sorted_p[kept].sum())
             ax.loglog(ranks[:m], sorted_p[:m], color="grey", lw=1)
-            ax.fill_between(ranks[:m], sorted_p[:m], 1e-12, where=kept[:m], color="tab:green", alpha=0.5,
-                            label=f"kept: {n_kept:,} tokens, {mass:.0%} of the mass")
+            ax.fill_between(
+                ranks[:m],
+                sorted_p[:m],
+                1e-12,
+                where=kept[:m],
+                color="tab:green",
+                alpha=0.5,
+                label=f"kept: {n_kept:,} tokens, {mass:.0%} of the mass",
+            )
             ax.axvline(n_kept, color="tab:green", lw=1)
             ax.set_ylim(max(sorted_p[m - 1], 1e-9), 1.5)
             ax.set_xlabel("rank")
@@ -194,7 +223,10 @@ def penalty_example(names: Sequence[str], logits, new_logits, k, probs, new_prob
     """The worked penalty example: logits and probabilities before and after, per token."""
     x = np.arange(len(names))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, before, after, label in ((axes[0], logits, new_logits, "logit"), (axes[1], probs, new_probs, "probability")):
+    for ax, before, after, label in (
+        (axes[0], logits, new_logits, "logit"),
+        (axes[1], probs, new_probs, "probability"),
+    ):
         ax.bar(x - 0.2, np.asarray(before), 0.4, label="before")
         ax.bar(x + 0.2, np.asarray(after), 0.4, label="after penalties")
         ax.set_xticks(x, [f"{n}\nk={float(kk):.1f}" for n, kk in zip(names, k)])
@@ -219,8 +251,11 @@ def kv_timing(lengths, with_cache_ms, without_cache_ms, name: str = "the model")
     ax.grid(alpha=0.3)
     ax.legend()
     grow = (without_cache_ms[-1] / without_cache_ms[0], with_cache_ms[-1] / with_cache_ms[0])
-    ax.set_title(f"{name}\nfrom {lengths[0]} to {lengths[-1]} tokens of context the next token costs {grow[0]:.1f}x more "
-                 f"without the cache, {grow[1]:.1f}x with it", fontsize=10)
+    ax.set_title(
+        f"{name}\nfrom {lengths[0]} to {lengths[-1]} tokens of context the next token costs {grow[0]:.1f}x more "
+        f"without the cache, {grow[1]:.1f}x with it",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -257,14 +292,16 @@ def gltr_text(token_strings: Sequence[str], ranks, title: str, width: float = 11
         for start, piece, r in line:
             x = 0.01 + start * char
             color = "white" if r is None else GLTR_COLORS[gltr_bucket(r)]
-            ax.add_patch(plt.Rectangle((x, top - 0.8 * row / height), len(piece) * char, 0.8 * row / height,
-                                       fc=color, ec="none"))
+            ax.add_patch(
+                plt.Rectangle((x, top - 0.8 * row / height), len(piece) * char, 0.8 * row / height, fc=color, ec="none")
+            )
             ax.text(x, top - 0.4 * row / height, piece, fontsize=fontsize, family="DejaVu Sans Mono", va="center")
     known = [r for r in ranks if r is not None]
     fractions = gltr_buckets(torch.tensor(known))
     handles = [plt.Rectangle((0, 0), 1, 1, fc=c) for c in GLTR_COLORS]
-    labels = [f"rank {low}-{high if high != math.inf else '∞'}: {fractions[name]:.0%}"
-              for (name, low, high) in GLTR_BUCKETS]
+    labels = [
+        f"rank {low}-{high if high != math.inf else '∞'}: {fractions[name]:.0%}" for (name, low, high) in GLTR_BUCKETS
+    ]
     ax.legend(handles, labels, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title, y=1 - 0.08 / height, fontsize=11, va="top")
     return fig
@@ -283,8 +320,7 @@ def gltr_html(token_strings: Sequence[str], ranks, surprisal=None) -> str:
             continue
         r = int(ranks[i - offset])
         tip = f"rank {r}" + (f", {float(surprisal[i - offset]):.1f} bits" if surprisal is not None else "")
-        spans.append(f'<span title="{tip}" style="background:{GLTR_COLORS[gltr_bucket(r)]}">'
-                     f"{html.escape(tok)}</span>")
+        spans.append(f'<span title="{tip}" style="background:{GLTR_COLORS[gltr_bucket(r)]}">{html.escape(tok)}</span>')
     return '<div style="font-family:monospace;line-height:1.8;white-space:pre-wrap">' + "".join(spans) + "</div>"
 
 
@@ -297,7 +333,9 @@ def gltr_histograms(results: dict[str, tuple[torch.Tensor, torch.Tensor]]):
         ranks, bits = results[name]
         fr = gltr_buckets(ranks)
         axes[0].bar(np.arange(4) + (i - (len(names) - 1) / 2) * width, list(fr.values()), width, label=name)
-        axes[1].hist(bits.numpy(), bins=20, range=(0, 20), histtype="step", lw=2, label=f"{name}: mean {bits.mean():.1f} bits")
+        axes[1].hist(
+            bits.numpy(), bins=20, range=(0, 20), histtype="step", lw=2, label=f"{name}: mean {bits.mean():.1f} bits"
+        )
     axes[0].set_xticks(np.arange(4), [f"rank {lo}-{hi if hi != math.inf else '∞'}" for _, lo, hi in GLTR_BUCKETS])
     axes[0].set_ylabel("fraction of tokens")
     axes[0].set_xlabel("GLTR bucket")
@@ -337,17 +375,27 @@ def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, r
     cmap = plt.get_cmap("viridis")
     lo, hi = float(all_logits.min()), float(all_logits.max())
     for s in range(len(sites)):
-        axes[2].hist(all_logits[s].numpy(), bins=80, range=(lo, hi), histtype="step", color=cmap(s / max(1, len(sites) - 1)),
-                     label=sites[s] if s in (0, len(sites) - 1) or len(sites) <= 8 else None)
+        axes[2].hist(
+            all_logits[s].numpy(),
+            bins=80,
+            range=(lo, hi),
+            histtype="step",
+            color=cmap(s / max(1, len(sites) - 1)),
+            label=sites[s] if s in (0, len(sites) - 1) or len(sites) <= 8 else None,
+        )
     axes[2].set_yscale("log")
     axes[2].set_xlabel("logit")
     axes[2].set_ylabel("tokens")
     axes[2].legend(fontsize=7, title="after block", title_fontsize=7)
     spread = all_logits.std(-1)
-    axes[2].set_title(f"All {all_logits.size(-1):,} logits: spread (std) {spread[0]:.1f} after {sites[0]}, "
-                      f"{spread[-1]:.1f} after {sites[-1]}", fontsize=10)
-    fig.suptitle(f"Logit lens: what the model would predict after “…{context[-60:]}” if it stopped after each block",
-                 fontsize=11)
+    axes[2].set_title(
+        f"All {all_logits.size(-1):,} logits: spread (std) {spread[0]:.1f} after {sites[0]}, "
+        f"{spread[-1]:.1f} after {sites[-1]}",
+        fontsize=10,
+    )
+    fig.suptitle(
+        f"Logit lens: what the model would predict after “…{context[-60:]}” if it stopped after each block", fontsize=11
+    )
     fig.tight_layout()
     return fig
 
@@ -357,8 +405,15 @@ def head_kl_heatmap(table: torch.Tensor):
     fig, ax = plt.subplots(figsize=(max(6.0, 2.0 + 0.9 * table.size(1)), 1.3 + 0.6 * table.size(0)))
     im = ax.imshow(table.numpy(), cmap="magma_r")
     for (layer, head), value in np.ndenumerate(table.numpy()):
-        ax.text(head, layer, f"{value:.3f}", ha="center", va="center", fontsize=8,
-                color="white" if value > 0.6 * float(table.max()) else "black")
+        ax.text(
+            head,
+            layer,
+            f"{value:.3f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value > 0.6 * float(table.max()) else "black",
+        )
     ax.set_xticks(range(table.size(1)))
     ax.set_yticks(range(table.size(0)))
     ax.set_xlabel("head")
@@ -366,8 +421,11 @@ def head_kl_heatmap(table: torch.Tensor):
     fig.colorbar(im, ax=ax, label="KL(original ‖ ablated), nats")
     layer, head = divmod(int(table.argmax()), table.size(1))
     share = float(table.max() / table.sum())
-    ax.set_title(f"Zeroing one head before c_proj: layer {layer} head {head} matters most\n"
-                 f"({share:.0%} of the summed KL over all {table.numel()} heads)", fontsize=10)
+    ax.set_title(
+        f"Zeroing one head before c_proj: layer {layer} head {head} matters most\n"
+        f"({share:.0%} of the summed KL over all {table.numel()} heads)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -389,11 +447,16 @@ def lens_rank_curves(sites: Sequence[str], current: torch.Tensor, following: tor
         ax.set_xlabel("residual stream after block")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    top1 = [((r.flatten() == 1).float().mean().item(), (f.flatten() == 1).float().mean().item())
-            for r, f in zip(current, following)]
+    top1 = [
+        ((r.flatten() == 1).float().mean().item(), (f.flatten() == 1).float().mean().item())
+        for r, f in zip(current, following)
+    ]
     crossing = next((site for site, (c, n) in zip(sites, top1) if n > c), None)
-    fig.suptitle("Logit lens over validation text: position t predicts the next token more often than it shows its own "
-                 + (f"from {crossing} on" if crossing else "at no stage"), fontsize=11)
+    fig.suptitle(
+        "Logit lens over validation text: position t predicts the next token more often than it shows its own "
+        + (f"from {crossing} on" if crossing else "at no stage"),
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig
 
@@ -408,15 +471,25 @@ def entropy_histograms(entropies: dict[str, torch.Tensor], vocab_size: int):
     ax.set_ylabel("positions")
     ax.legend(fontsize=8)
     means = ", ".join(f"{2 ** torch.as_tensor(h).float().mean().item():.0f}" for h in entropies.values())
-    ax.set_title(f"Mean entropy ≈ {means} equally likely tokens per step (2^H): every draw has many candidates",
-                 fontsize=10)
+    ax.set_title(
+        f"Mean entropy ≈ {means} equally likely tokens per step (2^H): every draw has many candidates", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
 
-def sampling_panel(logits: torch.Tensor, history, token_strings: Callable, fns: dict[str, Callable],
-                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, penalty: float = 1.0,
-                   n: int = 30, title: str = ""):
+def sampling_panel(
+    logits: torch.Tensor,
+    history,
+    token_strings: Callable,
+    fns: dict[str, Callable],
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    penalty: float = 1.0,
+    n: int = 30,
+    title: str = "",
+):
     """One state of the interactive panel: the real next-token distribution after penalties (frequency and
     presence both = `penalty`, over `history`), temperature, top-k (0 = off) and top-p, in that order, with
     the solutions' functions in `fns`. Bars: the `n` most likely tokens after penalties and temperature;
@@ -436,31 +509,33 @@ def sampling_panel(logits: torch.Tensor, history, token_strings: Callable, fns: 
     colors = ["tab:green" if kept[i] else "lightgrey" for i in order.tolist()]
     ax.bar(range(len(order)), before[order].numpy(), color=colors, label="probability before the cut")
     ax.plot(range(len(order)), after[order].numpy(), "k.", label="probability when sampling (renormalised)")
-    ax.set_xticks(range(len(order)), [show_token(s) for s in token_strings(order.tolist())], rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(
+        range(len(order)), [show_token(s) for s in token_strings(order.tolist())], rotation=60, ha="right", fontsize=8
+    )
     ax.set_xlabel(f"the {len(order)} most likely tokens (green: kept, grey: cut)")
     ax.set_ylabel("probability")
     ax.legend(fontsize=8)
-    ax.set_title(f"{title}T={temperature:g}, top-k={top_k or 'off'}, top-p={top_p:g}, penalty={penalty:g}: "
-                 f"kept {int(kept.sum()):,} of {len(kept):,} tokens holding {float(before[kept].sum()):.0%} of the mass",
-                 fontsize=10)
+    ax.set_title(
+        f"{title}T={temperature:g}, top-k={top_k or 'off'}, top-p={top_p:g}, penalty={penalty:g}: "
+        f"kept {int(kept.sum()):,} of {len(kept):,} tokens holding {float(before[kept].sum()):.0%} of the mass",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
 
 def wikitext_corpus(dataset: str = "wikitext-2-v1"):
-    """WikiText from $COURSE_DATA_DIR, ./data/wikitext-2, or ../shared/data/wikitext-2 beside the kit; else from
-    the Hugging Face hub (online). Raises LectureStop saying where it looked."""
+    """WikiText from $COURSE_DATA_DIR, else from the Hugging Face hub (online). Raises LectureStop saying
+    what went wrong."""
     from course.data import load_corpus
     from course.errors import UserError
 
-    candidates = [os.environ.get("COURSE_DATA_DIR"), ROOT / "data" / "wikitext-2", ROOT.parent / "shared" / "data" / "wikitext-2"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "wiki.test.tokens").is_file():
-            return load_corpus(dataset, candidate)
     try:
-        return load_corpus(dataset, None)
+        return load_corpus(dataset)
     except (UserError, ImportError, OSError) as e:
-        raise LectureStop(f"WikiText not found: set COURSE_DATA_DIR to a folder with wiki.test.tokens ({e})") from None
+        raise LectureStop(
+            f"WikiText not found: set COURSE_DATA_DIR to a folder with the WikiText files ({e})"
+        ) from None
 
 
 def repeated_ngram_fraction(ids: Sequence[int], n: int = 4) -> float:

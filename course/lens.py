@@ -252,9 +252,7 @@ def gltr_buckets(ranks: torch.Tensor) -> dict[str, float]:
         raise ValueError("no ranks to bucket")
     if (ranks < 1).any():
         raise ValueError("ranks start at 1")
-    return {
-        label: ((ranks >= low) & (ranks <= high)).float().mean().item() for label, low, high in GLTR_BUCKETS
-    }
+    return {label: ((ranks >= low) & (ranks <= high)).float().mean().item() for label, low, high in GLTR_BUCKETS}
 
 
 def entropy_bits(logits: torch.Tensor) -> torch.Tensor:
@@ -294,8 +292,8 @@ def lens_ranks(model: GPT, ids, include_embedding: bool = True):
 
 
 class RecordingCache:
-    """A cache-like object for one full forward (empty at the start): it records every layer's keys and
-    values and hands them back unchanged, so the forward is the ordinary one."""
+    """A `course.model.KVCacheProtocol` for one full forward (empty at the start): it records every layer's
+    keys and values and hands them back unchanged, so the forward is the ordinary one."""
 
     def __init__(self):
         self.keys: dict[int, torch.Tensor] = {}
@@ -310,8 +308,8 @@ class RecordingCache:
 
 
 class SubstitutingCache:
-    """A KV cache for decoding one position at a time in which, for the `layers` given, each position's
-    keys and values are replaced, *once it is in the past*, by the recorded ones (`keys[layer]`,
+    """A `course.model.KVCacheProtocol` for decoding one position at a time in which, for the `layers` given,
+    each position's keys and values are replaced, *once it is in the past*, by the recorded ones (`keys[layer]`,
     `values[layer]` of shape `(batch, heads, positions, head_dim)`). The position being computed always
     attends to its own, real key and value, so nothing it could not see leaks in."""
 

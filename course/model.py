@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -37,6 +38,22 @@ PRESETS = {
 
 def preset(name: str, vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, **PRESETS[name])
+
+
+@runtime_checkable
+class KVCacheProtocol(Protocol):
+    """What the model asks of a KV cache (SPEC 4 and 5.3); every cache in the kit has this shape.
+
+    `model(idx, cache=cache)` reads `len(cache)` once, at the start of the forward, and numbers the new
+    positions from it. Attention layer `l` then calls `cache.update(l, k, v)` with the new positions' keys
+    and values, shape (batch, heads, new_positions, head_dim), and attends over the keys and values it
+    returns: every position of that layer so far, oldest first, along dim 2. So `len(cache)` must be the
+    number of cached positions, and each layer's keys and values must be kept apart.
+    """
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def __len__(self) -> int: ...
 
 
 @dataclass
@@ -73,7 +90,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for every head at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
 
-    def forward(self, x, layer: int, cache=None, probe: Probe | None = None):
+    def forward(self, x, layer: int, cache: KVCacheProtocol | None = None, probe: Probe | None = None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
@@ -117,7 +134,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x, layer: int, cache=None, probe: Probe | None = None):
+    def forward(self, x, layer: int, cache: KVCacheProtocol | None = None, probe: Probe | None = None):
         x = x + self.attn(self.ln_1(x), layer, cache, probe)
         if probe is not None:
             x = probe.visit(f"attn {layer}", x)
@@ -158,11 +175,11 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
-    def forward(self, idx: torch.Tensor, cache=None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: KVCacheProtocol | None = None) -> torch.Tensor:
         """ids (batch, positions) -> logits (batch, positions, vocab).
 
-        With a cache, positions are numbered from len(cache) and every attention layer
-        calls cache.update(layer, k, v) and attends over what it returns.
+        With a cache (see `KVCacheProtocol`), positions are numbered from len(cache) and every
+        attention layer calls cache.update(layer, k, v) and attends over what it returns.
         """
         B, T = idx.shape
         start = len(cache) if cache is not None else 0

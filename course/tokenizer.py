@@ -8,9 +8,7 @@ One special token, `<|endoftext|>`, separates articles so the model learns where
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from course.errors import UserError
+from course.kit import write_atomically
 
 EOT = "<|endoftext|>"
 DEFAULT_VOCAB_SIZE = 12288
@@ -127,12 +126,7 @@ class Tokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write tokenizer.json atomically: a reader never sees a half-written file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as f:
-            f.write(self.to_str())
-        os.chmod(f.name, 0o644)  # a temporary file is private (0600); the tokenizer is ordinary data
-        os.replace(f.name, path)
+        write_atomically(path, self.to_str())
 
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text).ids

@@ -359,7 +359,7 @@ def train(
         initial=start_step,
         desc=f"train {config.preset}",
         unit="step",
-        disable=config.quiet or not dist_info.main,
+        disable=config.quiet or not dist_info.main or None,  # None: no bar when stderr is not a terminal
         dynamic_ncols=True,
     )
     started, step = time.perf_counter(), start_step

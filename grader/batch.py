@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
-import multiprocessing
-import os
 from dataclasses import asdict
 from pathlib import Path
 
+from course.kit import write_atomically
 from grader import __version__
 from grader.errors import GraderError
-from grader.runner import ASSIGNMENTS_DIR, SOLUTIONS_DIR, grade, test_files
-from grader.sandbox import Limits, Zygote, private
-
-_zygote = None  # the batch's zygote, in each pool process
+from grader.identity import Limits
+from grader.runner import grade, test_files
+from grader.sandbox import Zygote
 
 
 def fingerprint(assignment: Path, limits: Limits) -> str:
@@ -40,8 +39,16 @@ def is_current(results_path: Path, notebook: Path, expected: str) -> bool:
         return False
 
 
-def run_batch(folder: Path, assignment: Path, *, jobs: int = 2, results_dir: Path | None = None,
-              csv_path: Path | None = None, limits: Limits = Limits(), progress: bool = True) -> list[dict]:
+def run_batch(
+    folder: Path,
+    assignment: Path,
+    *,
+    jobs: int = 2,
+    results_dir: Path | None = None,
+    csv_path: Path | None = None,
+    limits: Limits = Limits(),
+    progress: bool = True,
+) -> list[dict]:
     """Grade every notebook in `folder`; returns one row per notebook (file, score, max_score, per-test scores)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -55,41 +62,39 @@ def run_batch(folder: Path, assignment: Path, *, jobs: int = 2, results_dir: Pat
     current = fingerprint(assignment, limits)
     tasks = [(nb, results_dir / f"{nb.stem}.json") for nb in notebooks]
     to_grade = [(nb, path) for nb, path in tasks if not is_current(path, nb, current)]
-    if to_grade:
-        # held for the whole batch: a job killed midway (Ctrl-C) leaves its hold to this one, which gives the modes back
-        with private([results_dir, assignment, ASSIGNMENTS_DIR, SOLUTIONS_DIR]):
-            _grade_in_parallel(to_grade, assignment, limits, current, jobs, progress)
+    if to_grade:  # run as root, no worker sees the batch's notebooks or results (nor the tests, nor the solutions)
+        _grade_in_parallel(to_grade, assignment, limits, current, jobs, progress, hidden=(folder, results_dir))
     rows = [_row(nb, path) for nb, path in tasks]
     write_csv(csv_path or results_dir / "scores.csv", rows)
     return rows
 
 
-def _grade_in_parallel(tasks, assignment, limits, current, jobs, progress) -> None:
+def _grade_in_parallel(tasks, assignment, limits, current, jobs, progress, hidden) -> None:
+    """`jobs` threads, each waiting on one grading process at a time: the processes, forked by the zygote, do the work."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    with Zygote() as zygote:
-        pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_start_job, initargs=(zygote,))
-        try:
-            work = [(nb, path, assignment, limits, current) for nb, path in tasks]
-            bar = tqdm(total=len(work), unit="notebook", disable=not progress, desc="grading")
-            for _ in pool.imap_unordered(_grade_one, work):
-                bar.update()
-            bar.close()
-        finally:
-            pool.terminate()
-            pool.join()
-
-
-def _start_job(zygote) -> None:
-    global _zygote
-    _zygote = zygote
+    with Zygote() as zygote, ThreadPoolExecutor(jobs) as pool:
+        work = [(nb, path, assignment, limits, current, zygote, hidden) for nb, path in tasks]
+        bar = tqdm(total=len(work), unit="notebook", disable=not progress or None, desc="grading")
+        for _ in pool.map(_grade_one, work):
+            bar.update()
+        bar.close()
 
 
 def _grade_one(task) -> None:
-    notebook, results_path, assignment, limits, current = task
+    notebook, results_path, assignment, limits, current, zygote, hidden = task
     try:
-        grade(notebook, assignment, results_path=results_path, limits=limits, zygote=_zygote,
-              extra_data={"fingerprint": current, "notebook": notebook.name})
+        grade(
+            notebook,
+            assignment,
+            results_path=results_path,
+            limits=limits,
+            zygote=zygote,
+            hidden=hidden,
+            extra_data={"fingerprint": current, "notebook": notebook.name},
+        )
     except Exception as error:  # a bug of ours must not stop the batch: the row says so
         print(f"grader batch: {notebook.name}: grading failed ({type(error).__name__}: {error})", flush=True)
 
@@ -105,10 +110,9 @@ def _row(notebook: Path, results_path: Path) -> dict:
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     columns = list(dict.fromkeys(name for row in rows for name in row["tests"]))
-    temporary = Path(f"{path}.tmp")
-    with open(temporary, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["notebook", "score", "max_score", *columns])
-        for row in rows:
-            writer.writerow([row["notebook"], row["score"], row["max_score"], *(row["tests"].get(c, "") for c in columns)])
-    os.replace(temporary, path)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["notebook", "score", "max_score", *columns])
+    for row in rows:
+        writer.writerow([row["notebook"], row["score"], row["max_score"], *(row["tests"].get(c, "") for c in columns)])
+    write_atomically(path, table.getvalue())

@@ -9,8 +9,8 @@ from pathlib import Path
 from course.cli import OneLineErrorParser, run_command
 from course.errors import UserError
 from grader import results as results_file
+from grader.identity import Limits
 from grader.runner import find_assignment, grade, infer_assignment
-from grader.sandbox import Limits
 
 
 def _limits(args) -> Limits:
@@ -24,7 +24,9 @@ def run_grade(args) -> int:
     name = args.assignment or infer_assignment(notebook, args.tests_dir)
     assignment = find_assignment(name, args.tests_dir)
     results_path = Path(args.results) if args.results else notebook.parent / "results.json"
-    results = grade(notebook, assignment, results_path=results_path, limits=_limits(args), visible_only=args.visible_only)
+    results = grade(
+        notebook, assignment, results_path=results_path, limits=_limits(args), visible_only=args.visible_only
+    )
     print(results_file.report(results, f"{name}: {notebook}"))
     print(f"Results written to {results_path}")
     return 0
@@ -34,10 +36,19 @@ def run_batch(args) -> int:
     from grader.batch import run_batch as batch
 
     assignment = find_assignment(args.assignment, args.tests_dir)
-    rows = batch(Path(args.folder), assignment, jobs=args.jobs, results_dir=args.results_dir and Path(args.results_dir),
-                 csv_path=args.csv and Path(args.csv), limits=_limits(args), progress=not args.quiet)
+    rows = batch(
+        Path(args.folder),
+        assignment,
+        jobs=args.jobs,
+        results_dir=args.results_dir and Path(args.results_dir),
+        csv_path=args.csv and Path(args.csv),
+        limits=_limits(args),
+        progress=not args.quiet,
+    )
     graded = [row for row in rows if row["score"] != ""]
-    print(f"{len(graded)} of {len(rows)} notebooks have results; scores in {args.csv or Path(args.results_dir or Path(args.folder) / 'results') / 'scores.csv'}")
+    print(
+        f"{len(graded)} of {len(rows)} notebooks have results; scores in {args.csv or Path(args.results_dir or Path(args.folder) / 'results') / 'scores.csv'}"
+    )
     return 0
 
 
@@ -53,7 +64,9 @@ def run_check(args) -> int:
             raise UserError(f"no notebook at {source}")
     else:
         raise UserError("pass --notebook PATH (or call check() from a notebook cell)")
-    results = grade(source, assignment, results_path=args.results and Path(args.results), limits=_limits(args), visible_only=True)
+    results = grade(
+        source, assignment, results_path=args.results and Path(args.results), limits=_limits(args), visible_only=True
+    )
     if not args.quiet:
         print(results_file.report(results, f"{args.name}: visible tests"))
     return 0

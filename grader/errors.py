@@ -61,7 +61,9 @@ def student_raised(builtin_name: str, message: str) -> StudentRaised:
     builtin = BUILTINS_BY_NAME.get(builtin_name, Exception)
     if builtin_name not in _raised_classes:
         name = "StudentRaised" if builtin is Exception else f"Student{builtin.__name__}"
-        _raised_classes[builtin_name] = type(name, (StudentRaised, builtin), {"builtin": builtin, "__module__": __name__})
+        _raised_classes[builtin_name] = type(
+            name, (StudentRaised, builtin), {"builtin": builtin, "__module__": __name__}
+        )
     error = _raised_classes[builtin_name].__new__(_raised_classes[builtin_name], message)
     StudentError.__init__(error, message)
     return error

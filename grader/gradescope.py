@@ -16,10 +16,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+from course import kit
 from grader.errors import GraderError
 from grader.runner import ASSIGNMENTS_DIR, find_assignment, grade
 
-KIT_ROOT = Path(__file__).resolve().parents[1]
 ROOT_VARIABLE = "GRADER_AUTOGRADER_ROOT"
 
 SETUP_SH = """#!/usr/bin/env bash
@@ -53,11 +53,11 @@ def build_zip(name: str, output: Path, tests_dir: Path | None = None) -> Path:
         _add_script(archive, "setup.sh", SETUP_SH)
         _add_script(archive, "run_autograder", RUN_AUTOGRADER.format(variable=ROOT_VARIABLE, name=name))
         for filename in KIT_FILES:
-            archive.write(KIT_ROOT / filename, filename)
+            archive.write(kit.ROOT / filename, filename)
         for package in KIT_PACKAGES:
-            for path in sorted((KIT_ROOT / package).rglob("*")):
+            for path in sorted((kit.ROOT / package).rglob("*")):
                 if _belongs_in_zip(path):
-                    archive.write(path, str(path.relative_to(KIT_ROOT)))
+                    archive.write(path, str(path.relative_to(kit.ROOT)))
         for path in sorted(assignment.rglob("*")):
             if _belongs_in_zip(path, tests=True):
                 archive.write(path, f"grader/assignments/{name}/{path.relative_to(assignment)}")

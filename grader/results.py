@@ -7,10 +7,10 @@ Visibility: tests from test_visible.py are "visible"; all others (test_hidden.py
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from course.kit import write_atomically
 
 VISIBLE_FILE = "test_visible.py"
 
@@ -67,18 +67,7 @@ def build(tests: list[ExpectedTest], outcomes: dict[str, Outcome], output: str, 
 
 def write(path: Path, results: dict) -> None:
     """Write results.json atomically: a reader sees the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(results, indent=2) + "\n")
 
 
 def _points(x: float) -> str:

@@ -41,8 +41,8 @@ from contextlib import contextmanager
 
 from grader import wire
 from grader.errors import (
-    WORKER_LOST,
     BUILTINS_BY_NAME,
+    WORKER_LOST,
     StudentCrashed,
     StudentError,
     StudentModifiedArgument,
@@ -71,8 +71,16 @@ class Endpoint:
 
     # ---------------------------------------------------------------- calling the peer
 
-    def call(self, op: str, target: int, name: str | None = None, args=(), kwargs=None, label: str = "call",
-             check_arguments: bool = False):
+    def call(
+        self,
+        op: str,
+        target: int,
+        name: str | None = None,
+        args=(),
+        kwargs=None,
+        label: str = "call",
+        check_arguments: bool = False,
+    ):
         buffers: list = []
         generators: list = []
         tensors: list | None = [] if check_arguments else None
@@ -83,7 +91,10 @@ class Endpoint:
         kwargs = dict(kwargs or {})
         if not all(type(k) is str for k in kwargs):
             raise TypeError("only dictionaries with string keys can be sent")
-        body = [[encode(a, f"#{i}") for i, a in enumerate(args)], {"$": "dict", "v": {k: encode(v, k) for k, v in kwargs.items()}}]
+        body = [
+            [encode(a, f"#{i}") for i, a in enumerate(args)],
+            {"$": "dict", "v": {k: encode(v, k) for k, v in kwargs.items()}},
+        ]
         request = {"request": op, "target": target, "name": name, "body": body}
         sent = None
         if tensors:  # what each tensor argument holds now, to compare with what it holds after the call
@@ -116,7 +127,11 @@ class Endpoint:
             if type(back) is not dict or back.get("$") != "tensor":
                 raise wire.WireError("a reply returns a tensor argument as something else")
             after = self.codec.decode(back, buffers)  # checks its size against its dtype and shape
-            if str(after.dtype).removeprefix("torch.") != tree["dtype"] or list(after.shape) != tree["shape"] or buffers[back["buffer"]] != before:
+            if (
+                str(after.dtype).removeprefix("torch.") != tree["dtype"]
+                or list(after.shape) != tree["shape"]
+                or buffers[back["buffer"]] != before
+            ):
                 raise self.modified_argument(label, _argument_name(path, names))
 
     def _return_generator_states(self, header: dict, buffers: list, generators: list) -> None:
@@ -213,7 +228,7 @@ def _argument_name(path: str, names: list) -> str:
     match = re.match(r"#(\d+)", path)
     if match is None:
         return f"`{path}`"
-    position, rest = int(match.group(1)), path[match.end():]
+    position, rest = int(match.group(1)), path[match.end() :]
     if position < len(names) and type(names[position]) is str and names[position].isidentifier():
         return f"`{names[position]}{rest}`"
     return f"at position {position + 1}" + (f" (at `{rest}`)" if rest else "")
@@ -258,7 +273,17 @@ class TrustedEndpoint(Endpoint):
         self.lost: StudentError | None = None  # once set, every call fails with it
         self.describe_crash = describe_crash
 
-    def call(self, op, target, name=None, args=(), kwargs=None, label="call", timeout: float = 10.0, check_arguments: bool = True):
+    def call(
+        self,
+        op,
+        target,
+        name=None,
+        args=(),
+        kwargs=None,
+        label="call",
+        timeout: float = 10.0,
+        check_arguments: bool = True,
+    ):
         """Call into the worker. Unless `check_arguments` is False, a tensor argument that the call
         modified in place raises StudentModifiedArgument (the worker itself is unharmed)."""
         if self.lost is not None:
@@ -279,7 +304,9 @@ class TrustedEndpoint(Endpoint):
         if isinstance(error, DeadlinePassed):
             self.lost = StudentTimeout(f"{label} did not finish within its time limit")
         elif isinstance(error, wire.PeerClosed):
-            self.lost = StudentCrashed(f"{label} ended the worker process (it exited, crashed or ran out of memory){self.describe_crash()}")
+            self.lost = StudentCrashed(
+                f"{label} ended the worker process (it exited, crashed or ran out of memory){self.describe_crash()}"
+            )
         else:
             self.lost = StudentCrashed(f"{label} broke the worker's connection to the grader ({error})")
         return self.lost
@@ -298,13 +325,15 @@ class TrustedEndpoint(Endpoint):
         self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
         try:
             yield
-        except socket.timeout:
+        except TimeoutError:
             raise DeadlinePassed("the deadline passed") from None
         except OSError as e:
             raise wire.PeerClosed(str(e)) from None
 
     def modified_argument(self, label, argument):
-        return StudentModifiedArgument(f"{label} modified its argument {argument} in place; it must return a new tensor")
+        return StudentModifiedArgument(
+            f"{label} modified its argument {argument} in place; it must return a new tensor"
+        )
 
     def perform(self, op, target, name, args, kwargs):
         if op != "invoke" or not isinstance(target, Exposed):
@@ -344,7 +373,9 @@ class TrustedEndpoint(Endpoint):
             detail = f" ({message})" if message else ""
             return student_raised(builtin, f"{label} is not implemented yet{detail}{where}")
         if kind in ("SystemExit", "KeyboardInterrupt"):
-            return StudentCrashed(f"{label} tried to end the worker process ({kind}{': ' + message if message else ''}){where}")
+            return StudentCrashed(
+                f"{label} tried to end the worker process ({kind}{': ' + message if message else ''}){where}"
+            )
         return student_raised(builtin, f"{label} raised {kind}{': ' + message if message else ''}{where}")
 
 
@@ -367,11 +398,20 @@ class StudentObject:
     def student_type(self) -> str:
         return self._type
 
+    @property
+    def handle(self) -> int:
+        """The worker object's identity: the same for every proxy of one object, whatever the crossing."""
+        return self._id
+
+    def set_rules(self, timeout: float, check_arguments: bool) -> None:
+        """The time limit of calls through this proxy, and whether they check tensor arguments for in-place changes."""
+        self._timeout = timeout
+        self._check_arguments = check_arguments
+
     def _call(self, op, name, args=(), kwargs=None, label=None):
         result = self._endpoint.call(op, self._id, name, args, kwargs, label, self._timeout, self._check_arguments)
         if isinstance(result, StudentObject):
-            result._timeout = self._timeout
-            result._check_arguments = self._check_arguments
+            result.set_rules(self._timeout, self._check_arguments)
         return result
 
     def __getattr__(self, name: str):

@@ -5,12 +5,14 @@ runs in a worker (sandbox.py), and the results come from pytest's own reports.
 
 The order of events is what makes the results trustworthy:
 1. the notebook is parsed here (course.notebook.extract_code runs nothing);
-2. a forked grading process collects the tests (before any student code runs) and reports them,
-   and results.json is written at once with every test at 0, so a grading that dies midway
-   still leaves a valid file that claims nothing;
+2. the tests in use are copied into a private folder of this grading (only our user can read it),
+   and a grading process, forked by the zygote (never by a process that has run torch), collects
+   them there before any student code runs and reports them; results.json is written at once with
+   every test at 0, so a grading that dies midway still leaves a valid file that claims nothing;
 3. the tests run; every call into student code goes to a worker under a deadline;
 4. the grading process ends, every process of the worker's uid is killed (run as root), and only
-   then is the final results.json written, atomically, by this process.
+   then is the final results.json written, atomically, by this process, from exactly one report of
+   collected tests and one of outcomes.
 Nothing the worker writes or sends is read as a result: it can only return values to tests.
 """
 
@@ -21,25 +23,30 @@ import json
 import os
 import re
 import select
-import signal
+import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import torch
 
 from course.errors import UserError
+from course.kit import ROOT
 from course.notebook import extract_code
 from grader import results as results_file
 from grader.errors import GraderError, StudentError
+from grader.identity import Limits, WorkerUser
 from grader.results import VISIBLE_FILE, ExpectedTest, Outcome
-from grader.sandbox import Limits, StudentSession, WorkerUser, Zygote, private
+from grader.sandbox import Zygote, ZygoteAddress
+from grader.session import StudentSession
 from grader.testing import POINTS_ATTRIBUTE, StudentView
 
-ASSIGNMENTS_DIR = Path(__file__).resolve().parent / "assignments"
-SOLUTIONS_DIR = Path(__file__).resolve().parents[1] / "solutions"
+ASSIGNMENTS_DIR = ROOT / "grader" / "assignments"
+SOLUTIONS_DIR = ROOT / "solutions"
+MAX_REPORT_BYTES = 64 * 2**20  # the grading process's two reports together
 HIDDEN_FILE = "test_hidden.py"
 MAX_FEEDBACK_CHARS = 2000
 GRADING_TIME_LIMIT = 3600.0  # seconds for a whole notebook: a backstop behind the per-call limits
@@ -98,31 +105,40 @@ def grade(
     time_limit: float = GRADING_TIME_LIMIT,
     extra_data: dict | None = None,
     refusal: str | None = None,
+    hidden: tuple[Path, ...] = (),
 ) -> dict:
     """Grade a notebook (a path, or a list of cell sources) against the tests in `assignment`.
 
     Returns the results (Gradescope's format) and writes them to `results_path` if given.
     Raises GraderError only for a usage mistake; anything wrong with the notebook is in the results.
     `extra_data` goes into the results. With a `refusal` (a sentence: "no notebook was submitted")
-    instead of a source, every test is listed and fails with it.
+    instead of a source, every test is listed and fails with it. Run as root, the worker sees the
+    folders in `hidden` empty, as it sees the tests and the solutions.
     """
     started = time.monotonic()
-    files = test_files(Path(assignment), visible_only)
+    test_files(Path(assignment), visible_only)  # a usage mistake stops here
     extracted, problem = None, refusal
     if refusal is None:
         try:
             extracted = extract_code(source)
         except UserError as error:  # not a notebook: every test fails with this sentence
             problem = str(error)
-    own_zygote = zygote is None and extracted is not None
-    with private([assignment, ASSIGNMENTS_DIR, SOLUTIONS_DIR]):  # closed to the worker's uid, then given back
+    spec = {
+        "statements": None if extracted is None else [asdict(s) for s in extracted.statements],
+        "problem": problem,
+        "limits": asdict(limits),
+        "results_path": None if results_path is None else str(results_path),
+        "hidden": _hideable((*hidden, assignment, ASSIGNMENTS_DIR, SOLUTIONS_DIR)),
+    }
+    own_zygote = zygote is None
+    with private_copy(Path(assignment)) as tests:
+        spec["files"] = [str(f) for f in test_files(tests, visible_only)]
         if own_zygote:
             zygote = Zygote()
         try:
             with WorkerUser.claim() as user:
-                collected, finished, stopped = _run_grading_process(
-                    files, extracted, problem, limits, zygote, user, results_path, time_limit
-                )
+                spec["user"] = None if user is None else [user.uid, user.gid]
+                collected, finished, stopped = _run_grading_process(zygote, spec, user, time_limit)
         finally:
             if own_zygote:
                 zygote.close()
@@ -140,62 +156,101 @@ def grade(
     return results
 
 
-def _run_grading_process(files, extracted, problem, limits, zygote, user, results_path, time_limit) -> tuple[dict, dict, str]:
-    """Run pytest in a forked process; its two messages (collected, finished) and why it stopped early, if it did."""
+def _hideable(folders) -> list[str]:
+    """The folders a worker can do without: none that holds Python, the kit's code or the temporary folder."""
+    needed = [
+        Path(sys.prefix).resolve(),
+        Path(sys.base_prefix).resolve(),
+        ROOT / "course",
+        Path(tempfile.gettempdir()).resolve(),
+    ]
+    resolved = {Path(folder).resolve() for folder in folders}
+    return sorted(str(f) for f in resolved if not any(n == f or f in n.parents for n in needed))
+
+
+@contextmanager
+def private_copy(assignment: Path):
+    """A copy of the assignment's tests in a new folder that only our user can read (mkdtemp's 0700):
+    as root the worker's uid cannot read it, whatever the modes of the folders it was copied from."""
+    with tempfile.TemporaryDirectory(prefix="grader-tests-") as folder:
+        copy = Path(folder) / assignment.name
+        shutil.copytree(assignment, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        yield copy
+
+
+def _run_grading_process(
+    zygote: Zygote, spec: dict, user: WorkerUser | None, time_limit: float
+) -> tuple[dict, dict, str]:
+    """Start the grading process from the zygote; its two reports (collected, finished) and why it stopped early, if it did."""
     read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:
-        status = 1
-        try:
-            # OpenMP's thread pool does not survive fork: a child of a process that has run a multi-threaded
-            # torch op hangs in its first parallel region. One thread never enters one.
-            torch.set_num_threads(1)
-            os.close(read_end)
-            quiet = open(os.devnull, "w")  # pytest's own terminal output is not the report
-            os.dup2(quiet.fileno(), 1)
-            sys.stdout = sys.stderr = quiet
-            # Run inside another pytest (the project's tests), the test modules must not be rewritten by its
-            # assertion hook: rewritten asserts put their expressions, hidden values included, in messages.
-            sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "AssertionRewritingHook"]
-            with os.fdopen(write_end, "w") as messages:
-                _grade_in_this_process(files, extracted, problem, limits, zygote, user, results_path, messages)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    messages, stopped = _read_messages(read_end, child, time.monotonic() + time_limit)
-    _, status = os.waitpid(child, 0)
+    try:
+        grading = zygote.start_grading({**spec, "zygote": zygote.address}, write_end)
+    finally:
+        os.close(write_end)  # the grading process holds the only write end now
+    try:
+        reports, stopped = _read_reports(read_end, time.monotonic() + time_limit)
+    finally:
+        grading.kill()
+        grading.wait()
     if user is not None:
         user.kill_all()  # every process the notebook started, detached or not, before results are written
-    if not stopped and "finished" not in messages:
-        stopped = f"grading stopped: the grading process ended with status {os.waitstatus_to_exitcode(status)}"
-    return messages.get("collected", {}), messages.get("finished", {}), stopped
+    if not stopped and "finished" not in reports:
+        stopped = "grading stopped: the grading process ended before it reported its results"
+    return reports.get("collected", {}), reports.get("finished", {}), stopped
 
 
-def _read_messages(fd: int, child: int, deadline: float) -> tuple[dict, str]:
-    messages, buffer, stopped = {}, b"", ""
+def _read_reports(fd: int, deadline: float) -> tuple[dict, str]:
+    """Exactly one `collected` report, then one `finished` report; anything else stops the grading."""
+    buffer, stopped = b"", ""
     with os.fdopen(fd, "rb") as pipe:
         while True:
             ready, _, _ = select.select([pipe], [], [], max(deadline - time.monotonic(), 0))
             if not ready:
-                os.kill(child, signal.SIGKILL)
                 stopped = "grading stopped: the whole notebook took longer than the grading time limit"
                 break
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 break
             buffer += chunk
-    for line in buffer.splitlines():
-        messages.update(json.loads(line))
-    return messages, stopped
+            if len(buffer) > MAX_REPORT_BYTES:
+                return {}, "grading stopped: the grading process sent more than its reports"
+    lines = buffer.split(b"\n")[:-1]  # after the last newline: nothing, or a report cut off by a kill
+    if len(lines) > 2:
+        return {}, "grading stopped: the grading process sent more than its two reports"
+    reports: dict = {}
+    for expected, line in zip(("collected", "finished"), lines):
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if type(message) is not dict or list(message) != [expected] or type(message[expected]) is not dict:
+            return {}, "grading stopped: the grading process sent a malformed report"
+        reports.update(message)
+    return reports, stopped
 
 
-def _grade_in_this_process(files, extracted, problem, limits, zygote, user, results_path, messages) -> None:
+def grading_process(spec: dict, messages_fd: int) -> None:
+    """The grading process (forked by the zygote): pytest runs the tests of `spec` and reports, on
+    `messages_fd`, the tests it collected and then their outcomes, one JSON line each."""
+    limits = Limits(**spec["limits"])
+    user = None if spec["user"] is None else WorkerUser(*spec["user"])
+    session = None
+    if spec["statements"] is not None:
+        session = StudentSession(spec["statements"], limits, ZygoteAddress(spec["zygote"]), user, tuple(spec["hidden"]))
+    results_path = None if spec["results_path"] is None else Path(spec["results_path"])
+    with open(os.devnull, "w") as quiet, os.fdopen(messages_fd, "w") as messages:
+        os.dup2(quiet.fileno(), 1)  # pytest's own terminal output is not the report
+        sys.stdout = sys.stderr = quiet
+        _grade_in_this_process(
+            [Path(f) for f in spec["files"]], session, spec["problem"], limits, results_path, messages
+        )
+
+
+def _grade_in_this_process(files, session, problem, limits, results_path, messages) -> None:
     def send(kind: str, value: dict) -> None:
         messages.write(json.dumps({kind: value}) + "\n")
         messages.flush()
 
-    session = None if extracted is None else StudentSession(extracted, limits, zygote, user)
     plugin = GraderPlugin(session, problem, limits)
 
     def collected(tests: list[ExpectedTest]) -> None:
@@ -247,7 +302,9 @@ class GraderPlugin:
 
     def pytest_collectreport(self, report):
         if report.failed:
-            self.collection_errors.append(f"the tests in {report.nodeid} could not be collected: {_last_line(report.longreprtext)}")
+            self.collection_errors.append(
+                f"the tests in {report.nodeid} could not be collected: {_last_line(report.longreprtext)}"
+            )
 
     def pytest_collection_modifyitems(self, items):
         for item in items:
@@ -259,7 +316,9 @@ class GraderPlugin:
 
     def pytest_runtest_setup(self, item):
         if "student" not in item.fixturenames:
-            pytest.fail("this test does not use the `student` fixture, so it cannot earn points (a mistake in the tests)")
+            pytest.fail(
+                "this test does not use the `student` fixture, so it cannot earn points (a mistake in the tests)"
+            )
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):

@@ -18,7 +18,9 @@ from pathlib import Path
 from grader import results as results_file
 
 
-def check(assignment: str, notebook=None, *, tests_dir=None, timeout: float | None = None, show: bool = True) -> dict | None:
+def check(
+    assignment: str, notebook=None, *, tests_dir=None, timeout: float | None = None, show: bool = True
+) -> dict | None:
     """Run the visible tests of `assignment`; returns the results (None if they could not run)."""
     try:
         cells = None if notebook is not None else _session_cells()

@@ -25,7 +25,7 @@ The `student` fixture:
   attributes={"config": SimpleNamespace(...)})`; the student sees only those methods (which run
   here, in the grader) and that data. Record what you need in the object and assert after the call:
   an assertion raised inside an exposed method reaches the student's code, which could catch it.
-- `student.with_timeout(30).NAME(...)` (or `call_with_timeout`) for a call that needs more time.
+- `student.with_timeout(30).NAME(...)` for a call that needs more time.
 - Inputs must not be modified in place (SPEC 5): after every call the grader compares each tensor
   argument (nested in lists, tuples, dicts too) bit for bit with what it sent, and a change raises
   StudentModifiedArgument: "apply_temperature modified its argument `logits` in place; it must
@@ -125,7 +125,9 @@ def expect_tensor(value, dtype: torch.dtype | None = None, shape=None, what: str
     return value
 
 
-def expect_number(value, expected: float | None = None, *, rel: float = 1e-6, abs: float = 1e-9, what: str = "the result"):
+def expect_number(
+    value, expected: float | None = None, *, rel: float = 1e-6, abs: float = 1e-9, what: str = "the result"
+):
     """Check that `value` is a Python int or float (not bool, not a tensor), not NaN, and close to `expected` if given."""
     if type(value) not in (int, float):
         raise AssertionError(f"{what} should be a Python number, but it is a {type_name(value)}")
@@ -156,8 +158,6 @@ class StudentView:
     def allow_in_place(self) -> StudentView:
         """The same notebook, whose calls may modify their tensor arguments in place."""
         return StudentView(self._session, self._timeout, check_arguments=False)
-
-    call_with_timeout = with_timeout
 
     def __repr__(self) -> str:
         return "<the student's notebook>"

@@ -70,8 +70,15 @@ class Codec:
 
     # ---------------------------------------------------------------- encoding
 
-    def encode(self, value, buffers: list, generators: list | None = None, depth: int = 0,
-               tensors: list | None = None, path: str = ""):
+    def encode(
+        self,
+        value,
+        buffers: list,
+        generators: list | None = None,
+        depth: int = 0,
+        tensors: list | None = None,
+        path: str = "",
+    ):
         """The tree for `value`, appending tensor bytes to `buffers` and generators met to `generators`.
 
         With a `tensors` list, every tensor met is recorded there as (path, its tree), the path
@@ -118,12 +125,22 @@ class Codec:
         if tensor.is_quantized or tensor.is_sparse or str(tensor.dtype).removeprefix("torch.") not in DTYPES:
             raise TypeError(f"a tensor of dtype {tensor.dtype} cannot be sent")
         buffers.append(_tensor_bytes(tensor))
-        return {"dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape), "buffer": len(buffers) - 1}
+        return {
+            "dtype": str(tensor.dtype).removeprefix("torch."),
+            "shape": list(tensor.shape),
+            "buffer": len(buffers) - 1,
+        }
 
     # ---------------------------------------------------------------- decoding
 
-    def decode(self, tree, buffers: list[bytearray], generators: list | None = None, depth: int = 0,
-               tensors: list | None = None):
+    def decode(
+        self,
+        tree,
+        buffers: list[bytearray],
+        generators: list | None = None,
+        depth: int = 0,
+        tensors: list | None = None,
+    ):
         """Fresh plain objects for `tree`; generators decoded are appended to `generators`, and with a
         `tensors` list every tensor decoded is recorded there as (buffer index, tensor)."""
         if depth > MAX_DEPTH + 1:
@@ -214,7 +231,9 @@ def _decode_tensor(tree: dict, buffers: list[bytearray]) -> torch.Tensor:
         numel *= n
     itemsize = torch.empty((), dtype=dtype).element_size()
     if numel * itemsize != len(data):
-        raise WireError(f"a tensor of shape {tuple(shape)} and dtype {tree['dtype']} needs {numel * itemsize} bytes, not {len(data)}")
+        raise WireError(
+            f"a tensor of shape {tuple(shape)} and dtype {tree['dtype']} needs {numel * itemsize} bytes, not {len(data)}"
+        )
     if numel == 0:
         return torch.empty(shape, dtype=dtype)
     return _bytes_tensor(data).view(dtype).reshape(shape)
@@ -232,7 +251,9 @@ def send_message(sock: socket.socket, header: dict, buffers: list, max_bytes: in
         raise WireError(f"the message cannot be written as JSON ({e})") from None
     total = len(encoded) + sum(header["buffers"])
     if len(encoded) > MAX_HEADER_BYTES or total > max_bytes:
-        raise TooLarge(f"the value is too large to cross to the other process ({total / 2**20:.0f} MB, the limit is {max_bytes / 2**20:.0f} MB)")
+        raise TooLarge(
+            f"the value is too large to cross to the other process ({total / 2**20:.0f} MB, the limit is {max_bytes / 2**20:.0f} MB)"
+        )
     sock.sendall(_LENGTH.pack(len(encoded)) + encoded)
     for buffer in buffers:
         if len(buffer):
@@ -254,7 +275,9 @@ def receive_message(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES) -> 
     if type(sizes) is not list or not all(type(n) is int and n >= 0 for n in sizes):
         raise WireError("a message header has no valid buffer list")
     if length + sum(sizes) > max_bytes:
-        raise WireError(f"a message of {(length + sum(sizes)) / 2**20:.0f} MB is over the {max_bytes / 2**20:.0f} MB limit")
+        raise WireError(
+            f"a message of {(length + sum(sizes)) / 2**20:.0f} MB is over the {max_bytes / 2**20:.0f} MB limit"
+        )
     return header, [_read_exactly(sock, n) for n in sizes]
 
 

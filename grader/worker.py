@@ -1,13 +1,18 @@
 """The worker side of the boundary: the only process where a student's code runs.
 
 `python -m grader.worker FD` starts a zygote: it imports torch once, then waits on the listening
-socket FD. For each request (from a grading process of the same user) it forks a worker, which
+socket FD. For each request (from a process of the same user) it forks either a grading process
+(`grader.runner.grading_process`: pytest and the tests, trusted, never a parent that ran torch) or
+a worker, which
 
 1. leaves the zygote's session and closes every file descriptor but its own connection,
-2. reads /dev/null as stdin and writes stdout/stderr to a capped file in its work directory,
-3. sets its resource limits (memory, file size, processes, CPU time, no core dumps),
-4. when the zygote runs as root, drops to the unprivileged uid/gid it was given,
-5. serves the grader's requests (load the notebook's statements, call functions) until the
+2. when the zygote runs as root: enters a mount namespace of its own in which each folder it was
+   asked to hide (the tests, the solutions, a batch's other notebooks) is an empty read-only tmpfs,
+   and drops to the unprivileged uid/gid it was given, after setting its resource limits (memory,
+   file size, processes, CPU time, no core dumps),
+3. only then opens its work directory's capped output file (as itself: a link planted there by an
+   earlier worker leads nowhere it could not go anyway) and /dev/null as stdin,
+4. serves the grader's requests (load the notebook's statements, call functions) until the
    connection closes.
 
 The zygote is started with a minimal environment and has never seen a test, an expected value or
@@ -16,6 +21,8 @@ another student's code, so there is nothing in a worker's memory to steal.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import json
 import os
@@ -28,6 +35,8 @@ import sys
 import types
 
 CONNECTION_FD = 3
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 1 << 14, 1 << 18
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +52,7 @@ PRELOADED = (
     "abc", "bisect", "collections", "contextlib", "copy", "dataclasses", "enum", "functools", "heapq",
     "itertools", "json", "math", "numbers", "operator", "random", "re", "statistics", "string", "textwrap",
     "time", "typing", "warnings", "numpy", "torch", "torch.nn", "torch.nn.functional", "matplotlib.pyplot",
-    "tqdm", "course.model", "course.notebook", "grader.rpc",
+    "tqdm", "course.model", "course.notebook", "grader.rpc", "pytest", "grader.runner",
 )  # fmt: skip
 
 
@@ -77,9 +86,19 @@ def _serve_spawn_request(listener: socket.socket, connection: socket.socket) -> 
         return  # only the user who started the zygote may ask for workers
     connection.settimeout(5)
     try:
-        spec = json.loads(connection.recv(65536))
+        message, fds, _, _ = socket.recv_fds(connection, 65536, 1)
+        spec = json.loads(message)
     except (OSError, ValueError):
         return
+    if spec.get("role") == "grading" and len(fds) == 1:
+        child = os.fork()
+        if child == 0:
+            _become_grading_process(listener, connection, spec, fds[0])
+        os.close(fds[0])
+        connection.send(json.dumps({"pid": child}).encode())
+        return
+    for fd in fds:
+        os.close(fd)
     ours, theirs = socket.socketpair()
     child = os.fork()
     if child == 0:
@@ -95,27 +114,63 @@ def _serve_spawn_request(listener: socket.socket, connection: socket.socket) -> 
         socket.send_fds(connection, [json.dumps({"pid": child}).encode()], [ours.fileno()])
 
 
+def _become_grading_process(listener: socket.socket, connection: socket.socket, spec: dict, messages_fd: int) -> None:
+    status = 1
+    try:
+        listener.close()
+        connection.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        from grader.runner import grading_process
+
+        grading_process(spec, messages_fd)
+        status = 0
+    finally:
+        os._exit(status)
+
+
 def _become_worker(connection: socket.socket, spec: dict) -> None:
     os.setsid()  # its own session and process group: the grader kills the whole tree at once
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file-size limit fails instead of killing
-    os.chdir(spec["workdir"])
-    output = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-    stdin = os.open(os.devnull, os.O_RDONLY)
-    for fd, target in ((stdin, 0), (output, 1), (output, 2), (connection.detach(), CONNECTION_FD)):
-        os.dup2(fd, target)
+    os.dup2(connection.detach(), CONNECTION_FD)
     os.closerange(CONNECTION_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    if spec.get("uid") is not None:
+        _hide(spec["hidden"])
     _set_limits(spec["limits"], drop_to=spec.get("uid"))
     if spec.get("uid") is not None:
         os.setgroups([])
         os.setresgid(spec["gid"], spec["gid"], spec["gid"])
         os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+    os.chdir(spec["workdir"])
+    output = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_APPEND, 0o600)
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    for fd, target in ((stdin, 0), (output, 1), (output, 2)):
+        os.dup2(fd, target)
+    os.close(stdin)
+    os.close(output)
     os.environ.clear()
     os.environ.update(HOME=spec["workdir"], TMPDIR=spec["workdir"], PATH="/usr/bin:/bin", LANG="C.UTF-8")
     budget = CappedOutput.Budget(spec["limits"]["output_bytes"])
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     sys.stdout, sys.stderr = CappedOutput(1, budget), CappedOutput(2, budget)
     _serve(socket.socket(fileno=CONNECTION_FD), spec["limits"]["message_bytes"])
+
+
+def _hide(folders: list[str]) -> None:
+    """As root, before dropping privileges: a mount namespace of this worker's own, in which each folder
+    is an empty, read-only tmpfs. Where namespaces are not permitted (a container without
+    CAP_SYS_ADMIN), the folders stay as readable as their modes make them (grader/README.md)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        return
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:  # nothing mounted here leaks outside
+        raise OSError(ctypes.get_errno(), "cannot make the worker's mounts private")
+    flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for folder in folders:
+        if libc.mount(b"grader-hidden", os.fsencode(folder), b"tmpfs", flags, b"size=4k,mode=000") != 0:
+            code = ctypes.get_errno()
+            if code != errno.ENOENT:
+                raise OSError(code, f"cannot hide {folder} from the worker")
 
 
 def _set_limits(limits: dict, drop_to: int | None) -> None:

@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_WIKITEXT2 = ROOT.parent / "shared" / "data" / "wikitext-2"
+from course import kit
+
+# Where the Makefile and CI point $COURSE_DATA_DIR; a test session also finds it without them. The library
+# itself only knows the flag and the variable (`course.kit.data_dir`).
+SHARED_WIKITEXT2 = kit.ROOT.parent / "shared" / "data" / "wikitext-2"
 
 
 def _wikitext2_dir() -> Path | None:
-    for candidate in (os.environ.get("COURSE_DATA_DIR"), SHARED_WIKITEXT2):
-        if candidate and (Path(candidate) / "wiki.train.tokens").is_file():
-            return Path(candidate)
+    for candidate in (kit.data_dir(), SHARED_WIKITEXT2):
+        if candidate and (candidate / "wiki.train.tokens").is_file():
+            return candidate
     return None
 
 
@@ -26,6 +29,16 @@ def wikitext2_dir() -> Path:
     if path is None:
         pytest.skip("WikiText-2 not found: set COURSE_DATA_DIR or place it in ../shared/data/wikitext-2")
     return path
+
+
+@pytest.fixture
+def umask():
+    """The test runs under umask 022, and `umask(0o077)` sets another; the session's comes back after it."""
+    if os.name == "nt":
+        pytest.skip("Windows has no umask")
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +71,23 @@ def tiny_checkpoint(tmp_path_factory, wikitext2_dir, course_cache_dir) -> Path:
         result = run_course(*args, cache_dir=course_cache_dir)
         assert result.returncode == 0, f"course {' '.join(args)} failed:\n{result.stderr[-3000:]}"
     return out
+
+
+# The mutation tests record what each wrong implementation lost; the tables are printed after the results.
+MUTANT_TABLES = pytest.StashKey[dict[str, list[tuple[str, ...]]]]()
+
+
+@pytest.fixture(scope="session")
+def mutant_table(request):
+    """`mutant_table(title, *header)`: that table's list of rows, header first; append one tuple of cells a row."""
+    tables = request.config.stash.setdefault(MUTANT_TABLES, {})
+    return lambda title, *header: tables.setdefault(title, [header])
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The mutant tables recorded in this session, columns aligned."""
+    for title, rows in config.stash.get(MUTANT_TABLES, {}).items():
+        terminalreporter.write_sep("-", title)
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+        for row in rows:
+            terminalreporter.write_line("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]))

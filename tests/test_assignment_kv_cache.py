@@ -1,5 +1,6 @@
-"""The 04_kv_cache assignment: the solution is right, the grader's trusted helpers see what they claim,
-the solution notebook scores 100% and the blank assignment 0 (slow: real grading), and the solution
+"""The 04_kv_cache assignment: the solution is right and follows the kit's one next_token contract, the
+grader's trusted helpers see what they claim, the solution notebook scores 100% (also when written to the
+earlier one-argument next_token call) and the blank assignment 0 (slow: real grading), and the solution
 notebook runs from top to bottom in a couple of minutes (slow)."""
 
 from __future__ import annotations
@@ -8,15 +9,16 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 
+from course.generation import generate as library_generate
+from course.kit import ROOT
 from course.notebook import load_notebook
 from grader.testing import helper_module
 
-ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "04_kv_cache.ipynb"
 SUPPORT = ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py"
@@ -34,7 +36,9 @@ def solution():
 # ---------------------------------------------------------------- the solution, in process
 
 
-@pytest.mark.parametrize("batch, prompt_len, new", [(1, 5, 6), (1, 10, 20), (3, 6, 8), (1, 1, 12), (2, 16, 4), (1, 20, 3)])
+@pytest.mark.parametrize(
+    "batch, prompt_len, new", [(1, 5, 6), (1, 10, 20), (3, 6, 8), (1, 1, 12), (2, 16, 4), (1, 20, 3)]
+)
 def test_solution_matches_the_uncached_reference(solution, batch, prompt_len, new):
     model = kv.small_model(seed=prompt_len)
     ids = kv.prompt(batch, prompt_len, seed=new)
@@ -45,7 +49,9 @@ def test_solution_matches_the_uncached_reference(solution, batch, prompt_len, ne
         assert torch.equal(out, expected), f"use_cache={use_cache}"
 
 
-@pytest.mark.parametrize("batch, prompt_len, new, rule", [(1, 5, 6, "greedy"), (1, 10, 20, "greedy"), (2, 4, 14, "second")])
+@pytest.mark.parametrize(
+    "batch, prompt_len, new, rule", [(1, 5, 6, "greedy"), (1, 10, 20, "greedy"), (2, 4, 14, "second")]
+)
 def test_recorder_finds_nothing_wrong_with_the_solution(solution, batch, prompt_len, new, rule):
     model = kv.small_model(seed=3)
     ids = kv.prompt(batch, prompt_len, seed=4)
@@ -57,6 +63,35 @@ def test_recorder_finds_nothing_wrong_with_the_solution(solution, batch, prompt_
     within = [f for f in recorder.forwards if f.max_diff is not None]
     assert within and max(f.max_diff for f in within) <= kv.TOLERANCE
     assert recorder.forwards[0].positions == min(prompt_len, 16)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_solution_hands_next_token_the_ids_so_far(solution, use_cache):
+    """The one next_token contract: next_token(logits, history), history = the prompt and every id generated."""
+    model = kv.small_model(seed=7)
+    ids = kv.prompt(2, 5, seed=7)
+    picker = kv.Picker()
+    out = solution["generate"](model, ids, 14, next_token=picker, use_cache=use_cache)  # past the context (16)
+    assert [tuple(h.shape) for h in picker.histories] == [(2, 5 + step) for step in range(14)]
+    assert all(torch.equal(history, out[:, : 5 + step]) for step, history in enumerate(picker.histories))
+
+
+def presence_penalised_greedy(logits, history):
+    """Greedy among the tokens not yet in the history: a presence penalty larger than any gap between logits."""
+    seen = torch.zeros_like(logits).scatter_(-1, history, 1.0)
+    return (logits - 1e4 * seen).argmax(dim=-1)
+
+
+def test_a_history_rule_drives_the_cached_generate_as_the_library_loop(solution):
+    model = kv.small_model(seed=8)
+    ids = kv.prompt(2, 6, seed=8)
+    expected = library_generate(model, ids, 20, presence_penalised_greedy)
+    for row in range(2):
+        prompt, new = set(ids[row].tolist()), expected[row, 6:].tolist()
+        assert len(set(new)) == 20 and not prompt & set(new), "the penalty should keep every token from coming back"
+    for use_cache in (True, False):
+        out = solution["generate"](model, ids, 20, next_token=presence_penalised_greedy, use_cache=use_cache)
+        assert torch.equal(out, expected), f"use_cache={use_cache}"
 
 
 def test_recorder_names_the_symptoms_of_broken_loops(solution):
@@ -133,7 +168,17 @@ def _grade(path, tmp_path):
     """`grader grade` in a fresh process (grading forks, and a fork of a process whose torch thread pool has
     run, as this one's has in the tests above, can deadlock)."""
     out = tmp_path / "results.json"
-    command = [sys.executable, "-m", "grader.cli", "grade", str(path), "--assignment", "04_kv_cache", "--results", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "grader.cli",
+        "grade",
+        str(path),
+        "--assignment",
+        "04_kv_cache",
+        "--results",
+        str(out),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(out.read_text())
@@ -141,12 +186,35 @@ def _grade(path, tmp_path):
     return results, total
 
 
+def _lost_points(results) -> list[str]:
+    return [f"{t['name']}: {t['output']}" for t in results["tests"] if t["score"] < t["max_score"]]
+
+
 @pytest.mark.slow
 def test_solution_scores_full_marks(tmp_path):
     results, total = _grade(SOLUTION, tmp_path)
-    failed = [f"{t['name']}: {t['output']}" for t in results["tests"] if t["score"] < t["max_score"]]
-    assert results["score"] == total == 100, failed
+    assert results["score"] == total == 100, _lost_points(results)
     assert any(t["visibility"] != "visible" for t in results["tests"])  # hidden tests ran too
+
+
+# the solution as written before next_token took the history: greedy(logits) and next_token(logits)
+ONE_ARGUMENT_CALL = {
+    "def greedy(logits, history=None):": "def greedy(logits):",
+    "next_token(logits[:, -1, :], ids)": "next_token(logits[:, -1, :])",
+}
+
+
+@pytest.mark.slow
+def test_generate_written_to_the_one_argument_call_scores_full_marks(tmp_path):
+    notebook = nbformat.read(SOLUTION, as_version=4)
+    for old, new in ONE_ARGUMENT_CALL.items():
+        cells = [cell for cell in notebook.cells if old in cell.source]
+        assert len(cells) == 1, f"the solution has no single cell with {old!r}"
+        cells[0].source = cells[0].source.replace(old, new)
+    path = tmp_path / "04_kv_cache-one-argument.ipynb"
+    nbformat.write(notebook, path)
+    results, total = _grade(path, tmp_path)
+    assert results["score"] == total == 100, _lost_points(results)
 
 
 @pytest.mark.slow
@@ -164,9 +232,17 @@ def test_solution_notebook_runs_top_to_bottom(tmp_path):
 
     notebook = nbformat.read(SOLUTION, as_version=4)
     started = time.monotonic()
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     elapsed = time.monotonic() - started
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, errors[0].get("evalue")
     images = sum(1 for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
     assert images == 2, f"expected the time and the memory plots, found {images} images"

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
+from course.kit import ROOT
 from course.notebook import load_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "03_penalties.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "03_penalties.ipynb"
 INF = float("-inf")
@@ -31,8 +30,12 @@ def test_worked_example(sol):
     logits = torch.tensor([0.8, 0.9, 0.1, 0.4])
     out = sol["apply_penalties"](logits, HISTORY, 1.1, 1.2)
     torch.testing.assert_close(out, torch.tensor([0.5, 0.6923, 0.0769, 0.4]), rtol=0, atol=1e-4)
-    torch.testing.assert_close(torch.softmax(out, -1), torch.tensor([0.2651, 0.3213, 0.1737, 0.2399]), rtol=0, atol=2e-4)
-    torch.testing.assert_close(torch.softmax(logits, -1), torch.tensor([0.3056, 0.3378, 0.1518, 0.2049]), rtol=0, atol=2e-4)
+    torch.testing.assert_close(
+        torch.softmax(out, -1), torch.tensor([0.2651, 0.3213, 0.1737, 0.2399]), rtol=0, atol=2e-4
+    )
+    torch.testing.assert_close(
+        torch.softmax(logits, -1), torch.tensor([0.3056, 0.3378, 0.1518, 0.2049]), rtol=0, atol=2e-4
+    )
     assert torch.equal(logits, torch.tensor([0.8, 0.9, 0.1, 0.4])), "the input must not change"
 
 
@@ -77,10 +80,29 @@ def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tm
 @pytest.mark.slow
 def test_course_generate_with_penalties(tiny_checkpoint):
     run = subprocess.run(
-        [sys.executable, "-m", "course.cli", "generate", str(tiny_checkpoint), "--prompt", "The game was",
-         "--max-new-tokens", "12", "--frequency-penalty", "1.2", "--presence-penalty", "1.2", "--seed", "0",
-         "--sampler", str(SOLUTION)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "course.cli",
+            "generate",
+            str(tiny_checkpoint),
+            "--prompt",
+            "The game was",
+            "--max-new-tokens",
+            "12",
+            "--frequency-penalty",
+            "1.2",
+            "--presence-penalty",
+            "1.2",
+            "--seed",
+            "0",
+            "--sampler",
+            str(SOLUTION),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("The game was") and len(run.stdout.strip()) > len("The game was")

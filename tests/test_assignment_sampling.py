@@ -11,9 +11,9 @@ import nbformat
 import pytest
 import torch
 
+from course.kit import ROOT
 from course.notebook import load_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "02_sampling.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "02_sampling.ipynb"
 FIXTURE = ROOT / "course" / "fixtures" / "next_token_logits.pt"
@@ -46,8 +46,12 @@ def test_filters_fast_checks(sol):
     assert kept.tolist() == [True, True, False, False]
     assert torch.equal(sol["apply_temperature"](x, 0.5), x / 0.5)
     assert torch.equal(x, before), "inputs must not change"
-    for bad in (lambda: sol["top_k_filter"](x, 0), lambda: sol["top_p_filter"](x, 0.0),
-                lambda: sol["top_p_filter"](x, 1.01), lambda: sol["apply_temperature"](x, 0.0)):
+    for bad in (
+        lambda: sol["top_k_filter"](x, 0),
+        lambda: sol["top_p_filter"](x, 0.0),
+        lambda: sol["top_p_filter"](x, 1.01),
+        lambda: sol["apply_temperature"](x, 0.0),
+    ):
         with pytest.raises(ValueError):
             bad()
 
@@ -106,9 +110,29 @@ def test_course_generate_with_solution_and_student_style(tiny_checkpoint):
     nbformat.write(STYLES["02_sampling"]["loops-numpy-inverse-cdf"](), student)
     for sampler in (SOLUTION, student):
         run = subprocess.run(
-            [sys.executable, "-m", "course.cli", "generate", str(tiny_checkpoint), "--prompt", "The game was",
-             "--max-new-tokens", "12", "--top-p", "0.9", "--temperature", "0.9", "--seed", "0", "--sampler", str(sampler)],
-            capture_output=True, text=True, timeout=300, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "course.cli",
+                "generate",
+                str(tiny_checkpoint),
+                "--prompt",
+                "The game was",
+                "--max-new-tokens",
+                "12",
+                "--top-p",
+                "0.9",
+                "--temperature",
+                "0.9",
+                "--seed",
+                "0",
+                "--sampler",
+                str(sampler),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
         )
         assert run.returncode == 0, run.stderr
         assert run.stdout.startswith("The game was") and len(run.stdout.strip()) > len("The game was")

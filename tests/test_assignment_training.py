@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from course.kit import ROOT
 from course.notebook import load_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "01_training.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "01_training.ipynb"
 GRADED = ["mean_nll", "perplexity", "perplexity_per_word"]
@@ -57,8 +57,12 @@ def test_solution_functions(sol):
     assert math.isclose(sol["mean_nll"](torch.tensor([0.0, -200.0]), torch.tensor(1)), 200.0, rel_tol=1e-6)
     assert math.isclose(sol["perplexity"](torch.tensor(math.log(100))), 100.0, rel_tol=1e-6)
     assert math.isclose(sol["perplexity_per_word"](math.log(100), 4, 2), 10_000.0, rel_tol=1e-6)
-    for bad in (lambda: sol["perplexity"](-1.0), lambda: sol["perplexity"](float("nan")),
-                lambda: sol["perplexity_per_word"](1.0, 0, 5), lambda: sol["mean_nll"](torch.zeros(2, 3, 5), torch.zeros(3, 2))):
+    for bad in (
+        lambda: sol["perplexity"](-1.0),
+        lambda: sol["perplexity"](float("nan")),
+        lambda: sol["perplexity_per_word"](1.0, 0, 5),
+        lambda: sol["mean_nll"](torch.zeros(2, 3, 5), torch.zeros(3, 2)),
+    ):
         with pytest.raises(ValueError):
             bad()
 
@@ -92,8 +96,13 @@ def test_solution_notebook_runs_top_to_bottom(tmp_path, monkeypatch, wikitext2_d
         assert (runs / "tiny" / name).is_file(), name
     assert not (tmp_path / "data").exists(), "the data cache must go to COURSE_CACHE_DIR"
     # the live figure: one image, redrawn in place after every validation
-    images = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
+    images = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
     assert len(images) == 1
     # per-token and per-word perplexity from the notebook's functions agree with course.train's
     final = next(line for line in text.splitlines() if line.strip().startswith("per token:"))
@@ -108,7 +117,10 @@ def _grade(notebook: Path, tmp_path: Path) -> dict:
     results = tmp_path / f"{notebook.stem}-{notebook.parent.name}.json"
     run = subprocess.run(
         [sys.executable, "-m", "grader.cli", "grade", str(notebook), "--results", str(results)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     return json.loads(results.read_text())

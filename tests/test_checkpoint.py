@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,6 +76,18 @@ def test_saving_again_replaces_the_folder_and_leaves_no_temporary_files(saved, t
     assert torch.equal(loaded.transformer.wte.weight, newer.transformer.wte.weight)
 
 
+def test_the_checkpoint_is_readable_as_the_umask_allows(tmp_path, tokenizer, umask):
+    umask(0o022)
+    path = save_checkpoint(tmp_path / "ckpt", make_model(tokenizer.vocab_size), tokenizer, train_state={"step": 1})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert {file.name: stat.S_IMODE(file.stat().st_mode) for file in path.iterdir()} == {
+        "config.json": 0o644,
+        "model.safetensors": 0o644,
+        "tokenizer.json": 0o644,
+        "train_state.pt": 0o644,
+    }
+
+
 def test_a_crash_while_writing_leaves_the_previous_checkpoint_unchanged(saved, tokenizer, monkeypatch):
     path, _ = saved
     before = folder_bytes(path)
@@ -93,17 +107,17 @@ def test_a_crash_between_the_renames_of_the_swap_is_recovered(saved, tokenizer, 
     """Killed after the old folder moved aside and before the new one moved in: loading finds the old one."""
     path, _ = saved
     before = folder_bytes(path)
-    real_rename = os.rename
+    real_replace = os.replace
 
     def die_on_swap_in(src, dst):
-        if ".partial-" in str(src):
+        if Path(src).suffix == ".partial":  # the new folder moving in
             raise KeyboardInterrupt  # what a kill at that instant looks like from here
-        real_rename(src, dst)
+        real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "rename", die_on_swap_in)
+    monkeypatch.setattr(os, "replace", die_on_swap_in)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, make_model(tokenizer.vocab_size, seed=3), tokenizer, train_state={"step": 9})
-    monkeypatch.setattr(checkpoint.os, "rename", real_rename)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert not path.exists()
     load_checkpoint(path)
     assert folder_bytes(path) == before

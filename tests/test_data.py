@@ -21,9 +21,9 @@ import pytest
 from course import data
 from course.data import PreparedData, count_words, is_article_heading, load_corpus, prepare, split_articles
 from course.errors import UserError
+from course.kit import ROOT
 from course.tokenizer import EOT, Tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_VOCAB = 300
 
 # Lines as in the tokenized files: a leading space, blank lines holding one space.
@@ -57,7 +57,9 @@ ARTICLE_LINES = {
 def write_wikitext(folder: Path, extension: str = "tokens", lines: dict[str, list[str]] = ARTICLE_LINES) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for split, split_lines in lines.items():
-        (folder / f"wiki.{split}.{extension}").write_text("".join(line + "\n" for line in split_lines), encoding="utf-8")
+        (folder / f"wiki.{split}.{extension}").write_text(
+            "".join(line + "\n" for line in split_lines), encoding="utf-8"
+        )
     return folder
 
 
@@ -83,8 +85,15 @@ def small_corpus(tmp_path) -> Path:
 
 @pytest.mark.parametrize(
     "line, expected",
-    [(" = Du Fu = ", True), ("= Du Fu =", True), (" = = Career = = ", False), (" = = = Early life = = = ", False),
-     (" Du Fu = a poet ", False), (" = ", False), (" ", False)],
+    [
+        (" = Du Fu = ", True),
+        ("= Du Fu =", True),
+        (" = = Career = = ", False),
+        (" = = = Early life = = = ", False),
+        (" Du Fu = a poet ", False),
+        (" = ", False),
+        (" ", False),
+    ],
 )
 def test_article_headings_have_one_equals_sign_each_side(line, expected):
     assert is_article_heading(line) is expected
@@ -116,7 +125,9 @@ def test_word_count_is_whitespace_tokens_plus_one_per_line():
 def test_real_wikitext2_word_and_article_counts(wikitext2_dir):
     corpus = load_corpus("wikitext-2-v1", wikitext2_dir)
     assert {split: count_words(corpus.lines(split)) for split in data.SPLITS} == {
-        "train": 2_088_628, "valid": 217_646, "test": 245_569,
+        "train": 2_088_628,
+        "valid": 217_646,
+        "test": 245_569,
     }
     assert sum(1 for _ in corpus.articles("valid")) == 60
     assert next(corpus.articles("train")).startswith(" = Valkyria Chronicles III = \n\n Senjō no Valkyria 3 :")
@@ -132,7 +143,9 @@ def test_official_files_and_hub_parquet_give_the_same_lines(tmp_path):
         "official zip folder": ("wikitext-2-v1", write_wikitext(tmp_path / "b" / "wikitext-2").parent),
         "raw files": ("wikitext-2-raw-v1", write_wikitext(tmp_path / "c", extension="raw")),
         "hub parquet, config folder, sharded": (
-            "wikitext-103-v1", write_hub_parquet(tmp_path / "d" / "wikitext-103-v1", {"train": 2}).parent),
+            "wikitext-103-v1",
+            write_hub_parquet(tmp_path / "d" / "wikitext-103-v1", {"train": 2}).parent,
+        ),
     }
     for layout, (dataset, folder) in layouts.items():
         corpus = load_corpus(dataset, folder)
@@ -150,7 +163,9 @@ def test_without_a_folder_the_hub_dataset_is_read(monkeypatch):
 
     def load_dataset(name, config):
         requested.append((name, config))
-        return datasets.DatasetDict({split: datasets.Dataset.from_dict({"text": rows}) for split, rows in hub_rows.items()})
+        return datasets.DatasetDict(
+            {split: datasets.Dataset.from_dict({"text": rows}) for split, rows in hub_rows.items()}
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
@@ -159,14 +174,6 @@ def test_without_a_folder_the_hub_dataset_is_read(monkeypatch):
     assert corpus.where == "Salesforce/wikitext (wikitext-103-raw-v1)"
     for split in data.SPLITS:
         assert list(corpus.lines(split)) == [line if line.strip() else "" for line in ARTICLE_LINES[split]]
-
-
-def test_data_dir_comes_from_the_flag_then_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "env"))
-    assert data.resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
-    assert data.resolve_data_dir(None) == tmp_path / "env"
-    monkeypatch.setenv("COURSE_DATA_DIR", "")
-    assert data.resolve_data_dir(None) is None
 
 
 # --- bad input: one line naming what was expected and where -----------------------------------------
@@ -181,15 +188,20 @@ def expect_user_error(pattern: str, call, *args, **kwargs) -> str:
 
 
 def test_missing_folder(tmp_path):
-    message = expect_user_error("expected a folder holding the WikiText files", load_corpus, "wikitext-2-v1", tmp_path / "nope")
+    message = expect_user_error(
+        "expected a folder holding the WikiText files", load_corpus, "wikitext-2-v1", tmp_path / "nope"
+    )
     assert str(tmp_path / "nope") in message
 
 
 def test_folder_without_the_files_lists_what_it_looked_for(tmp_path):
     (tmp_path / "wiki.train.tokens").write_text(" = A = \n", encoding="utf-8")
-    message = expect_user_error("expected wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens", load_corpus,
-                                "wikitext-2-v1", tmp_path)
-    assert "parquet" in message and str(tmp_path / "wikitext-2-v1") in message and str(tmp_path / "wikitext-2") in message
+    message = expect_user_error(
+        "expected wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens", load_corpus, "wikitext-2-v1", tmp_path
+    )
+    assert (
+        "parquet" in message and str(tmp_path / "wikitext-2-v1") in message and str(tmp_path / "wikitext-2") in message
+    )
     assert message.endswith("found wiki.train.tokens only")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -199,25 +211,44 @@ def test_folder_without_the_files_lists_what_it_looked_for(tmp_path):
 def test_raw_files_for_a_tokenized_config_name_the_right_config(tmp_path):
     write_wikitext(tmp_path, extension="raw")
     expect_user_error("use --dataset wikitext-2-raw-v1", load_corpus, "wikitext-2-v1", tmp_path)
-    expect_user_error("use --dataset wikitext-103-v1", load_corpus, "wikitext-103-raw-v1", write_wikitext(tmp_path / "t"))
+    expect_user_error(
+        "use --dataset wikitext-103-v1", load_corpus, "wikitext-103-raw-v1", write_wikitext(tmp_path / "t")
+    )
 
 
 def test_unknown_dataset(small_corpus):
-    expect_user_error("expected a dataset among wikitext-2-v1, .*got 'wikitext-3'", load_corpus, "wikitext-3", small_corpus)
+    expect_user_error(
+        "expected a dataset among wikitext-2-v1, .*got 'wikitext-3'", load_corpus, "wikitext-3", small_corpus
+    )
 
 
 def test_empty_split(small_corpus, tmp_path):
     (small_corpus / "wiki.valid.tokens").write_text(" \n \n", encoding="utf-8")
-    message = expect_user_error("expected text in the valid split", prepare, data_dir=small_corpus,
-                                vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "cache", quiet=True)
+    message = expect_user_error(
+        "expected text in the valid split",
+        prepare,
+        data_dir=small_corpus,
+        vocab_size=SMALL_VOCAB,
+        cache_dir=tmp_path / "cache",
+        quiet=True,
+    )
     assert str(small_corpus) in message
 
 
-@pytest.mark.parametrize("content, found", [(b" = A = \n \xff\xfe\x80 \n", "bytes that are not"), (b" = A = \n\x00\x00\n", "a NUL byte on line 2")])
+@pytest.mark.parametrize(
+    "content, found",
+    [(b" = A = \n \xff\xfe\x80 \n", "bytes that are not"), (b" = A = \n\x00\x00\n", "a NUL byte on line 2")],
+)
 def test_a_file_that_is_not_text(small_corpus, tmp_path, content, found):
     (small_corpus / "wiki.test.tokens").write_bytes(content)
-    message = expect_user_error(f"expected UTF-8 text in .*wiki.test.tokens, found {found}", prepare,
-                                data_dir=small_corpus, vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "cache", quiet=True)
+    message = expect_user_error(
+        f"expected UTF-8 text in .*wiki.test.tokens, found {found}",
+        prepare,
+        data_dir=small_corpus,
+        vocab_size=SMALL_VOCAB,
+        cache_dir=tmp_path / "cache",
+        quiet=True,
+    )
     assert str(small_corpus / "wiki.test.tokens") in message
     assert not any((tmp_path / "cache").glob("*/meta.json"))
 
@@ -225,29 +256,48 @@ def test_a_file_that_is_not_text(small_corpus, tmp_path, content, found):
 def test_a_parquet_file_that_is_not_parquet_or_has_no_text(tmp_path):
     folder = write_hub_parquet(tmp_path / "hub", {})
     (folder / "test-00000-of-00001.parquet").write_bytes(b"not a parquet file")
-    expect_user_error("expected a parquet file at .*test-00000-of-00001.parquet", list, load_corpus("wikitext-2-v1", folder).lines("test"))
+    expect_user_error(
+        "expected a parquet file at .*test-00000-of-00001.parquet",
+        list,
+        load_corpus("wikitext-2-v1", folder).lines("test"),
+    )
     pq.write_table(pa.table({"content": ["x"]}), folder / "test-00000-of-00001.parquet")
-    expect_user_error("expected a column 'text' in .*test-00000", list, load_corpus("wikitext-2-v1", folder).lines("test"))
+    expect_user_error(
+        "expected a column 'text' in .*test-00000", list, load_corpus("wikitext-2-v1", folder).lines("test")
+    )
     pq.write_table(pa.table({"text": [1, 2]}), folder / "test-00000-of-00001.parquet")
     expect_user_error("expected a string column 'text'", list, load_corpus("wikitext-2-v1", folder).lines("test"))
 
 
 def test_cache_folder_that_cannot_be_written(small_corpus, tmp_path):
     (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
-    expect_user_error("expected a writable cache folder at .*a-file", prepare, data_dir=small_corpus,
-                      vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "a-file", quiet=True)
+    expect_user_error(
+        "expected a writable cache folder at .*a-file",
+        prepare,
+        data_dir=small_corpus,
+        vocab_size=SMALL_VOCAB,
+        cache_dir=tmp_path / "a-file",
+        quiet=True,
+    )
 
 
 def test_vocabulary_size_out_of_range(small_corpus, tmp_path):
-    expect_user_error("vocabulary size between 257 .* and 65536", prepare, data_dir=small_corpus, vocab_size=70_000,
-                      cache_dir=tmp_path / "cache", quiet=True)
+    expect_user_error(
+        "vocabulary size between 257 .* and 65536",
+        prepare,
+        data_dir=small_corpus,
+        vocab_size=70_000,
+        cache_dir=tmp_path / "cache",
+        quiet=True,
+    )
 
 
 def run_cli(*args: str, **environment: str) -> subprocess.CompletedProcess:
     """`course ARGS...` in a fresh process, without $COURSE_DATA_DIR."""
     env = {key: value for key, value in os.environ.items() if key != "COURSE_DATA_DIR"} | environment
-    return subprocess.run([sys.executable, "-m", "course.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "course.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
 
 
 def test_the_command_line_prints_one_line_and_exits_2(tmp_path):
@@ -261,8 +311,14 @@ def test_the_command_line_prints_one_line_and_exits_2(tmp_path):
 
 @pytest.mark.slow
 def test_without_network_the_hub_fails_in_one_line(tmp_path):
-    result = run_cli("prepare", "--cache-dir", str(tmp_path), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                     HF_HOME=str(tmp_path / "hf"))
+    result = run_cli(
+        "prepare",
+        "--cache-dir",
+        str(tmp_path),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf"),
+    )
     assert result.returncode == 2, result.stderr
     last_line = result.stderr.splitlines()[-1]
     assert last_line.startswith("course prepare: error: expected to download Salesforce/wikitext (wikitext-2-v1)")
@@ -274,7 +330,9 @@ def test_without_network_the_hub_fails_in_one_line(tmp_path):
 
 @pytest.fixture
 def prepared(small_corpus, tmp_path) -> PreparedData:
-    return prepare("wikitext-2-v1", data_dir=small_corpus, vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "cache", quiet=True)
+    return prepare(
+        "wikitext-2-v1", data_dir=small_corpus, vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "cache", quiet=True
+    )
 
 
 def test_prepared_splits_decode_to_the_articles_separated_by_eot(prepared, small_corpus):
@@ -287,7 +345,10 @@ def test_prepared_splits_decode_to_the_articles_separated_by_eot(prepared, small
         assert len(ids) == prepared.num_tokens[split] == prepared.split_path(split).stat().st_size // 2
         assert tokenizer.decode(ids).split(EOT) == list(corpus.articles(split))
         assert prepared.num_words[split] == count_words(corpus.lines(split))
-    assert (tokenizer.decode(prepared.tokens("train")).count(EOT), prepared.num_words["valid"]) == (2, 1 + 5 + 1 + 10 + 1)
+    assert (tokenizer.decode(prepared.tokens("train")).count(EOT), prepared.num_words["valid"]) == (
+        2,
+        1 + 5 + 1 + 10 + 1,
+    )
 
 
 def test_a_second_prepare_does_no_work(prepared, small_corpus, tmp_path, monkeypatch, capsys):
@@ -308,10 +369,14 @@ def test_a_second_prepare_does_no_work(prepared, small_corpus, tmp_path, monkeyp
 
 
 def test_changed_sources_or_settings_get_their_own_cache(prepared, small_corpus, tmp_path):
-    other_vocab = prepare("wikitext-2-v1", data_dir=small_corpus, vocab_size=SMALL_VOCAB + 10, cache_dir=tmp_path / "cache", quiet=True)
+    other_vocab = prepare(
+        "wikitext-2-v1", data_dir=small_corpus, vocab_size=SMALL_VOCAB + 10, cache_dir=tmp_path / "cache", quiet=True
+    )
     with open(small_corpus / "wiki.test.tokens", "a", encoding="utf-8") as f:
         f.write(" One more line . \n")
-    other_text = prepare("wikitext-2-v1", data_dir=small_corpus, vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "cache", quiet=True)
+    other_text = prepare(
+        "wikitext-2-v1", data_dir=small_corpus, vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "cache", quiet=True
+    )
     assert len({prepared.cache_dir, other_vocab.cache_dir, other_text.cache_dir}) == 3
     assert other_text.num_words["test"] == prepared.num_words["test"] + 5
     assert prepared.tokens("train").tobytes() == other_text.tokens("train").tobytes()
@@ -337,8 +402,14 @@ def test_an_interrupted_prepare_leaves_nothing_that_looks_complete(small_corpus,
 def test_a_damaged_cache_is_reported(prepared, small_corpus, tmp_path):
     with open(prepared.split_path("valid"), "r+b") as f:
         f.truncate(4)
-    expect_user_error(r"expected .*valid.bin to hold \d+ uint16 ids; delete .* to prepare again", prepare,
-                      data_dir=small_corpus, vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "cache", quiet=True)
+    expect_user_error(
+        r"expected .*valid.bin to hold \d+ uint16 ids; delete .* to prepare again",
+        prepare,
+        data_dir=small_corpus,
+        vocab_size=SMALL_VOCAB,
+        cache_dir=tmp_path / "cache",
+        quiet=True,
+    )
     with pytest.raises(UserError, match="expected a split among train, valid, test, got 'validation'"):
         prepared.split_path("validation")
 
@@ -353,8 +424,17 @@ def test_cache_dir_defaults_to_the_environment_then_data_cache(monkeypatch, tmp_
 def test_the_prepare_command_prints_a_summary(small_corpus, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     data.register(parser.add_subparsers())
-    args = parser.parse_args(["prepare", "--data-dir", str(small_corpus), "--vocab-size", str(SMALL_VOCAB),
-                              "--cache-dir", str(tmp_path / "cache")])
+    args = parser.parse_args(
+        [
+            "prepare",
+            "--data-dir",
+            str(small_corpus),
+            "--vocab-size",
+            str(SMALL_VOCAB),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert args.run(args) == 0
     summary = capsys.readouterr().out
     prepared = prepare(data_dir=small_corpus, vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "cache", quiet=True)

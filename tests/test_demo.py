@@ -6,11 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from course.kit import ROOT
 
 
 @pytest.mark.slow
@@ -18,9 +17,24 @@ def test_demo_runs_every_step(tmp_path, wikitext2_dir, course_cache_dir):
     out = tmp_path / "runs"
     env = dict(os.environ, COURSE_CACHE_DIR=str(course_cache_dir))
     run = subprocess.run(
-        [sys.executable, "-m", "course.demo", "--out", str(out), "--data-dir", str(wikitext2_dir),
-         "--max-steps", "30", "--assignments", "02_sampling"],
-        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "course.demo",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(wikitext2_dir),
+            "--max-steps",
+            "30",
+            "--assignments",
+            "02_sampling",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env=env,
     )
     text = run.stdout
     assert run.returncode == 0, text[-3000:] + run.stderr[-3000:]

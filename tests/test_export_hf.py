@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_checkpoint import TEXT, make_tokenizer
 
 from course.checkpoint import save_checkpoint
 from course.errors import UserError
 from course.export_hf import export_hf
 from course.model import GPT, GPTConfig
+from test_checkpoint import TEXT, make_tokenizer
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install -e '.[hf]')")
 

@@ -12,6 +12,7 @@ import torch
 
 import course.checkpoint
 import course.generation
+import course.kit
 from course.errors import UserError
 from course.generation import generate
 from course.model import GPT, GPTConfig
@@ -212,7 +213,7 @@ def test_empty_prompt_starts_a_new_document(stand_in_checkpoint, sampler, capsys
 
 def test_without_sampler_the_solution_notebook_is_used_or_asked_for(stand_in_checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(course.generation, "REPOSITORY", tmp_path / "elsewhere")
+    monkeypatch.setattr(course.kit, "ROOT", tmp_path / "elsewhere")
     with pytest.raises(UserError, match=r"^no solutions/03_penalties.ipynb found: give --sampler NOTEBOOK"):
         course_generate("--prompt", "a", "--presence-penalty", "1.2")
     (tmp_path / "solutions").mkdir()

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from grader.batch import run_batch
+from grader.identity import Limits, running_as_root
 from grader.runner import grade
-from grader.sandbox import Limits, running_as_root
 
 sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
-from submissions import ASSIGNMENTS, MAX_SCORE, TESTS, notebook, needing  # noqa: E402
+from submissions import ASSIGNMENTS, MAX_SCORE, TESTS, needing, notebook  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -36,81 +36,166 @@ def _cases(tests_dir: Path, results_dir: Path) -> dict[str, tuple[dict, set[str]
     """name -> (notebook arguments, tests that must fail, tests that may pass or fail); the rest must pass."""
     hidden_tests = tests_dir / "00_example" / "test_hidden.py"
     return {
-        "sys_exit_in_function": ({"add_one": "import sys\ndef add_one(t):\n    sys.exit(0)"}, needing("add_one"), set()),
+        "sys_exit_in_function": (
+            {"add_one": "import sys\ndef add_one(t):\n    sys.exit(0)"},
+            needing("add_one"),
+            set(),
+        ),
         "os_exit_in_function": ({"add_one": "import os\ndef add_one(t):\n    os._exit(0)"}, needing("add_one"), set()),
         "raise_systemexit_in_function": ({"count": "def count(xs):\n    raise SystemExit(1)"}, needing("count"), set()),
-        "sys_exit_in_default_argument": ({"add_one": "import sys\ndef add_one(t, x=sys.exit(3)):\n    return t + 1"}, ALL, set()),
-        "os_exit_in_decorator": ({"pick": "import os\ndef _exit(f):\n    os._exit(0)\n@_exit\ndef pick(logits):\n    pass"}, ALL, set()),
+        "sys_exit_in_default_argument": (
+            {"add_one": "import sys\ndef add_one(t, x=sys.exit(3)):\n    return t + 1"},
+            ALL,
+            set(),
+        ),
+        "os_exit_in_decorator": (
+            {"pick": "import os\ndef _exit(f):\n    os._exit(0)\n@_exit\ndef pick(logits):\n    pass"},
+            ALL,
+            set(),
+        ),
         "systemexit_in_class_body": ({"Counter": "class Counter:\n    raise SystemExit"}, ALL, set()),
         "infinite_loop": ({"add_one": "def add_one(t):\n    while True:\n        pass"}, needing("add_one"), set()),
         "long_sleep": ({"count": "import time\ndef count(xs):\n    time.sleep(1000)"}, needing("count"), set()),
         "fork_bomb": (
-            {"add_one": "import os\ndef add_one(t):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass"},
-            needing("add_one"), set(),
+            {
+                "add_one": "import os\ndef add_one(t):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass"
+            },
+            needing("add_one"),
+            set(),
         ),
-        "memory_bomb": ({"add_one": "def add_one(t):\n    blocks = []\n    while True:\n        blocks.append(bytearray(2**26))"}, needing("add_one"), set()),
-        "tensor_memory_bomb": ({"count": "import torch\ndef count(xs):\n    return torch.ones(2**34).sum()"}, needing("count"), set()),
+        "memory_bomb": (
+            {"add_one": "def add_one(t):\n    blocks = []\n    while True:\n        blocks.append(bytearray(2**26))"},
+            needing("add_one"),
+            set(),
+        ),
+        "tensor_memory_bomb": (
+            {"count": "import torch\ndef count(xs):\n    return torch.ones(2**34).sum()"},
+            needing("count"),
+            set(),
+        ),
         "gigabyte_of_prints": (
-            {"add_one": "def add_one(t):\n    line = 'x' * 2**20\n    for _ in range(1024):\n        print(line)\n    return t + 1"},
-            set(), needing("add_one"),  # correct after printing: may pass, if the printing fits in 2 s
+            {
+                "add_one": "def add_one(t):\n    line = 'x' * 2**20\n    for _ in range(1024):\n        print(line)\n    return t + 1"
+            },
+            set(),
+            needing("add_one"),  # correct after printing: may pass, if the printing fits in 2 s
         ),
         "fake_results_file": (
-            {"add_one": "import json\ndef add_one(t):\n    try:\n"
-             f"        open({str(results_dir / 'fake_results_file.json')!r}, 'w').write(json.dumps({{'score': 1000, 'tests': []}}))\n"
-             "    except OSError:\n        pass\n    return t - 1"},
-            needing("add_one"), set(),
+            {
+                "add_one": "import json\ndef add_one(t):\n    try:\n"
+                f"        open({str(results_dir / 'fake_results_file.json')!r}, 'w').write(json.dumps({{'score': 1000, 'tests': []}}))\n"
+                "    except OSError:\n        pass\n    return t - 1"
+            },
+            needing("add_one"),
+            set(),
         ),
         "reads_the_hidden_tests": (
-            {"count": f"def count(xs):\n    raise ValueError(open({str(hidden_tests)!r}).read())"}, needing("count"), set()
+            {"count": f"def count(xs):\n    raise ValueError(open({str(hidden_tests)!r}).read())"},
+            needing("count"),
+            set(),
         ),
-        "lists_the_tests_folder": ({"count": f"import os\ndef count(xs):\n    raise ValueError(str(os.listdir({str(tests_dir)!r})))"}, needing("count"), set()),
+        "lists_the_tests_folder": (
+            {"count": f"import os\ndef count(xs):\n    raise ValueError(str(os.listdir({str(tests_dir)!r})))"},
+            needing("count"),
+            set(),
+        ),
         "kills_every_process_it_can": (
-            {"add_one": "import os, signal\ndef add_one(t):\n    for pid in os.listdir('/proc'):\n        if pid.isdigit() and int(pid) != os.getpid():\n"
-             "            try:\n                os.kill(int(pid), signal.SIGKILL)\n            except OSError:\n                pass\n    return t + 1"},
-            set(), set(),  # it computes the right value: killing nothing it may not kill costs it nothing
+            {
+                "add_one": "import os, signal\ndef add_one(t):\n    for pid in os.listdir('/proc'):\n        if pid.isdigit() and int(pid) != os.getpid():\n"
+                "            try:\n                os.kill(int(pid), signal.SIGKILL)\n            except OSError:\n                pass\n    return t + 1"
+            },
+            set(),
+            set(),  # it computes the right value: killing nothing it may not kill costs it nothing
         ),
-        "kills_its_process_group": ({"add_one": "import os, signal\ndef add_one(t):\n    os.killpg(0, signal.SIGKILL)"}, needing("add_one"), set()),
+        "kills_its_process_group": (
+            {"add_one": "import os, signal\ndef add_one(t):\n    os.killpg(0, signal.SIGKILL)"},
+            needing("add_one"),
+            set(),
+        ),
         "monkeypatches_torch_and_pytest": (
-            {"add_one": "def _patch(f):\n    import sys, torch\n    torch.equal = lambda *a: True\n    sys.modules['pytest'] = None\n"
-             "    return f\n@_patch\ndef add_one(t):\n    return t"},
-            needing("add_one"), set(),
+            {
+                "add_one": "def _patch(f):\n    import sys, torch\n    torch.equal = lambda *a: True\n    sys.modules['pytest'] = None\n"
+                "    return f\n@_patch\ndef add_one(t):\n    return t"
+            },
+            needing("add_one"),
+            set(),
         ),
         "monkeypatches_builtins": (  # breaks the worker's own code too: it may cost every test, earns nothing
-            {"add_one": "def _patch(f):\n    import builtins\n    builtins.isinstance = lambda *a: True\n    builtins.len = lambda x: 2\n"
-             "    return f\n@_patch\ndef add_one(t):\n    return t"},
-            needing("add_one"), ALL,
+            {
+                "add_one": "def _patch(f):\n    import builtins\n    builtins.isinstance = lambda *a: True\n    builtins.len = lambda x: 2\n"
+                "    return f\n@_patch\ndef add_one(t):\n    return t"
+            },
+            needing("add_one"),
+            ALL,
         ),
         "tensor_subclass": (
-            {"add_one": "import torch\nclass MyTensor(torch.Tensor):\n    def __eq__(self, other):\n        return True\n"
-             "def add_one(t):\n    return (t + 1).as_subclass(MyTensor)"},
-            needing("add_one"), set(),
+            {
+                "add_one": "import torch\nclass MyTensor(torch.Tensor):\n    def __eq__(self, other):\n        return True\n"
+                "def add_one(t):\n    return (t + 1).as_subclass(MyTensor)"
+            },
+            needing("add_one"),
+            set(),
         ),
         "always_equal_object": (
-            {"pick": "class Anything:\n    def __eq__(self, other):\n        return True\n    def item(self):\n        return 1\n"
-             "def pick(logits):\n    return Anything()"},
-            needing("pick"), set(),
+            {
+                "pick": "class Anything:\n    def __eq__(self, other):\n        return True\n    def item(self):\n        return 1\n"
+                "def pick(logits):\n    return Anything()"
+            },
+            needing("pick"),
+            set(),
         ),
-        "returns_nan": ({"add_one": "import torch\ndef add_one(t):\n    return torch.full_like(t, float('nan'))"}, needing("add_one"), set()),
-        "wrong_dtype": ({"pick": "import torch\ndef pick(logits):\n    if logits.numel() == 0:\n        raise ValueError\n    return logits.argmax().int()"}, {"test_pick"}, set()),
-        "wrong_shape": ({"pick": "import torch\ndef pick(logits):\n    if logits.numel() == 0:\n        raise ValueError\n    return logits.argmax().reshape(1)"}, {"test_pick"}, set()),
+        "returns_nan": (
+            {"add_one": "import torch\ndef add_one(t):\n    return torch.full_like(t, float('nan'))"},
+            needing("add_one"),
+            set(),
+        ),
+        "wrong_dtype": (
+            {
+                "pick": "import torch\ndef pick(logits):\n    if logits.numel() == 0:\n        raise ValueError\n    return logits.argmax().int()"
+            },
+            {"test_pick"},
+            set(),
+        ),
+        "wrong_shape": (
+            {
+                "pick": "import torch\ndef pick(logits):\n    if logits.numel() == 0:\n        raise ValueError\n    return logits.argmax().reshape(1)"
+            },
+            {"test_pick"},
+            set(),
+        ),
         "ignores_sigterm": (
-            {"add_one": "import signal, time\ndef add_one(t):\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    while True:\n        time.sleep(1)"},
-            needing("add_one"), set(),
+            {
+                "add_one": "import signal, time\ndef add_one(t):\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    while True:\n        time.sleep(1)"
+            },
+            needing("add_one"),
+            set(),
         ),
         "thread_left_running": (
-            {"add_one": "import threading\ndef _spin():\n    while True:\n        pass\n"
-             "def add_one(t):\n    threading.Thread(target=_spin, daemon=True).start()\n    return t + 1"},
-            set(), set(),
+            {
+                "add_one": "import threading\ndef _spin():\n    while True:\n        pass\n"
+                "def add_one(t):\n    threading.Thread(target=_spin, daemon=True).start()\n    return t + 1"
+            },
+            set(),
+            set(),
         ),
         "reads_stdin": ({"count": "def count(xs):\n    return int(input())"}, needing("count"), set()),
         "unbounded_recursion": ({"count": "def count(xs):\n    return count(xs) + 1"}, needing("count"), set()),
         "imports_a_missing_module": (
-            {"add_one": "import not_a_module_anyone_installed\ndef add_one(t):\n    return not_a_module_anyone_installed.add(t, 1)"},
-            needing("add_one"), set(),
+            {
+                "add_one": "import not_a_module_anyone_installed\ndef add_one(t):\n    return not_a_module_anyone_installed.add(t, 1)"
+            },
+            needing("add_one"),
+            set(),
         ),
-        "huge_return_value": ({"add_one": "import torch\ndef add_one(t):\n    return torch.zeros(80 * 2**20)"}, needing("add_one"), set()),
+        "huge_return_value": (
+            {"add_one": "import torch\ndef add_one(t):\n    return torch.zeros(80 * 2**20)"},
+            needing("add_one"),
+            set(),
+        ),
         "garbage_on_the_grader_connection": (
-            {"count": "import os\ndef count(xs):\n    os.write(3, b'\\xff' * 64)\n    return len(xs)"}, needing("count"), set()
+            {"count": "import os\ndef count(xs):\n    os.write(3, b'\\xff' * 64)\n    return len(xs)"},
+            needing("count"),
+            set(),
         ),
         "missing_function": ({"omit": ("draw",)}, needing("draw"), set()),
         "stub_not_implemented": ({"pick": "def pick(logits):\n    raise NotImplementedError"}, needing("pick"), set()),

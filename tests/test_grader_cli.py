@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -15,19 +14,23 @@ import pytest
 import torch
 
 from grader import results as results_file
-from grader.batch import run_batch
+from grader.batch import run_batch, write_csv
 from grader.cli import main
 from grader.gradescope import build_zip
+from grader.identity import Limits
 from grader.results import ExpectedTest, Outcome
 from grader.runner import grade
-from grader.sandbox import Limits, Zygote
+from grader.sandbox import Zygote
 
 sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
 from submissions import ASSIGNMENTS, MAX_SCORE, SOLUTION, TESTS, notebook  # noqa: E402
 
 EXAMPLE = ASSIGNMENTS / "00_example"
 LIMITS = Limits(call_timeout=3.0, load_timeout=10.0)
-BLANK = {name: f"def {name}(*args, **kwargs):\n    raise NotImplementedError" for name in ("add_one", "pick", "count", "draw", "apply_twice")}
+BLANK = {
+    name: f"def {name}(*args, **kwargs):\n    raise NotImplementedError"
+    for name in ("add_one", "pick", "count", "draw", "apply_twice")
+}
 
 
 # ---------------------------------------------------------------- fast: usage mistakes and the report
@@ -56,7 +59,9 @@ def test_the_assignment_must_be_named_when_the_file_name_does_not_tell(tmp_path,
 
 def test_report_gives_every_test_its_points_and_every_lost_point_its_reason():
     tests = [ExpectedTest("a.py::t1", "t1", "first check", 2, False), ExpectedTest("b.py::t2", "t2", "", 1, True)]
-    results = results_file.build(tests, {"a.py::t1": Outcome(True), "b.py::t2": Outcome(False, "t2 raised ValueError")}, "", 1.0)
+    results = results_file.build(
+        tests, {"a.py::t1": Outcome(True), "b.py::t2": Outcome(False, "t2 raised ValueError")}, "", 1.0
+    )
     assert (results["score"], results["max_score"]) == (2, 3)
     assert [t["visibility"] for t in results["tests"]] == ["visible", "after_published"]
     text = results_file.report(results, "title")
@@ -76,6 +81,21 @@ def test_results_are_written_atomically(tmp_path):
     results_file.write(path, {"score": 2})
     assert json.loads(path.read_text()) == {"score": 2}
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]
+
+
+def test_the_scores_csv_has_a_column_per_test_and_leaves_other_files_alone(tmp_path):
+    path = tmp_path / "scores.csv"
+    (tmp_path / "scores.csv.tmp").write_text("someone else's")
+    write_csv(
+        path,
+        [
+            {"notebook": "alice.ipynb", "score": 2, "max_score": 3, "tests": {"test_a": 1, "test_b": 1}},
+            {"notebook": "bob.ipynb", "score": "", "max_score": "", "tests": {}, "error": "no results"},
+        ],
+    )
+    assert path.read_bytes() == b"notebook,score,max_score,test_a,test_b\r\nalice.ipynb,2,3,1,1\r\nbob.ipynb,,,,\r\n"
+    assert (tmp_path / "scores.csv.tmp").read_text() == "someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv", "scores.csv.tmp"]
 
 
 # ---------------------------------------------------------------- slow: real grading
@@ -116,7 +136,11 @@ def test_blank_notebook_fails_every_test_with_a_friendly_reason(tmp_path, zygote
 
 @pytest.mark.slow
 def test_hidden_feedback_shows_the_message_never_the_test_code(tmp_path, zygote):
-    path = notebook(tmp_path / "wrong.ipynb", count="def count(xs):\n    return len(xs) - 1", add_one="def add_one(t):\n    return t")
+    path = notebook(
+        tmp_path / "wrong.ipynb",
+        count="def count(xs):\n    return len(xs) - 1",
+        add_one="def add_one(t):\n    return t",
+    )
     results = grade(path, EXAMPLE, limits=LIMITS, zygote=zygote)
     by_test = {t["extra_data"]["test"].split("::")[1]: t for t in results["tests"]}
     assert by_test["test_count"]["output"] == "count is wrong for a list of 7"
@@ -128,7 +152,9 @@ def test_hidden_feedback_shows_the_message_never_the_test_code(tmp_path, zygote)
 
 @pytest.mark.slow
 def test_a_missing_function_costs_exactly_the_tests_that_need_it(tmp_path, zygote):
-    results = grade(notebook(tmp_path / "partial.ipynb", omit=("Counter", "draw")), EXAMPLE, limits=LIMITS, zygote=zygote)
+    results = grade(
+        notebook(tmp_path / "partial.ipynb", omit=("Counter", "draw")), EXAMPLE, limits=LIMITS, zygote=zygote
+    )
     failed = {t["extra_data"]["test"].split("::")[1]: t["output"] for t in results["tests"] if t["status"] == "failed"}
     assert failed == {
         "test_counter_handle": "the notebook does not define `Counter`",
@@ -184,14 +210,19 @@ def test_batch_grades_a_folder_writes_a_csv_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("submitted, expected", [(["00_example.ipynb"], "score 9/9"), ([], "no notebook"), (["a.ipynb", "b.ipynb"], "several notebooks")])
+@pytest.mark.parametrize(
+    "submitted, expected",
+    [(["00_example.ipynb"], "score 9/9"), ([], "no notebook"), (["a.ipynb", "b.ipynb"], "several notebooks")],
+)
 def test_gradescope_zip_grades_a_simulated_submission(tmp_path, submitted, expected):
     archive = build_zip("00_example", tmp_path / "autograder.zip", ASSIGNMENTS)
     root = tmp_path / "autograder"
     with zipfile.ZipFile(archive) as z:
         names = z.namelist()
         z.extractall(root / "source")
-    assert {"setup.sh", "run_autograder", "pyproject.toml", "grader/assignments/00_example/test_hidden.py"} <= set(names)
+    assert {"setup.sh", "run_autograder", "pyproject.toml", "grader/assignments/00_example/test_hidden.py"} <= set(
+        names
+    )
     assert "download.pytorch.org/whl/cpu" in (root / "source" / "setup.sh").read_text()
     assert not any("02_sampling" in n for n in names)  # only the one assignment's tests
     (root / "submission").mkdir()
@@ -200,8 +231,12 @@ def test_gradescope_zip_grades_a_simulated_submission(tmp_path, submitted, expec
     run_autograder = root / "run_autograder"  # where Gradescope puts it
     run_autograder.write_bytes((root / "source" / "run_autograder").read_bytes())
     run_autograder.chmod(0o755)
-    env = dict(os.environ, GRADER_AUTOGRADER_ROOT=str(root), PYTHONPATH=str(root / "source"),
-               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env = dict(
+        os.environ,
+        GRADER_AUTOGRADER_ROOT=str(root),
+        PYTHONPATH=str(root / "source"),
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    )
     done = subprocess.run([str(run_autograder)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     results = json.loads((root / "results" / "results.json").read_text())
@@ -213,7 +248,12 @@ def test_gradescope_zip_grades_a_simulated_submission(tmp_path, submitted, expec
 def test_check_runs_the_visible_tests_on_a_list_of_cells_and_never_raises(tmp_path, capsys):
     from grader import check
 
-    cells = ["import torch", "def add_one(t):\n    return t + 1", "add_one(torch.zeros(1))", "def pick(logits):\n    raise NotImplementedError"]
+    cells = [
+        "import torch",
+        "def add_one(t):\n    return t + 1",
+        "add_one(torch.zeros(1))",
+        "def pick(logits):\n    raise NotImplementedError",
+    ]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("grader.selfcheck._session_cells", lambda: cells)
         results = check("00_example", tests_dir=ASSIGNMENTS)
@@ -225,37 +265,29 @@ def test_check_runs_the_visible_tests_on_a_list_of_cells_and_never_raises(tmp_pa
     assert "pass the notebook's path" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="folders are closed to the worker only when grading as root")
-def test_private_folders_get_their_modes_back_when_the_last_grading_ends(tmp_path):
-    from grader.sandbox import private
+@pytest.mark.skipif(os.geteuid() != 0, reason="the worker's view of the file system is narrowed only as root")
+def test_the_worker_sees_the_tests_and_the_solutions_empty(tmp_path, zygote):
+    """The kit's folders keep their modes (readable by all here); the worker, in a mount namespace, sees them empty,
+    and the tests in use run from a private copy."""
+    from grader.runner import ASSIGNMENTS_DIR, SOLUTIONS_DIR
 
-    shared, own = tmp_path / "solutions", tmp_path / "results"
-    shared.mkdir(mode=0o755)
-    own.mkdir(mode=0o751)
-    shared.chmod(0o755)
-    own.chmod(0o751)
-    with private([shared]):
-        with private([shared, own]):  # a concurrent grading holding the same folder
-            assert stat.S_IMODE(shared.stat().st_mode) == 0o700 and stat.S_IMODE(own.stat().st_mode) == 0o700
-        assert stat.S_IMODE(shared.stat().st_mode) == 0o700  # still held by the first
-        assert stat.S_IMODE(own.stat().st_mode) == 0o751
-    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
-    with pytest.raises(KeyboardInterrupt), private([shared]):
-        raise KeyboardInterrupt
-    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
-    # a grading killed while holding the folder: the next one to look gives its mode back
-    child = os.fork()
-    if child == 0:
-        try:
-            with private([shared]):
-                os.kill(os.getpid(), signal.SIGKILL)
-        finally:
-            os._exit(1)
-    os.waitpid(child, 0)
-    assert stat.S_IMODE(shared.stat().st_mode) == 0o700
-    with private([own]):
-        pass
-    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    folders = [str(SOLUTIONS_DIR), str(ASSIGNMENTS_DIR)]
+    modes = {f: stat.S_IMODE(os.stat(f).st_mode) for f in folders}
+    assert all(mode & 0o005 == 0o005 for mode in modes.values()), "the test needs folders that others can read"
+    path = notebook(
+        tmp_path / "peek.ipynb",
+        "import os\n"
+        f"def peek():\n    seen = []\n    for folder in {folders!r}:\n"
+        "        try:\n            seen += os.listdir(folder)\n        except OSError:\n            pass\n    return seen",
+    )
+    tests = tmp_path / "peek_tests"
+    tests.mkdir()
+    (tests / "test_visible.py").write_text(
+        "def test_peek(student):\n    seen = student.peek()\n    assert seen == [], f'the worker saw {seen}'\n"
+    )
+    results = grade(path, tests, limits=LIMITS, zygote=zygote)
+    assert results["tests"][0]["status"] == "passed", results["tests"][0]["output"]
+    assert {f: stat.S_IMODE(os.stat(f).st_mode) for f in folders} == modes, "no folder's mode was changed"
 
 
 def test_killing_a_dead_worker_never_kills_the_process_that_got_its_pid(tmp_path):

@@ -29,8 +29,11 @@ from grader.testing import expect_number, expect_tensor, expose
 
 def _roundtrip(value, export=None):
     exported = []
-    codec = wire.Codec(export or (lambda v, enc: exported.append(v) or {"$": "handle", "id": 1, "type": type(v).__name__}),
-                       lambda tree, dec: ("handle", tree["type"]), lambda i: ("own", i))
+    codec = wire.Codec(
+        export or (lambda v, enc: exported.append(v) or {"$": "handle", "id": 1, "type": type(v).__name__}),
+        lambda tree, dec: ("handle", tree["type"]),
+        lambda i: ("own", i),
+    )
     a, b = socket.socketpair()
     with a, b:
         buffers: list = []
@@ -329,7 +332,10 @@ def test_student_errors_are_one_family():
 
 def test_a_tensor_argument_modified_in_place_fails_the_call(endpoint):
     logits = torch.tensor([1.0, -2.0, 4.0])
-    with pytest.raises(StudentModifiedArgument, match=r"divide_in_place modified its argument `logits` in place; it must return a new tensor"):
+    with pytest.raises(
+        StudentModifiedArgument,
+        match=r"divide_in_place modified its argument `logits` in place; it must return a new tensor",
+    ):
         call(endpoint, "divide_in_place", logits, 2.0)
     assert logits.tolist() == [1.0, -2.0, 4.0]  # the grader's tensor never changes: the worker had a copy
     with pytest.raises(StudentModifiedArgument, match="`logits`"):
@@ -351,7 +357,9 @@ def test_arguments_returned_unchanged_or_left_alone_pass(endpoint):
 
 
 def test_a_call_may_be_allowed_to_modify_its_arguments(endpoint):
-    out = endpoint.call("invoke", 0, "divide_in_place", (torch.tensor([2.0]), 2.0), {}, label="d", check_arguments=False)
+    out = endpoint.call(
+        "invoke", 0, "divide_in_place", (torch.tensor([2.0]), 2.0), {}, label="d", check_arguments=False
+    )
     assert out.tolist() == [1.0]
 
 

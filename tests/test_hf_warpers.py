@@ -8,18 +8,16 @@ TopKLogitsWarper keeps ties at the boundary, like the spec; its rows are drawn w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from course.kit import ROOT
 from course.notebook import load_notebook
 
 logits_process = pytest.importorskip(
     "transformers.generation.logits_process", reason="transformers is not installed (pip install '.[hf]')"
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 ROWS, VOCAB = 10_000, 50
 
 

@@ -1,12 +1,19 @@
-"""The course GPT: shapes, sizes, weight tying, the cache protocol, and instrumentation that costs nothing when off."""
+"""The course GPT: shapes, sizes, weight tying, the cache protocol (which every cache of the kit follows), and
+instrumentation that costs nothing when off."""
 
 from __future__ import annotations
+
+import runpy
 
 import pytest
 import torch
 
-from course.model import GPT, GPTConfig, Probe, preset
+from course import lens
+from course.kit import ROOT
+from course.model import GPT, GPTConfig, KVCacheProtocol, Probe, preset
+from course.notebook import load_notebook
 from course.tokenizer import DEFAULT_VOCAB_SIZE
+from grader.testing import helper_module
 
 SMALL = GPTConfig(vocab_size=97, block_size=16, n_layer=3, n_head=2, n_embd=16)
 
@@ -79,6 +86,27 @@ def test_cache_gives_the_full_forward_logits_chunk_by_chunk(model):
     assert [layer for layer, _ in cache.calls] == list(range(SMALL.n_layer)) * len(pieces)
     assert cache.calls[0][1] == (2, SMALL.n_head, 7, head_dim)
     assert cache.calls[-1][1] == (2, SMALL.n_head, 1, head_dim)
+
+
+def kit_caches() -> dict[str, object]:
+    """One instance of every cache the kit hands to the model, by where it lives."""
+    solution = load_notebook(ROOT / "solutions" / "04_kv_cache.ipynb").namespace
+    kv = helper_module(ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py", "kv_support.py")
+    bench = runpy.run_path(str(ROOT / "bench" / "decode.py"))  # defines the benchmark's names, runs nothing
+    return {
+        "tests ListCache": ListCache(),
+        "solutions/04 KVCache": solution["KVCache"](),
+        "kv_support CacheSpy": kv.CacheSpy(ListCache(), kv.Forward(index=0), {}),
+        "lens RecordingCache": lens.RecordingCache(),
+        "lens SubstitutingCache": lens.SubstitutingCache(),
+        "bench CatCache": bench["CatCache"](),
+    }
+
+
+def test_every_cache_of_the_kit_follows_the_protocol():
+    caches = kit_caches()
+    assert [name for name, cache in caches.items() if not isinstance(cache, KVCacheProtocol)] == []
+    assert not isinstance([], KVCacheProtocol)  # a length without update() is not a cache
 
 
 def test_a_full_cache_refuses_more_positions(model):

@@ -4,7 +4,7 @@ points, with feedback that names its symptom.
 Each mutant is a small Python file that redefines `KVCache` and/or `generate`; it is graded as the
 solution notebook with one more code cell holding the mutant (the later definition wins, as it does
 for a student who redefines a function further down). Its `# symptom: REGEX` line says what the
-feedback of at least one failed test must mention. Run with `-s` to see the table of points lost.
+feedback of at least one failed test must mention. The table of points lost is printed after the results.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from course.kit import ROOT
+
 SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 MUTANTS = sorted((Path(__file__).parent / "mutants_kv").glob("*.py"))
 
@@ -53,33 +54,21 @@ def graded(tmp_path_factory) -> dict[str, dict]:
     return {m.stem: json.loads((folder / "results" / f"04_kv_cache-{m.stem}.json").read_text()) for m in MUTANTS}
 
 
-_TABLE: dict[str, tuple[float, float, str]] = {}
-
-
 def test_mutant_suite_is_big_enough():
     assert len(MUTANTS) >= 8, [p.name for p in MUTANTS]
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[p.stem for p in MUTANTS])
-def test_mutant_loses_points_with_its_symptom(mutant, graded):
+def test_mutant_loses_points_with_its_symptom(mutant, graded, mutant_table):
     results = graded[mutant.stem]
     total = sum(t["max_score"] for t in results["tests"])
     failed = [t for t in results["tests"] if t["score"] < t["max_score"]]
     first = failed[0]["output"].splitlines()[0] if failed else ""
-    _TABLE[mutant.stem] = (total - results["score"], total, first)
+    table = mutant_table("04_kv_cache: points each mutant lost", "mutant", "lost", "first failed test's feedback")
+    table.append((mutant.stem, f"{total - results['score']:g}/{total:g}", first[:110]))
     assert failed, f"{mutant.stem} ({_description(mutant)}) scored full marks"
     pattern = _symptom(mutant)
     assert any(pattern.search(t["output"]) for t in failed), (
         f"{mutant.stem}: no failed test's feedback matches {pattern.pattern!r}; feedback was:\n"
         + "\n".join(f"- {t['name']}: {t['output']}" for t in failed)
     )
-
-
-def test_print_table():
-    """Run last (file order): the table mutant -> points lost, for the report."""
-    if not _TABLE:
-        pytest.skip("no mutant was graded in this session")
-    width = max(map(len, _TABLE))
-    print(f"\n{'mutant':<{width}}  lost  first failed test's feedback")
-    for name, (lost, total, first) in sorted(_TABLE.items()):
-        print(f"{name:<{width}}  {lost:>3g}/{total:g}  {first[:110]}")

@@ -2,7 +2,8 @@
 
 Every mutant (tests/mutants/<assignment>/<name>.py) is the solution notebook plus one cell that redefines
 a graded function wrongly. All are graded in one `grader batch` run per assignment (tests/mutants/harness.py).
-A failed hidden test must explain itself without showing the test's code.
+A failed hidden test must explain itself without showing the test's code. The table of points each mutant
+lost is printed after the results.
 """
 
 from __future__ import annotations
@@ -13,31 +14,17 @@ from mutants.harness import ASSIGNMENTS, graded, mutants
 
 pytestmark = pytest.mark.slow
 
-# Mutants that the grader cannot catch yet; they stay in the suite, reported in the table. The in-place
-# mutants (temperature_in_place, topk_in_place, penalties_in_place) are caught since the grader compares
-# every tensor argument after each call with what it sent.
-NOT_DETECTABLE_YET: set[str] = set()
-
-
-def _table(assignment: str) -> str:
-    results = graded(assignment)
-    lines = [f"{'mutant':<34} lost / total   failing tests", "-" * 80]
-    for name, (description, _) in mutants(assignment).items():
-        g = results[f"mutant-{name}"]
-        lines.append(f"{name:<34} {g.max_score - g.score:>4g} / {g.max_score:<5g}  {len(g.failed)}   {description}")
-    return "\n".join(lines)
-
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_every_mutant_loses_points(assignment, capsys):
+def test_every_mutant_loses_points(assignment, mutant_table):
     results = graded(assignment)
-    with capsys.disabled():
-        print(f"\n{assignment}\n{_table(assignment)}")
-    escaped = [
-        name
-        for name in mutants(assignment)
-        if name not in NOT_DETECTABLE_YET and results[f"mutant-{name}"].score >= results[f"mutant-{name}"].max_score
-    ]
+    table = mutant_table(f"{assignment}: points each mutant lost", "mutant", "lost", "failing tests", "what it does")
+    escaped = []
+    for name, (description, _) in mutants(assignment).items():
+        g = results[f"mutant-{name}"]
+        table.append((name, f"{g.max_score - g.score:g}/{g.max_score:g}", str(len(g.failed)), description))
+        if g.score >= g.max_score:
+            escaped.append(name)
     assert not escaped, f"mutants of {assignment} that scored full marks: {escaped}"
     assert len(mutants(assignment)) >= 10
 

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_checkpoint import TEXT, make_tokenizer
 
 import course.cli as cli
 from course.checkpoint import load_checkpoint, load_train_state
@@ -18,6 +17,7 @@ from course.errors import UserError
 from course.evaluate import perplexity, windows
 from course.model import GPT, GPTConfig
 from course.train import TrainConfig, TrainingData, batch_for_step, learning_rate, make_optimizer, train, train_step
+from test_checkpoint import TEXT, make_tokenizer
 
 MY_COMMANDS = ["course.train", "course.evaluate", "course.export_hf"]
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[2]
+from course.kit import ROOT
+
 MUTANTS = Path(__file__).resolve().parent
 ASSIGNMENTS = ("02_sampling", "03_penalties")
 
@@ -82,8 +83,8 @@ def graded(assignment: str) -> dict[str, Graded]:
     for name, notebook in _planned_notebooks(assignment).items():
         nbformat.write(notebook, notebooks / f"{name}.ipynb")
     results_dir = folder / "results"
-    command = [sys.executable, "-m", "grader.cli", "batch", str(notebooks), "--assignment", assignment,
-               "--jobs", str(min(2, os.cpu_count() or 1)), "--results-dir", str(results_dir), "--quiet"]
+    command = [sys.executable, "-m", "grader.cli", "batch", str(notebooks), "--assignment", assignment]
+    command += ["--jobs", str(min(2, os.cpu_count() or 1)), "--results-dir", str(results_dir), "--quiet"]
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=1500)
     assert run.returncode == 0, f"grader batch failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
     out = {}

@@ -13,7 +13,7 @@ from mutants.harness import ROOT, notebook_from_cells
 
 LOOPS_02 = [
     # the pipeline first, before the functions it calls (cells run top to bottom, calls happen later)
-    '''
+    """
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     x = apply_temperature(logits, temperature)
     if top_k is not None:
@@ -21,9 +21,9 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     if top_p is not None:
         x = top_p_filter(x, top_p)
     return sample(x, generator)
-''',
+""",
     "import torch\nimport numpy as np\nimport math",
-    '''
+    """
 def _rows(t):
     return t.reshape(-1, t.shape[-1])
 
@@ -36,7 +36,7 @@ def greedy(logits):
                 best = i
         out.append(best)
     return torch.tensor(out, dtype=torch.long).reshape(logits.shape[:-1])
-''',
+""",
     "print('a demo line the grader ignores'); x = greedy(torch.tensor([1.0, 2.0]))",
     '''
 def sample(logits, generator=None):
@@ -47,7 +47,7 @@ def sample(logits, generator=None):
     ids = torch.searchsorted(cdf, u, right=True).squeeze(-1)
     return ids.clamp(max=probs.shape[-1] - 1).reshape(logits.shape[:-1])
 ''',
-    '''
+    """
 def apply_temperature(logits, temperature):
     if temperature <= 0 or temperature != temperature:
         raise ValueError("temperature must be > 0")
@@ -64,8 +64,8 @@ def top_k_filter(logits, k):
         keep[r] = values[r] >= threshold
     mask = torch.from_numpy(keep).reshape(logits.shape)
     return torch.where(mask, logits, torch.full_like(logits, -math.inf))
-''',
-    '''
+""",
+    """
 def top_p_filter(logits, p):
     if not (0 < p <= 1):
         raise ValueError("p must be in (0, 1]")
@@ -83,7 +83,7 @@ def top_p_filter(logits, p):
                 flat[r, i] = -math.inf
             mass += row[i]
     return out
-''',
+""",
 ]
 
 MERGED_02 = [
@@ -152,7 +152,7 @@ GIVEN_02 = {"greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filt
 
 COUNTER_03 = [
     "from collections import Counter\nimport torch",
-    '''
+    """
 def sample_with_penalties(logits, history, temperature=1.0, top_k=None, top_p=None,
                           frequency_penalty=1.0, presence_penalty=1.0, generator=None):
     return sample_next(apply_penalties(logits, history, frequency_penalty, presence_penalty),
@@ -171,8 +171,8 @@ def penalty_scales(history, vocab_size, frequency_penalty=1.0, presence_penalty=
             raise ValueError(f"k_{token} = {k} <= 0")
         scales.append(k)
     return torch.tensor(scales, dtype=torch.float32)
-''',
-    '''
+""",
+    """
 def apply_penalties(logits, history, frequency_penalty=1.0, presence_penalty=1.0):
     k = penalty_scales(history, logits.shape[-1], frequency_penalty, presence_penalty)
     x = logits.to(torch.float32).clone()
@@ -182,7 +182,7 @@ def apply_penalties(logits, history, frequency_penalty=1.0, presence_penalty=1.0
         if finite and min(finite) < 0:
             rows[r] = rows[r] - min(finite)
     return (x / k).to(logits.dtype)
-''',
+""",
 ]
 
 

@@ -17,7 +17,7 @@ def generate(model, prompt_ids, max_new_tokens, next_token=greedy, use_cache=Tru
                 logits = model(ids[:, -block_size:], cache=cache)
             else:
                 cache = KVCache()
-                logits = model(ids[:, -(block_size - 1):], cache=cache)
+                logits = model(ids[:, -(block_size - 1) :], cache=cache)
             new = next_token(logits[:, -1, :])
             ids = torch.cat([ids, new.reshape(-1, 1).to(ids)], dim=1)
     return ids

@@ -1,5 +1,5 @@
 """Trusted helpers of the 04_kv_cache tests: the real model wrapped in a recorder, a trusted next_token,
-the uncached reference, and the checks that turn what was recorded into feedback.
+the uncached reference (the library's own loop), and the checks that turn what was recorded into feedback.
 
 How the tests observe decoding where student code cannot rewrite it: the test runs the real course
 model HERE, in the grader, wrapped in a `Recorder` and exposed to the student's `generate`. When the
@@ -18,7 +18,9 @@ from types import SimpleNamespace
 
 import torch
 
+from course.generation import generate
 from course.model import GPT, GPTConfig
+from grader.rpc import StudentObject
 from grader.testing import StudentError, expect_tensor, expose, type_name
 
 TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (SPEC 5.3)
@@ -39,8 +41,8 @@ def prompt(batch: int, positions: int, vocab: int = SMALL["vocab_size"], seed: i
 
 
 def handle_key(cache):
-    """One key per student cache object: its handle id (a proxy is rebuilt at every crossing)."""
-    return ("handle", cache.__dict__.get("_id")) if "_id" in getattr(cache, "__dict__", {}) else ("object", id(cache))
+    """One key per student cache object: its handle (a proxy is rebuilt at every crossing)."""
+    return ("handle", cache.handle) if isinstance(cache, StudentObject) else ("object", id(cache))
 
 
 @dataclass
@@ -53,7 +55,6 @@ class Forward:
     with_cache: bool = False
     cached: int | None = None  # len(cache) at the start of the forward
     ids: torch.Tensor | None = None
-    last_logits: torch.Tensor | None = None
     run_through_cache: int | None = None  # positions this cache had been given before, as seen here
     max_diff: float | None = None  # largest difference from a full recomputation without a cache
     error: str | None = None
@@ -95,7 +96,7 @@ class Recorder:
             raise TypeError(record.error)
         record.batch, record.positions = idx.shape
         record.ids = idx.clone()
-        spy = None if cache is None else _CacheSpy(cache, record, self._update_methods)
+        spy = None if cache is None else CacheSpy(cache, record, self._update_methods)
         try:
             with torch.no_grad():
                 logits = self.model(idx, cache=spy)
@@ -105,7 +106,6 @@ class Recorder:
         except Exception as error:  # the model's own error (ids out of range, past the context, bad shapes)
             record.error = record.error or f"{type(error).__name__}: {error}"
             raise
-        record.last_logits = logits[:, -1].clone()
         if cache is not None:
             self._check_against_full(record, cache, idx, logits)
         return logits
@@ -127,9 +127,10 @@ class Recorder:
             record.max_diff = (logits - full).abs().max().item()
 
 
-class _CacheSpy:
-    """What the real model gets as its cache: passes len() and update() on to the student's cache, records
-    len(cache) as the model read it, and checks what update returns before the attention uses it."""
+class CacheSpy:
+    """What the real model gets as its cache (a `course.model.KVCacheProtocol`): passes len() and update() on
+    to the student's cache, records len(cache) as the model read it, and checks what update returns before
+    the attention uses it."""
 
     def __init__(self, cache, record: Forward, methods: dict):
         self.cache, self.record, self.methods = cache, record, methods
@@ -149,7 +150,12 @@ class _CacheSpy:
             self.record.error = f"KVCache.update returned a {type_name(result)}, not the pair (k_all, v_all)"
             raise TypeError(self.record.error)
         for name, got, new in zip(("keys", "values"), result, (k, v)):
-            if type(got) is not torch.Tensor or got.dim() != 4 or got.shape[:2] != new.shape[:2] or got.size(3) != new.size(3):
+            if (
+                type(got) is not torch.Tensor
+                or got.dim() != 4
+                or got.shape[:2] != new.shape[:2]
+                or got.size(3) != new.size(3)
+            ):
                 shape = tuple(got.shape) if type(got) is torch.Tensor else type_name(got)
                 self.record.error = (
                     f"KVCache.update({layer}, k, v) with k and v of shape {tuple(new.shape)} returned {name} of "
@@ -161,18 +167,24 @@ class _CacheSpy:
 
 
 class Picker:
-    """A trusted next_token: records the logits it is given; picks greedily, or the second most likely token."""
+    """A trusted next_token (`course.generation.NextToken`): records the logits it is given, and the history
+    when it is given one; picks greedily, or the second most likely token.
+
+    `history` is optional: a `generate` written to the earlier one-argument call, `next_token(logits)`,
+    grades exactly as before.
+    """
 
     def __init__(self, rule: str = "greedy"):
         self.rule = rule
         self.seen: list[torch.Tensor] = []
+        self.histories: list = []
         self.chosen: list[torch.Tensor] = []
         self.problem: str | None = None
 
     def exposed(self):
         return expose(self)
 
-    def __call__(self, logits):
+    def __call__(self, logits, history=None):
         if type(logits) is not torch.Tensor:
             self.problem = self.problem or f"next_token was given a {type(logits).__name__}, not a tensor of logits"
             raise TypeError(self.problem)
@@ -182,6 +194,8 @@ class Picker:
                 "logits, shape (batch, vocab)"
             )
         self.seen.append(logits.clone())
+        if history is not None:
+            self.histories.append(history.clone() if type(history) is torch.Tensor else history)
         chosen = pick(logits, self.rule)
         self.chosen.append(chosen)
         return chosen
@@ -196,21 +210,18 @@ def pick(logits: torch.Tensor, rule: str) -> torch.Tensor:
 
 
 def reference(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, rule: str = "greedy"):
-    """Decoding without a cache, here: (ids, [logits of each step, (batch, vocab)])."""
-    block = model.config.block_size
-    ids, steps = prompt_ids, []
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
-            logits = model(ids[:, -block:])[:, -1]
-            steps.append(logits)
-            ids = torch.cat([ids, pick(logits, rule)[:, None]], dim=1)
-    return ids, steps
+    """Decoding without a cache, here, by the library's loop: (ids, [logits of each step, (batch, vocab)])."""
+    picker = Picker(rule)
+    ids = generate(model, prompt_ids, max_new_tokens, picker)
+    return ids, picker.seen
 
 
 # ---------------------------------------------------------------- running and checking
 
 
-def run_generate(student, recorder: Recorder, prompt_ids, max_new_tokens, picker: Picker | None = None, timeout=60, **kwargs):
+def run_generate(
+    student, recorder: Recorder, prompt_ids, max_new_tokens, picker: Picker | None = None, timeout=60, **kwargs
+):
     """Call the student's generate with the recorded model; on failure, say what the recorder saw."""
     args = [recorder.exposed(), prompt_ids, max_new_tokens]
     if picker is not None:
@@ -222,8 +233,10 @@ def run_generate(student, recorder: Recorder, prompt_ids, max_new_tokens, picker
         if failed is not None:
             hint = ""
             if "do not fit the context length" in failed.error:
-                hint = (" (the model has positions for block_size tokens only: without a cache, run the last "
-                        "block_size tokens; with one, re-fill a fresh cache from the last window when it is full)")
+                hint = (
+                    " (the model has positions for block_size tokens only: without a cache, run the last "
+                    "block_size tokens; with one, re-fill a fresh cache from the last window when it is full)"
+                )
             detail = f"; it failed in the model call of step {failed.index} ({describe_forward(failed)})"
             if failed.error.split(": ", 1)[-1] not in str(error):
                 detail += f": {failed.error}"

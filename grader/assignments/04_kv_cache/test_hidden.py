@@ -10,13 +10,7 @@ import torch
 
 from grader.testing import expect_number, expect_tensor, helper_module, points
 
-
 kv = helper_module(__file__, "kv_support.py")
-
-
-def _assert_cached_run_ok(recorder, ids, n, out, picker=None):
-    problems = kv.cached_run_problems(recorder, ids, n, out, picker)
-    assert not problems, problems[0]
 
 
 # ---------------------------------------------------------------- KVCache
@@ -136,7 +130,10 @@ def test_generate_uses_next_token(student):
     picker = kv.Picker("second")
     out = kv.check_result(kv.run_generate(student, recorder, ids, 6, picker=picker), ids, 6)
     expected, steps = kv.reference(model, ids, 6, rule="second")
-    assert len(picker.seen) > 0, "generate never called next_token: pick each token with next_token(logits)"
+    assert len(picker.seen) > 0, (
+        "generate never called next_token: pick each token with next_token(logits, ids), the last position's logits "
+        "and the ids so far"
+    )
     problems = kv.logits_problems(picker, steps)
     assert not problems, problems[0]
     assert torch.equal(out, expected), "the new tokens are not the ones next_token returned"

@@ -11,7 +11,6 @@ import torch
 
 from grader.testing import expect_number, expect_tensor, helper_module, points
 
-
 kv = helper_module(__file__, "kv_support.py")
 
 
@@ -35,9 +34,8 @@ def test_first_update_returns_its_keys_and_values(student):
     expect_tensor(k_all, shape=(1, 2, 3, 4), what="the keys returned by the first update")
     expect_tensor(v_all, shape=(1, 2, 3, 4), what="the values returned by the first update")
     assert torch.equal(k_all, k), "the first update should return the keys it was given (nothing was cached before)"
-    assert torch.equal(v_all, v), (
-        "the first update should return the values it was given as its second result"
-        + (" (it returned the keys instead)" if torch.equal(v_all, k) else "")
+    assert torch.equal(v_all, v), "the first update should return the values it was given as its second result" + (
+        " (it returned the keys instead)" if torch.equal(v_all, k) else ""
     )
 
 
@@ -103,7 +101,9 @@ def test_model_with_your_cache_matches_the_full_forward(student):
         for i in range(5, 8):
             steps.append(model(ids[:, i : i + 1], cache=cache)[:, -1])
     n = len(cache)
-    assert n == 8, f"after the model ran 5 positions and then 3 single ones through the cache, len(cache) should be 8, got {n}"
+    assert n == 8, (
+        f"after the model ran 5 positions and then 3 single ones through the cache, len(cache) should be 8, got {n}"
+    )
     for i, got in zip(range(4, 8), steps):
         diff = (got - full[:, i]).abs().max().item()
         assert diff <= kv.TOLERANCE, (
@@ -158,7 +158,9 @@ def test_generate_same_logits_at_every_step(student):
     expected, steps = kv.reference(model, ids, 7)
     problems = kv.logits_problems(picker, steps)
     assert not problems, problems[0]
-    assert torch.equal(out, expected), "the tokens differ from the ones next_token chose: append what next_token returns"
+    assert torch.equal(out, expected), (
+        "the tokens differ from the ones next_token chose: append what next_token returns"
+    )
 
 
 @points(5)
@@ -170,7 +172,9 @@ def test_generate_without_cache_reruns_the_context(student):
     out = kv.check_result(kv.run_generate(student, recorder, ids, 5, use_cache=False), ids, 5)
     expected, _ = kv.reference(model, ids, 5)
     forwards = recorder.forwards
-    assert len(forwards) == 5, f"without the cache generate should run the model once per new token (5), not {len(forwards)} times"
+    assert len(forwards) == 5, (
+        f"without the cache generate should run the model once per new token (5), not {len(forwards)} times"
+    )
     for step, f in enumerate(forwards):
         assert not f.with_cache, f"with use_cache=False, step {step} still passed a cache to the model"
         assert f.positions == 5 + step, (

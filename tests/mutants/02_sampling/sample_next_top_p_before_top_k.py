@@ -1,4 +1,6 @@
 """sample_next applies top-p before top-k"""
+
+
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     logits = apply_temperature(logits, temperature)
     if top_p is not None:

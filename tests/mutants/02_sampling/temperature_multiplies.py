@@ -1,4 +1,6 @@
 """temperature multiplies the logits instead of dividing"""
+
+
 def apply_temperature(logits, temperature):
     if not temperature > 0:
         raise ValueError(temperature)

@@ -1,4 +1,6 @@
 """top_k_filter writes -inf into its input (the caller's logits change)"""
+
+
 def top_k_filter(logits, k):
     if k < 1:
         raise ValueError(k)

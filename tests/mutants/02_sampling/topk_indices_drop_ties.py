@@ -1,4 +1,6 @@
 """top-k keeps exactly the k indices torch.topk returns: ties at the boundary are dropped"""
+
+
 def top_k_filter(logits, k):
     if k < 1:
         raise ValueError(k)

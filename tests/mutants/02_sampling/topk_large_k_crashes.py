@@ -1,4 +1,6 @@
 """top-k calls torch.topk with k > vocabulary size (no clamp): a RuntimeError"""
+
+
 def top_k_filter(logits, k):
     if k < 1:
         raise ValueError(k)

@@ -1,4 +1,6 @@
 """top-k compares with the (k+1)-th largest logit: keeps one token too many"""
+
+
 def top_k_filter(logits, k):
     if k < 1:
         raise ValueError(k)

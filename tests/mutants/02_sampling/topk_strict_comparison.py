@@ -1,4 +1,6 @@
 """top-k removes logits <= the k-th largest (strict > keeps): the k-th token itself is lost"""
+
+
 def top_k_filter(logits, k):
     if k < 1:
         raise ValueError(k)

@@ -1,4 +1,6 @@
 """top-p keeps only tokens whose inclusive cumulative sum is < p: drops the token that crosses p"""
+
+
 def top_p_filter(logits, p):
     if not 0 < p <= 1:
         raise ValueError(p)

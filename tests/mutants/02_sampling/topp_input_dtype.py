@@ -1,4 +1,6 @@
 """top-p computes the softmax and cumulative sum in the logits' dtype (float16/bfloat16 rounding)"""
+
+
 def top_p_filter(logits, p):
     if not 0 < p <= 1:
         raise ValueError(p)

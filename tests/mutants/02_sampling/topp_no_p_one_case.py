@@ -1,4 +1,6 @@
 """top-p relies on the float32 cumulative sum for p = 1 (drops tokens too small to move the sum)"""
+
+
 def top_p_filter(logits, p):
     if not 0 < p <= 1:
         raise ValueError(p)

@@ -1,4 +1,6 @@
 """top-p accepts p outside (0, 1] (no ValueError)"""
+
+
 def top_p_filter(logits, p):
     if p >= 1:
         return logits.clone()

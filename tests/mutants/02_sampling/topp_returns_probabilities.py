@@ -1,4 +1,6 @@
 """top-p returns the filtered probabilities instead of the filtered logits"""
+
+
 def top_p_filter(logits, p):
     if not 0 < p <= 1:
         raise ValueError(p)

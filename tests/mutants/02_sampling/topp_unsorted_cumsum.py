@@ -1,4 +1,6 @@
 """top-p accumulates the probabilities in vocabulary order, without sorting"""
+
+
 def top_p_filter(logits, p):
     if not 0 < p <= 1:
         raise ValueError(p)

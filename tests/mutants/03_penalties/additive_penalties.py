@@ -1,4 +1,6 @@
 """penalties subtracted from the logits (OpenAI-style) instead of the lecture's division by k"""
+
+
 def apply_penalties(logits, history, frequency_penalty=1.0, presence_penalty=1.0):
     history = torch.as_tensor(history, dtype=torch.long)
     counts = torch.zeros(*history.shape[:-1], logits.shape[-1])

@@ -1,4 +1,6 @@
 """penalty_scales counts each token at most once (frequency behaves like presence)"""
+
+
 def penalty_scales(history, vocab_size, frequency_penalty=1.0, presence_penalty=1.0):
     history = torch.as_tensor(history, dtype=torch.long)
     seen = torch.zeros(*history.shape[:-1], vocab_size)

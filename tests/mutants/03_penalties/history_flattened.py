@@ -1,4 +1,6 @@
 """penalty_scales counts the whole 2-D history together instead of row by row"""
+
+
 def penalty_scales(history, vocab_size, frequency_penalty=1.0, presence_penalty=1.0):
     history = torch.as_tensor(history, dtype=torch.long)
     counts = torch.bincount(history.reshape(-1), minlength=vocab_size).float()

@@ -1,4 +1,6 @@
 """apply_penalties always subtracts the minimum, even when no logit is negative"""
+
+
 def apply_penalties(logits, history, frequency_penalty=1.0, presence_penalty=1.0):
     scales = penalty_scales(history, logits.shape[-1], frequency_penalty, presence_penalty)
     x = logits.float()

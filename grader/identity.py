@@ -1,0 +1,159 @@
+"""Who a worker runs as, and what it may use.
+
+`Limits` are the worker's resource limits. `WorkerUser.claim()`, run as root, gives a grading a uid
+and gid of its own (never a real account's, never one a concurrent grading holds), so its worker can
+neither signal nor read anything of the grader's, and `kill_all` ends every process of that uid,
+detached or not. Not run as root there is no uid to claim: the worker has the grader's own rights.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import stat
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+WORKER_UIDS = range(40000, 60000)  # no account uses them; inside a user namespace's usual 65536
+CLAIMS_FOLDER = Path("/run/grader-worker-uids")  # root only: one locked file per uid in use
+
+
+@dataclass(frozen=True)
+class Limits:
+    call_timeout: float = 10.0  # seconds per call into student code (a test may ask for more)
+    load_timeout: float = 30.0  # seconds to run the notebook's definitions
+    memory_bytes: int = 4 * 2**30  # address space a worker may add to what torch maps
+    file_bytes: int = 64 * 2**20  # largest file a worker may write
+    output_bytes: int = 2**20  # stdout + stderr kept per worker; the rest is dropped
+    processes: int = 64  # processes and threads of the worker's uid (root only)
+    cpu_seconds: int = 600  # CPU time per worker: a backstop behind the per-call deadlines
+    message_bytes: int = 256 * 2**20  # largest message across the boundary
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+@dataclass(frozen=True)
+class WorkerUser:
+    uid: int
+    gid: int
+
+    @classmethod
+    @contextmanager
+    def claim(cls):
+        """A uid that no other grading holds, for as long as the `with` block; None unless root.
+
+        The claim is an flock on a file named after the uid: the kernel drops it when the holder dies.
+        """
+        if not running_as_root():
+            yield None
+            return
+        claims = _root_only_folder(CLAIMS_FOLDER)
+        start = os.getpid()
+        for offset in range(len(WORKER_UIDS)):
+            uid = WORKER_UIDS[(start + offset) % len(WORKER_UIDS)]
+            fd = os.open(claims / str(uid), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            user = cls(uid, uid)
+            user.kill_all()  # a grading killed before it could clean up may have left processes of this uid
+            if user.processes():  # still there: they could signal our workers; take another uid
+                os.close(fd)
+                continue
+            try:
+                yield user
+            finally:
+                os.close(fd)
+            return
+        raise RuntimeError("every worker uid is in use")
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of this uid, repeatedly until none is left (a fork bomb included).
+
+        A helper takes the uid and calls kill(-1): the kernel signals every process it may signal,
+        which are exactly the processes of that uid, wherever they are in the process tree.
+        """
+        for _ in range(100):
+            if not self.processes():
+                return
+            helper = os.fork()
+            if helper == 0:
+                try:
+                    os.setresuid(self.uid, self.uid, self.uid)
+                    os.kill(-1, signal.SIGKILL)
+                finally:
+                    os._exit(0)
+            os.waitpid(helper, 0)
+            time.sleep(0.01)
+
+    def cannot_read(self, paths) -> list[str]:
+        """Those of `paths` this uid cannot read (checked by a helper that takes the uid)."""
+        paths = [str(p) for p in paths]
+        read_end, write_end = os.pipe()
+        helper = os.fork()
+        if helper == 0:
+            try:
+                os.setresgid(self.gid, self.gid, self.gid)
+                os.setresuid(self.uid, self.uid, self.uid)
+                denied = [p for p in paths if not os.access(p, os.R_OK | os.X_OK)]
+                os.write(write_end, "\n".join(denied).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            denied = pipe.read().decode().splitlines()
+        os.waitpid(helper, 0)
+        return denied
+
+    def processes(self) -> list[int]:
+        """The live processes of this uid: a process whose main thread has exited while other threads
+        run shows as a zombie in /proc/PID/status, so its threads (/proc/PID/task) are what counts."""
+        found = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                status = _status(entry.path)
+                if status is not None and int(status["Uid"].split()[0]) == self.uid and _alive(entry.path, status):
+                    found.append(int(entry.name))
+        return found
+
+
+def _status(proc_path: str) -> dict[str, str] | None:
+    try:
+        text = Path(proc_path, "status").read_text()
+    except OSError:
+        return None  # it just ended
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def _alive(proc_path: str, status: dict[str, str]) -> bool:
+    if not status["State"].strip().startswith("Z"):
+        return True
+    try:
+        threads = os.listdir(Path(proc_path, "task"))
+    except OSError:
+        return False
+    for thread in threads:
+        thread_status = _status(os.path.join(proc_path, "task", thread))
+        if thread_status is not None and not thread_status["State"].strip().startswith("Z"):
+            return True
+    return False
+
+
+def _root_only_folder(path: Path) -> Path:
+    """`path`, a folder that root created and only root may change: made if missing, refused if anyone
+    else could have made or replaced it (a link, another owner, group or other write access)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+        raise RuntimeError(f"{path} is not a folder that only root can change: remove it and grade again")
+    return path
