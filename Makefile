@@ -6,6 +6,7 @@ export COURSE_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/wiki.train.tokens),$(SH
 
 .PHONY: demo test test-fast lint bench env
 
+# What the tests need (CI installs only this); `make env` adds JupyterLab, to open the notebooks.
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -13,26 +14,31 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-env: $(VENV)/.installed
+$(VENV)/.notebooks: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,notebooks]"
+	touch $@
+
+env: $(VENV)/.notebooks
+	@echo "open the notebooks with: $(VENV)/bin/jupyter lab assignments/"
 
 demo: env
 	$(PY) -m course.demo
 
-lint: env
+lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: env
-	@echo "make test: lint, the assignments' freshness, then every test: about 12 minutes on 2 CPU cores (make test-fast: about 1 minute)"
+test: $(VENV)/.installed
+	@echo "make test: lint, the assignments' freshness, then every test: about 17 minutes on 2 CPU cores (make test-fast: about 1 minute)"
 	@$(MAKE) --no-print-directory lint
 	$(VENV)/bin/course build --check
 	$(PY) -m pytest -q
 
-test-fast: env
+test-fast: $(VENV)/.installed
 	@echo "make test-fast: the tests not marked slow, about 1 minute on 2 CPU cores"
 	$(PY) -m pytest -q -m "not slow" -x
 
-bench: env
+bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
 	$(PY) bench/probe_overhead.py
 	$(PY) bench/decode.py

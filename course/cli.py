@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "course.evaluate",  # eval
     "course.generation",  # generate
     "course.build",  # build
+    "course.release",  # release
     "course.export_hf",  # export-hf
 ]
 

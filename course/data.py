@@ -6,6 +6,11 @@ load the three splits, train the tokenizer on the train split, and encode every 
 stream of uint16 ids, articles separated by `<|endoftext|>`. The result is cached: a second
 `prepare` with the same inputs finds it and does no work.
 
+Where the text comes from: the `--data-dir` flag, else $COURSE_DATA_DIR, else the folder that an earlier
+`prepare` read (each cache records it), else, when that folder is gone, the newest prepared cache of the
+dataset as it is, and only when nothing local exists the Hugging Face hub. So once a corpus is prepared,
+`course prepare`, `course train` and the notebooks work offline with no flag and no environment variable.
+
     data = prepare("wikitext-2-v1", data_dir="path/to/wikitext-2")
     data.tokens("train")   # np.memmap of uint16 ids
     data.num_words["valid"]  # for perplexity per word
@@ -17,6 +22,8 @@ import contextlib
 import hashlib
 import json
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +57,18 @@ META_FILE = "meta.json"
 TOKENIZER_FILE = "tokenizer.json"
 # Articles are encoded in batches of about this many characters: fast, and memory stays bounded.
 ENCODE_BATCH_CHARS = 1 << 20
+# Seconds to wait for the hub before saying it cannot be reached (`datasets` itself retries for about 30 s).
+HUB_TIMEOUT = 5
 
 
 def default_cache_dir() -> Path:
-    """$COURSE_CACHE_DIR, else data/cache under the current directory."""
-    return Path(os.environ.get("COURSE_CACHE_DIR") or Path("data") / "cache")
+    """$COURSE_CACHE_DIR, else data/cache in the kit's folder (a clone or a student release), else the user's
+    cache folder: the same place whichever folder a command or notebook runs from."""
+    if os.environ.get("COURSE_CACHE_DIR"):
+        return Path(os.environ["COURSE_CACHE_DIR"])
+    if (kit.ROOT / "pyproject.toml").is_file():
+        return kit.ROOT / "data" / "cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "course-kit"
 
 
 # --- reading the corpus -------------------------------------------------------------------------
@@ -112,20 +126,36 @@ class Corpus:
     where: str  # the folder or hub dataset it came from, for messages
     fingerprint: str  # changes whenever the source files do
     lines: Callable[[str], Iterator[str]]  # split -> its lines, without newlines
+    data_dir: Path | None = None  # the local folder it was found through (absolute), None for the hub
 
     def articles(self, split: str) -> Iterator[str]:
         return split_articles(self.lines(split))
 
 
 def load_corpus(dataset: str = "wikitext-2-v1", data_dir: str | Path | None = None) -> Corpus:
-    """WikiText from a local folder (the flag, else $COURSE_DATA_DIR), else from the Hugging Face hub."""
+    """WikiText from a local folder (the flag, else $COURSE_DATA_DIR, else the folder an earlier `prepare`
+    read), else from the Hugging Face hub."""
+    return _local_corpus_if_any(dataset, data_dir, default_cache_dir()) or _hub_corpus(dataset)
+
+
+def _local_corpus_if_any(dataset: str, data_dir: str | Path | None, cache_root: Path) -> Corpus | None:
+    """The corpus in the folder named by the flag or $COURSE_DATA_DIR, else in the folder recorded by the newest
+    cache of `dataset` under `cache_root` that still holds it; None when there is none."""
     if dataset not in DATASETS:
         raise UserError(f"expected a dataset among {', '.join(DATASETS)}, got {dataset!r}")
     folder = kit.data_dir(data_dir)
-    return _local_corpus(dataset, folder) if folder is not None else _hub_corpus(dataset)
+    if folder is not None:
+        return _local_corpus(dataset, folder)
+    for _, meta in _cache_metas(cache_root, dataset):
+        recorded = meta.get("data_dir")
+        if recorded and Path(recorded).is_dir():
+            with contextlib.suppress(UserError):  # the files moved away: try the next cache
+                return _local_corpus(dataset, Path(recorded))
+    return None
 
 
 def _local_corpus(dataset: str, folder: Path) -> Corpus:
+    folder = folder.resolve()
     extension = "raw" if "-raw-" in dataset else "tokens"
     official = [f"wiki.{split}.{extension}" for split in SPLITS]
     bases = [folder, folder / dataset, folder / OFFICIAL_FOLDER[dataset]]
@@ -133,11 +163,17 @@ def _local_corpus(dataset: str, folder: Path) -> Corpus:
         text_files = [base / name for name in official]
         if all(path.is_file() for path in text_files):
             files = {split: [path] for split, path in zip(SPLITS, text_files)}
-            return Corpus(dataset, str(base), _fingerprint(files), lambda split: _read_text_lines(files[split][0]))
+            return Corpus(
+                dataset, str(base), _fingerprint(files), lambda split: _read_text_lines(files[split][0]), folder
+            )
         parquet_files = {split: sorted(base.glob(f"{HUB_SPLIT[split]}-*.parquet")) for split in SPLITS}
         if all(parquet_files.values()):
             return Corpus(
-                dataset, str(base), _fingerprint(parquet_files), lambda split: _read_parquet_lines(parquet_files[split])
+                dataset,
+                str(base),
+                _fingerprint(parquet_files),
+                lambda split: _read_parquet_lines(parquet_files[split]),
+                folder,
             )
     searched = " or ".join(str(base) for base in bases)
     found = [name for name in official if any((base / name).is_file() for base in bases)]
@@ -182,7 +218,30 @@ def _read_parquet_lines(paths: list[Path]) -> Iterator[str]:
                 yield (line or "").rstrip("\n")
 
 
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (one quick request), or None when it answers. In the hub's
+    offline mode (HF_HUB_OFFLINE) `datasets` reads its own download cache, so nothing is asked."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return None
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=HUB_TIMEOUT).close()
+    except urllib.error.HTTPError:
+        return None  # an answer, even an error page, means the hub is there
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"{constants.ENDPOINT} is unreachable: {getattr(reason, 'strerror', None) or reason}"
+    return None
+
+
 def _hub_corpus(dataset: str) -> Corpus:
+    advice = "pass --data-dir or set COURSE_DATA_DIR to a folder holding the WikiText files"
+    unreachable = _hub_unreachable()
+    if unreachable:
+        raise UserError(
+            f"expected to download {HUB_NAME} ({dataset}) from the Hugging Face hub, but {unreachable}; {advice}"
+        )
     try:
         import datasets
 
@@ -190,8 +249,7 @@ def _hub_corpus(dataset: str) -> Corpus:
     except Exception as error:  # network, hub and cache failures all mean the same to the user
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
-            f"expected to download {HUB_NAME} ({dataset}) from the Hugging Face hub, but could not ({reason}); "
-            f"pass --data-dir or set COURSE_DATA_DIR to a folder holding the WikiText files"
+            f"expected to download {HUB_NAME} ({dataset}) from the Hugging Face hub, but could not ({reason}); {advice}"
         ) from None
     cache_files = {split: [Path(f["filename"]) for f in splits[HUB_SPLIT[split]].cache_files] for split in SPLITS}
 
@@ -283,9 +341,10 @@ def prepare(
     """Load WikiText, train the tokenizer on its train split, encode all splits; cached.
 
     dataset:    a config of Salesforce/wikitext (see DATASETS)
-    data_dir:   a local folder with the WikiText files; None means $COURSE_DATA_DIR, else the hub
+    data_dir:   a local folder with the WikiText files; None means $COURSE_DATA_DIR, else the folder an earlier
+                prepare read, else the newest cache of this dataset and vocabulary as it is, else the hub
     vocab_size: the BPE vocabulary size (at most 65536, as ids are stored as uint16)
-    cache_dir:  the cache root; None means $COURSE_CACHE_DIR, else data/cache
+    cache_dir:  the cache root; None means `default_cache_dir()`
     quiet:      no progress bars and no summary
 
     The cache key is the config, a hash of the source files and the tokenizer settings, so a second
@@ -294,18 +353,26 @@ def prepare(
     cache that looks complete.
     """
     check_vocab_size(vocab_size)
-    corpus = load_corpus(dataset, data_dir)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()).resolve()
+    corpus = _local_corpus_if_any(dataset, data_dir, root)
+    if corpus is None:
+        found = _newest_prepared(root, dataset, vocab_size)
+        if found is not None:
+            if not quiet:
+                print(f"already prepared, nothing to do: {found.cache_dir}")
+                _print_summary(found)
+            return found
+        corpus = _hub_corpus(dataset)
     key = hashlib.blake2b(
         json.dumps([CACHE_FORMAT, dataset, corpus.fingerprint, tokenizer_settings(vocab_size)]).encode(),
         digest_size=8,
     ).hexdigest()
-    folder = root.resolve() / f"{dataset}-bpe{vocab_size}-{key}"
+    folder = root / f"{dataset}-bpe{vocab_size}-{key}"
     if (folder / META_FILE).is_file():
         prepared = _read_prepared(folder)
         if not quiet:
             print(f"already prepared, nothing to do: {folder}")
-            _print_summary(prepared, corpus)
+            _print_summary(prepared)
         return prepared
     with contextlib.ExitStack() as stack:
         try:  # the cache replaces a leftover without meta.json, or the identical one of a prepare racing us
@@ -315,8 +382,27 @@ def prepare(
         _build(corpus, vocab_size, work, quiet)
     prepared = _read_prepared(folder)
     if not quiet:
-        _print_summary(prepared, corpus)
+        _print_summary(prepared)
     return prepared
+
+
+def _cache_metas(root: Path, dataset: str) -> list[tuple[Path, dict]]:
+    """(folder, meta.json) of every complete cache of `dataset` in this format under `root`, newest first."""
+    found = []
+    for path in root.glob(f"{dataset}-bpe*-*/{META_FILE}"):
+        with contextlib.suppress(OSError, ValueError):
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT and meta.get("dataset") == dataset:
+                found.append((path.stat().st_mtime_ns, path.parent, meta))
+    return [(folder, meta) for _, folder, meta in sorted(found, key=lambda entry: entry[0], reverse=True)]
+
+
+def _newest_prepared(root: Path, dataset: str, vocab_size: int) -> PreparedData | None:
+    """The newest cache of `dataset` prepared with these tokenizer settings, used as it is (its source may be gone)."""
+    for folder, meta in _cache_metas(root, dataset):
+        if meta.get("tokenizer") == tokenizer_settings(vocab_size):
+            return _read_prepared(folder)
+    return None
 
 
 def _build(corpus: Corpus, vocab_size: int, folder: Path, quiet: bool) -> None:
@@ -336,6 +422,7 @@ def _build(corpus: Corpus, vocab_size: int, folder: Path, quiet: bool) -> None:
         "format": CACHE_FORMAT,
         "dataset": corpus.dataset,
         "source": corpus.where,
+        "data_dir": str(corpus.data_dir) if corpus.data_dir is not None else None,
         "fingerprint": corpus.fingerprint,
         "tokenizer_path": TOKENIZER_FILE,
         "tokenizer": tokenizer_settings(vocab_size),
@@ -406,12 +493,12 @@ def _read_prepared(folder: Path) -> PreparedData:
     return prepared
 
 
-def _print_summary(prepared: PreparedData, corpus: Corpus) -> None:
-    vocab_size = json.loads((prepared.cache_dir / META_FILE).read_text(encoding="utf-8"))["vocab_size"]
-    print(f"{prepared.dataset} from {corpus.where}")
+def _print_summary(prepared: PreparedData) -> None:
+    meta = json.loads((prepared.cache_dir / META_FILE).read_text(encoding="utf-8"))
+    print(f"{prepared.dataset} from {meta['source']}")
     for split in SPLITS:
         print(f"  {split:5s} {prepared.num_tokens[split]:>12,} tokens  {prepared.num_words[split]:>12,} words")
-    print(f"  vocabulary {vocab_size:,} tokens: {prepared.tokenizer_path}")
+    print(f"  vocabulary {meta['vocab_size']:,} tokens: {prepared.tokenizer_path}")
     print(f"  cache: {prepared.cache_dir}")
 
 
@@ -425,9 +512,14 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--dataset", default="wikitext-2-v1", choices=DATASETS, help="the WikiText config")
-    parser.add_argument("--data-dir", help="a folder with the WikiText files (default: $COURSE_DATA_DIR, else the hub)")
+    parser.add_argument(
+        "--data-dir",
+        help="a folder with the WikiText files (default: $COURSE_DATA_DIR, else what an earlier prepare used, else the hub)",
+    )
     parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="BPE vocabulary size")
-    parser.add_argument("--cache-dir", help="where encoded splits go (default: $COURSE_CACHE_DIR, else data/cache)")
+    parser.add_argument(
+        "--cache-dir", help="where encoded splits go (default: $COURSE_CACHE_DIR, else data/cache in the kit's folder)"
+    )
     parser.set_defaults(run=run)
 
 

@@ -146,7 +146,13 @@ def load_sampler(notebook: Path, function: str, needed_for: str) -> Callable:
     loaded = load_notebook(notebook)
     for problem in loaded.problems:
         print(f"note: {notebook}: {problem}", file=sys.stderr)
-    return require(loaded.namespace, [function], where=str(notebook), why=f"it is needed for {needed_for}")[function]
+    return require(
+        loaded.namespace,
+        [function],
+        where=str(notebook),
+        why=f"it is needed for {needed_for}",
+        unloaded=loaded.unloaded,
+    )[function]
 
 
 def next_token_from(

@@ -24,7 +24,8 @@ DATA_DIR_VARIABLE = "COURSE_DATA_DIR"
 
 
 def data_dir(flag: str | os.PathLike | None = None) -> Path | None:
-    """The local WikiText folder: the `--data-dir` flag, else $COURSE_DATA_DIR, else None (the Hugging Face hub).
+    """The local WikiText folder named by the `--data-dir` flag, else by $COURSE_DATA_DIR, else None: then
+    `course.data` looks for what an earlier `course prepare` recorded, and only then asks the Hugging Face hub.
 
     A folder that is named but does not exist is an error, whichever way it was named."""
     from_environment = not flag

@@ -18,12 +18,22 @@ What is kept, from every code cell in order, whatever the cells' tags, ids or sp
 - `try` blocks made only of the above (and `pass`), such as an optional import with a fallback.
 
 Everything else is dropped: calls, loops, prints, plots, `if __name__ == "__main__":` blocks,
-augmented assignments (`N += 1`). IPython syntax is cleaned first with IPython's own
-transformer (`%time ...`, `!pip install ...`, `x = !ls`, `f?`), so those lines become calls and
-are dropped with the rest. A cell that starts with a cell magic is skipped, except the magics
-that run their body as ordinary code in the session (`%%time`, `%%capture`, `%%prun`), whose
-body is read like any cell. A cell with a syntax error is reported and skipped; the other cells
-keep their definitions.
+augmented assignments (`N += 1`). A line of IPython syntax (`%time ...`, `!pip install ...`,
+`x = !ls`, `f?`) is a statement that does nothing (`pass`), as the call IPython makes of it would be
+dropped with the rest. A cell that starts with a cell magic is skipped, except the magics that run
+their body as ordinary code in the session (`%%time`, `%%capture`, `%%prun`), whose body is read
+like any cell. A cell with a syntax error is reported and skipped; the other cells keep their
+definitions, and a name the broken cell would have defined is reported missing with that reason.
+
+Reading a notebook is work the student's file sizes, so every part of it is bounded: the whole is
+linear in the notebook's size (each statement's source is cut from line offsets computed once per
+cell), and a notebook beyond these limits is refused with one sentence (a NotebookError). Each is
+far above what a real notebook needs: the file (20 MB; outputs included), its JSON nesting (100
+levels; nbformat's own structure takes 4, widget state about 10), cells (10,000), one cell's source
+(1,000,000 characters, about 25,000 lines), all code cells together (4,000,000 characters) and the
+statements kept (100,000). Finding the lines of IPython syntax parses a cell once more per such
+line; that re-parsing stops at 4,000,000 characters per notebook, after which a cell's remaining
+IPython lines are reported as the syntax errors they are in Python.
 
 Cells are numbered 1-based among ALL cells of the notebook (markdown included), as a reader
 counts them scrolling down. For a list of cell sources, a cell's number is its 1-based position
@@ -34,12 +44,14 @@ from __future__ import annotations
 import __future__  # the module, for the compiler flags of the notebook's own future imports
 
 import ast
+import gc
 import json
 import linecache
 import os
+import re
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +59,26 @@ from pathlib import Path
 from course.errors import UserError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+MAX_JSON_DEPTH = 100
+MAX_CELLS = 10_000
+MAX_CELL_CHARS = 1_000_000
+MAX_CODE_CHARS = 4_000_000
+MAX_STATEMENTS = 100_000
+MAX_REPARSED_CHARS = 4_000_000  # parsing done again to find lines of IPython syntax, per notebook
 MODULE_NAME = "submission"  # the `__name__` the notebook's code sees
 
 PURE_BUILTINS = frozenset({"float", "int", "bool", "str", "complex", "tuple", "frozenset"})
 CODE_CELL_MAGICS = frozenset({"time", "capture", "prun"})  # cell magics whose body runs as plain code
+LEADING_BLANK_LINES = re.compile(r"(?:[ \t\f]*\n)*")
+PARSE_FLAGS = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+IPYTHON_LINE = re.compile(
+    r"[ \t]*(?:[!%]"  # a magic or a shell command: `%time f(x)`, `!pip install x`
+    r"|[\w., \t]+=[ \t]*[!%]"  # its output assigned: `files = !ls`
+    r"|[\w.]+[ \t]*\?\??[ \t]*$)"  # help: `f?`, `torch.topk??`
+)
+DEFINITION_AT_LINE_START = re.compile(
+    r"^(?:(?:async[ \t]+)?def|class)[ \t]+(\w+)|^(\w+)[ \t]*(?::[^=\n]*)?=(?!=)", re.M
+)
 
 
 class NotebookError(UserError):
@@ -69,12 +97,15 @@ class Statement:
 class ExtractedCode:
     statements: list[Statement] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # name -> why it was not loaded, for each name a cell that could not be parsed would have defined
+    unparsed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class LoadedNotebook:
     namespace: dict
     problems: list[str]
+    unloaded: dict[str, str] = field(default_factory=dict)  # name -> why the notebook meant to define it but did not
 
 
 # ---------------------------------------------------------------- reading the file
@@ -113,12 +144,25 @@ def read_notebook(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
         raise refuse(f"the file is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     except RecursionError:
         raise refuse("the file is not valid JSON (nested too deeply)") from None
+    if _nested_deeper_than(content, MAX_JSON_DEPTH):  # nbformat.from_dict recurses: checked here, without recursion
+        raise refuse(f"its JSON is nested more than {MAX_JSON_DEPTH} levels deep")
     _check_structure(content, refuse)
     return nbformat.from_dict(content)
 
 
 def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):g} MB"
+
+
+def _nested_deeper_than(value, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def _check_structure(content, refuse: Callable[[str], NotebookError]) -> None:
@@ -145,22 +189,41 @@ def _json_kind(value) -> str:
     return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
 
 
-def _code_cells(source, max_bytes: int) -> list[tuple[int, str]]:
-    """(cell number, text) of every code cell of a path, a notebook object or a list of cell sources."""
+def _code_cells(source, max_bytes: int) -> tuple[str, list[tuple[int, str]]]:
+    """How to name the source in errors, and (cell number, text) of every code cell of a path, a
+    notebook object or a list of cell sources, within the limits on cells and code."""
     if isinstance(source, (str, os.PathLike)):
-        source = read_notebook(source, max_bytes)
+        label, source = str(source), read_notebook(source, max_bytes)
+    else:
+        label = "the given notebook" if isinstance(source, Mapping) else "the list of cells"
     if isinstance(source, Mapping):
-        _check_structure(
-            source, lambda reason: NotebookError(f"the given notebook is not a Jupyter notebook: {reason}")
-        )
-        return [
+        _check_structure(source, lambda reason: NotebookError(f"{label} is not a Jupyter notebook: {reason}"))
+        count = len(source["cells"])
+        cells = [
             (number, _text(cell["source"]))
             for number, cell in enumerate(source["cells"], start=1)
             if cell["cell_type"] == "code"
         ]
-    if isinstance(source, Sequence) and all(isinstance(s, str) for s in source):
-        return list(enumerate(source, start=1))
-    raise UserError("expected a notebook path, a notebook object or a list of cell sources")
+    elif isinstance(source, Sequence) and all(isinstance(s, str) for s in source):
+        count, cells = len(source), list(enumerate(source, start=1))
+    else:
+        raise UserError("expected a notebook path, a notebook object or a list of cell sources")
+    _check_size(label, count, cells)
+    return label, cells
+
+
+def _check_size(label: str, count: int, cells: list[tuple[int, str]]) -> None:
+    def refuse(reason: str) -> NotebookError:
+        return NotebookError(f"{label} is too large to grade: {reason}")
+
+    if count > MAX_CELLS:
+        raise refuse(f"it has {count:,} cells (at most {MAX_CELLS:,})")
+    for number, text in cells:
+        if len(text) > MAX_CELL_CHARS:
+            raise refuse(f"cell {number} holds {len(text):,} characters of code (at most {MAX_CELL_CHARS:,})")
+    total = sum(len(text) for _, text in cells)
+    if total > MAX_CODE_CHARS:
+        raise refuse(f"its code cells hold {total:,} characters (at most {MAX_CODE_CHARS:,})")
 
 
 def _text(source: str | list[str]) -> str:
@@ -174,50 +237,122 @@ def extract_code(source, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractedCode
     """The kept statements of every code cell, in order, and the problems met. Runs nothing."""
     extracted = ExtractedCode()
     bound: set[str] = set()  # names bound by statements kept so far
-    for number, text in _code_cells(source, max_bytes):
-        python = plain_python(text)
-        if python is None:
-            continue
-        try:
-            flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-            tree = compile(python, f"<cell {number}>", "exec", flags, dont_inherit=True)
-            kept = [node for node in tree.body if _keep(node, bound)]
-        except SyntaxError as e:
-            extracted.problems.append(f"cell {number}: syntax error on line {e.lineno} ({e.msg}); the cell was skipped")
-            continue
-        except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
-            extracted.problems.append(f"cell {number}: cannot be parsed ({type(e).__name__}); the cell was skipped")
-            continue
-        lines = python.splitlines(keepends=True)
-        for node in kept:
-            extracted.statements.append(_statement(number, node, python, lines))
+    label, cells = _code_cells(source, max_bytes)
+    reparsing = _Allowance(MAX_REPARSED_CHARS)
+    with _no_cycle_collection():
+        for number, text in cells:
+            try:
+                parsed = _parse_cell(text, f"<cell {number}>", reparsing)
+                if parsed is None:
+                    continue
+                python, tree = parsed
+                if isinstance(tree, SyntaxError):
+                    where = f"line {tree.lineno} ({tree.msg})"
+                    _unparsed(extracted, number, text, f"syntax error on {where}", f"has a syntax error at {where}")
+                    continue
+                kept = [(node, names) for node in tree.body if (names := _kept_names(node, bound)) is not None]
+            except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
+                what = f"cannot be parsed ({type(e).__name__})"
+                _unparsed(extracted, number, text, what, what)
+                continue
+            lines = _Lines(python)
+            extracted.statements.extend(_statement(number, node, names, lines) for node, names in kept)
+            if len(extracted.statements) > MAX_STATEMENTS:
+                raise NotebookError(
+                    f"{label} is too large to grade: it keeps more than {MAX_STATEMENTS:,} statements"
+                    " (imports, definitions and constants)"
+                )
     return extracted
+
+
+@contextmanager
+def _no_cycle_collection():
+    """Syntax trees hold no reference cycles, yet building a large one sets off full collections that
+    traverse all of it again and again (40% of the time on a 60,000-line cell): pause them meanwhile."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _unparsed(extracted: ExtractedCode, number: int, text: str, problem: str, predicate: str) -> None:
+    """Report a cell that could not be parsed, and remember the names its lines start to define."""
+    extracted.problems.append(f"cell {number}: {problem}; the cell was skipped")
+    reason = f"cell {number} {predicate}, so nothing in that cell was loaded"
+    for match in DEFINITION_AT_LINE_START.finditer(text):
+        extracted.unparsed[match.group(1) or match.group(2)] = reason
 
 
 def plain_python(cell: str) -> str | None:
     """The cell with IPython syntax turned into Python, line numbers unchanged; None for a non-Python cell magic."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    lines = cell.splitlines(keepends=True)
-    leading_blank = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
-    if leading_blank == len(lines):
-        return None
-    first = lines[leading_blank]
-    if first.startswith("%%"):
-        magic = first[2:].split(maxsplit=1)[0] if first[2:].strip() else ""
-        if magic not in CODE_CELL_MAGICS:
-            return None
-        leading_blank += 1
-    body = "".join(lines[leading_blank:])
     try:
-        body = TransformerManager().transform_cell(body)
-    except Exception:  # IPython gave up on it: parsing the raw text reports the problem
-        pass
-    return "\n" * leading_blank + body  # IPython drops leading blank lines; put them back
+        parsed = _parse_cell(cell, "<cell>", _Allowance(MAX_REPARSED_CHARS))
+    except (ValueError, RecursionError, MemoryError):
+        return _cell_body(cell)  # parsing it again reports the problem
+    return None if parsed is None else parsed[0]
 
 
-def _keep(node: ast.stmt, bound: set[str]) -> bool:
-    """Whether a top-level statement is kept; adds the names it binds to `bound` if so."""
+@dataclass
+class _Allowance:
+    left: int
+
+
+def _cell_body(cell: str) -> str | None:
+    """The cell's Python, newlines made `\n`: all of it, or a code cell magic's body in its place; None for other cell magics."""
+    text = cell.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        return None
+    first = LEADING_BLANK_LINES.match(text).end()
+    if not text.startswith("%%", first):
+        return text
+    first_end = text.find("\n", first)
+    magic = text[first + 2 : len(text) if first_end < 0 else first_end].split(maxsplit=1)
+    if not magic or magic[0] not in CODE_CELL_MAGICS:
+        return None
+    return "" if first_end < 0 else "\n" * text.count("\n", 0, first_end + 1) + text[first_end + 1 :]
+
+
+def _parse_cell(cell: str, filename: str, reparsing: _Allowance) -> tuple[str, ast.Module | SyntaxError] | None:
+    """The cell's Python and its syntax tree (or the syntax error that stops it), or None for a cell
+    magic that is not Python. Each line of IPython syntax that Python rejects becomes `pass`, and the
+    cell is parsed again, as long as `reparsing` allows."""
+    python = _cell_body(cell)
+    if python is None:
+        return None
+    while True:
+        try:
+            return python, compile(python, filename, "exec", PARSE_FLAGS, dont_inherit=True)
+        except SyntaxError as error:
+            repaired = _without_ipython_line(python, error)
+            if repaired is None or reparsing.left < len(repaired):
+                return python, error
+            python = repaired
+            reparsing.left -= len(python)
+
+
+def _without_ipython_line(python: str, error: SyntaxError) -> str | None:
+    """The text with the line that `error` is on made `pass`, if that line is IPython syntax; else None."""
+    if not error.lineno or error.lineno < 1:
+        return None
+    start = 0
+    for _ in range(error.lineno - 1):
+        start = python.find("\n", start) + 1
+        if start == 0:
+            return None
+    end = python.find("\n", start)
+    end = len(python) if end < 0 else end
+    line = python[start:end]
+    if not IPYTHON_LINE.match(line):
+        return None
+    indent = line[: len(line) - len(line.lstrip(" \t"))]
+    return python[:start] + indent + "pass" + python[end:]
+
+
+def _kept_names(node: ast.stmt, bound: set[str]) -> list[str] | None:
+    """The names a top-level statement binds if it is kept (and adds them to `bound`); None if it is not."""
     if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         keep = True
     elif isinstance(node, ast.Assign):
@@ -228,16 +363,20 @@ def _keep(node: ast.stmt, bound: set[str]) -> bool:
         keep = _is_definitions_only_try(node, bound)
     else:
         keep = False
-    if keep:
-        bound.update(_bound_names(node))
-    return keep
+    if not keep:
+        return None
+    names = _bound_names(node)
+    bound.update(names)
+    return names
 
 
 def _is_definitions_only_try(node: ast.Try, bound: set[str]) -> bool:
     inner = set(bound)
     blocks = [node.body, node.orelse, node.finalbody, *(handler.body for handler in node.handlers)]
     return all(_is_exception_spec(handler.type) for handler in node.handlers) and all(
-        isinstance(statement, ast.Pass) or _keep(statement, inner) for block in blocks for statement in block
+        isinstance(statement, ast.Pass) or _kept_names(statement, inner) is not None
+        for block in blocks
+        for statement in block
     )
 
 
@@ -301,7 +440,7 @@ def _bound_names(node: ast.stmt) -> list[str]:
         case ast.FunctionDef(name=name) | ast.AsyncFunctionDef(name=name) | ast.ClassDef(name=name):
             return [name]
         case ast.Assign(targets=targets):
-            return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+            return [name for target in targets for name in _target_names(target)]
         case ast.AnnAssign(target=ast.Name(id=name)):
             return [name]
         case ast.Try():
@@ -310,14 +449,44 @@ def _bound_names(node: ast.stmt) -> list[str]:
     return []
 
 
-def _statement(cell: int, node: ast.stmt, text: str, lines: list[str]) -> Statement:
+def _target_names(target: ast.expr) -> list[str]:
+    match target:
+        case ast.Name(id=name):
+            return [name]
+        case ast.Starred(value=value):
+            return _target_names(value)
+        case ast.Tuple(elts=items) | ast.List(elts=items):
+            return [name for item in items for name in _target_names(item)]
+    return []
+
+
+class _Lines:
+    """A cell's text as UTF-8 (the encoding of the parser's column offsets) with each line's start
+    computed once, so that cutting out a statement costs only the statement's length."""
+
+    def __init__(self, python: str):
+        self.data = python.encode()
+        self.starts = [0]
+        position = self.data.find(b"\n")
+        while position >= 0:
+            self.starts.append(position + 1)
+            position = self.data.find(b"\n", position + 1)
+
+    def segment(self, line: int, column: int, end_line: int, end_column: int) -> str:
+        return self.data[self.starts[line - 1] + column : self.starts[end_line - 1] + end_column].decode()
+
+    def whole_lines(self, first: int, last: int) -> str:
+        end = self.starts[last] - 1 if last < len(self.starts) else len(self.data)
+        return self.data[self.starts[first - 1] : end].decode()
+
+
+def _statement(cell: int, node: ast.stmt, names: list[str], lines: _Lines) -> Statement:
     decorators = getattr(node, "decorator_list", [])
     start = min([node.lineno, *(d.lineno for d in decorators)])
-    if isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign)):
-        source = ast.get_source_segment(text, node)  # exact: may share its line with others after `;`
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign)):  # exact: may share its line after `;`
+        source = lines.segment(node.lineno, node.col_offset, node.end_lineno, node.end_col_offset)
     else:  # a compound statement always owns its lines (and its decorators' lines)
-        source = "".join(lines[start - 1 : node.end_lineno]).rstrip("\n")
-    names = _bound_names(node)
+        source = lines.whole_lines(start, node.end_lineno)
     return Statement(cell=cell, line=start, source=source, name=", ".join(names) or None)
 
 
@@ -370,10 +539,9 @@ def _run_statements(statements: list[Statement], namespace: dict) -> list[str]:
     for statement in statements:
         filename = f"<cell {statement.cell}>"
         try:
-            code = compile(
-                "\n" * (statement.line - 1) + statement.source, filename, "exec", future_flags, dont_inherit=True
-            )
-            exec(code, namespace)
+            tree = compile(statement.source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+            ast.increment_lineno(tree, statement.line - 1)  # its line in the cell, at a cost independent of it
+            exec(compile(tree, filename, "exec", future_flags, dont_inherit=True), namespace)
         except Exception as e:
             problems.append(f"cell {statement.cell}: {_failure(statement, e)}")
             continue
@@ -446,13 +614,31 @@ def load_notebook(source, namespace: dict | None = None, *, max_bytes: int = DEF
     """Extract a notebook's definitions and run them: the namespace and every problem met."""
     extracted = extract_code(source, max_bytes=max_bytes)
     namespace, problems = run_code(extracted, namespace)
-    return LoadedNotebook(namespace=namespace, problems=extracted.problems + problems)
+    return LoadedNotebook(namespace, extracted.problems + problems, missing_reasons(extracted, namespace))
+
+
+def missing_reasons(extracted: ExtractedCode, defined: Container[str]) -> dict[str, str]:
+    """Each name the notebook meant to define that `defined` lacks, with why: the kept statement that
+    defines it failed when it ran, or the cell that would have defined it could not be parsed."""
+    reasons = {
+        name: f"defining it at cell {statement.cell}, line {statement.line} failed when the notebook was loaded"
+        for statement in extracted.statements
+        for name in (statement.name.split(", ") if statement.name else ())
+    }
+    reasons.update(extracted.unparsed)
+    return {name: reason for name, reason in reasons.items() if name not in defined}
 
 
 def require(
-    namespace: Mapping, names: Sequence[str], *, where: str = "the notebook", why: str | None = None
+    namespace: Mapping,
+    names: Sequence[str],
+    *,
+    where: str = "the notebook",
+    why: str | None = None,
+    unloaded: Mapping[str, str] | None = None,
 ) -> dict[str, Callable]:
-    """The named functions (or classes), or one UserError naming every one that is missing or not callable."""
+    """The named functions (or classes), or one UserError naming every one that is missing or not
+    callable, and why a missing one is (`unloaded`, such as `LoadedNotebook.unloaded`)."""
     missing = [name for name in names if not callable(namespace.get(name))]
     if missing:
         listed = ", ".join(f"`{name}`" for name in missing)
@@ -460,5 +646,9 @@ def require(
         not_callable = [name for name in missing if name in namespace]
         if not_callable:
             message += f" ({', '.join(f'`{n}`' for n in not_callable)} is not a function)"
+        unloaded = unloaded or {}
+        reasons = dict.fromkeys(unloaded[name] for name in missing if name in unloaded)  # each once, in order
+        if reasons:
+            message += ": " + "; ".join(reasons)
         raise UserError(message + (f"; {why}" if why else ""))
     return {name: namespace[name] for name in names}

@@ -3,6 +3,11 @@
 AdamW (weight decay on 2-D weights only), linear warm-up then cosine decay to `min_lr_ratio * lr`,
 gradient clipping and accumulation, bf16 autocast and optional torch.compile on CUDA, DDP under torchrun.
 
+Ctrl-C (SIGINT) lets the step in progress finish, saves a checkpoint at that step and raises
+`TrainingInterrupted`; `course train` then prints the command that continues the run and exits 130. A second
+Ctrl-C interrupts at once: the checkpoint is replaced as a whole or not at all, so the previous one stands.
+(Under torchrun every process gets the signal; there it stops training at once, as before, without saving.)
+
 Each micro-batch is a set of random windows of block_size + 1 tokens from the train split, drawn by a
 generator seeded with (seed, rank, step, micro-step). The data position is therefore the step itself:
 a resumed run draws exactly the batches the uninterrupted run would have drawn, and on CPU it ends
@@ -15,6 +20,10 @@ import argparse
 import contextlib
 import math
 import os
+import shlex
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -142,6 +151,37 @@ class TrainResult:
     tokenizer: Tokenizer
     checkpoint: Path
     history: list[dict] = field(default_factory=list)  # one dict per validation: step, train_loss, val_loss, ...
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a whole step, and the checkpoint `checkpoint` holds that step."""
+
+    def __init__(self, checkpoint: Path, step: int, max_steps: int):
+        super().__init__(f"{checkpoint} holds step {step} of {max_steps}; continue with resume=True")
+        self.checkpoint, self.step, self.max_steps = checkpoint, step, max_steps
+
+
+class _StopRequest:
+    """While active in the main thread, the first Ctrl-C only sets `requested` (the loop stops after the step in
+    progress, so that the checkpoint holds a whole step) and gives Ctrl-C back to the previous handler."""
+
+    def __init__(self, active: bool):
+        self.active = active and threading.current_thread() is threading.main_thread()
+        self.requested = False
+
+    def __enter__(self) -> _StopRequest:
+        if self.active:
+            previous = signal.signal(signal.SIGINT, self._request)
+            self.previous = signal.default_int_handler if previous is None else previous  # None: set outside Python
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def load_training_data(config: TrainConfig, vocab_size: int | None = None) -> TrainingData:
@@ -363,24 +403,33 @@ def train(
         dynamic_ncols=True,
     )
     started, step = time.perf_counter(), start_step
-    for step in range(start_step + 1, config.max_steps + 1):
-        lr = learning_rate(step - 1, config)
-        batches = [
-            batch_for_step(data.train_tokens, block_size, config.batch_size, config.seed, dist_info.rank, step, micro)
-            for micro in range(config.grad_accum)
-        ]
-        loss = train_step(trained, optimizer, batches, config, lr, device)
-        tokens_per_s = (step - start_step) * tokens_per_step / (time.perf_counter() - started)
-        bar.update()
-        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-        if not dist_info.main:
-            continue
-        last = step == config.max_steps
-        record = validate(step, loss, lr) if step % config.eval_every == 0 or last else None
-        if step % config.save_every == 0 or last:
-            save(step)
-        if record is not None and on_eval is not None:
-            on_eval(record)  # after the save: a callback that stops training loses nothing
+    with _StopRequest(active=dist_info.world_size == 1) as ctrl_c:
+        for step in range(start_step + 1, config.max_steps + 1):
+            lr = learning_rate(step - 1, config)
+            batches = [
+                batch_for_step(
+                    data.train_tokens, block_size, config.batch_size, config.seed, dist_info.rank, step, micro
+                )
+                for micro in range(config.grad_accum)
+            ]
+            loss = train_step(trained, optimizer, batches, config, lr, device)
+            tokens_per_s = (step - start_step) * tokens_per_step / (time.perf_counter() - started)
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+            if not dist_info.main:
+                continue
+            last = step == config.max_steps
+            record = validate(step, loss, lr) if step % config.eval_every == 0 or last else None
+            saved = step % config.save_every == 0 or last
+            if saved:
+                save(step)
+            if record is not None and on_eval is not None:
+                on_eval(record)  # after the save: a callback that stops training loses nothing
+            if ctrl_c.requested and not last:
+                if not saved:
+                    save(step)
+                bar.close()
+                raise TrainingInterrupted(config.out, step, config.max_steps)
     bar.close()
 
     if step == start_step:
@@ -418,9 +467,30 @@ def positive_float(text: str) -> float:
     return value
 
 
+def resume_command(config: TrainConfig) -> str:
+    """The `course train` command line of `config` (as given, before the preset's defaults) with --resume."""
+    words, defaults = ["course", "train"], TrainConfig()
+    for option in fields(TrainConfig):
+        value = getattr(config, option.name)
+        if option.name in ("resume", "quiet") or value == getattr(defaults, option.name):
+            continue
+        flag = "--" + option.name.replace("_", "-")
+        words += [flag] if value is True else [flag, str(value)]
+    return shlex.join([*words, "--resume"])
+
+
 def run(args) -> int:
     options = {field.name for field in fields(TrainConfig)}
-    train(TrainConfig(**{name: value for name, value in vars(args).items() if name in options}))
+    config = TrainConfig(**{name: value for name, value in vars(args).items() if name in options})
+    try:
+        train(config)
+    except TrainingInterrupted as stop:
+        print(
+            f"course train: interrupted: {stop.checkpoint} holds step {stop.step} of {stop.max_steps}; "
+            f"continue with: {resume_command(config)}",
+            file=sys.stderr,
+        )
+        return 130  # 128 + SIGINT, as a shell reports a command that Ctrl-C stopped
     return 0
 
 

@@ -28,7 +28,7 @@ def run_grade(args) -> int:
         notebook, assignment, results_path=results_path, limits=_limits(args), visible_only=args.visible_only
     )
     print(results_file.report(results, f"{name}: {notebook}"))
-    print(f"Results written to {results_path}")
+    print(f"Results written to {results_file.printable(str(results_path))}")
     return 0
 
 
@@ -36,7 +36,7 @@ def run_batch(args) -> int:
     from grader.batch import run_batch as batch
 
     assignment = find_assignment(args.assignment, args.tests_dir)
-    rows = batch(
+    result = batch(
         Path(args.folder),
         assignment,
         jobs=args.jobs,
@@ -45,10 +45,13 @@ def run_batch(args) -> int:
         limits=_limits(args),
         progress=not args.quiet,
     )
-    graded = [row for row in rows if row["score"] != ""]
-    print(
-        f"{len(graded)} of {len(rows)} notebooks have results; scores in {args.csv or Path(args.results_dir or Path(args.folder) / 'results') / 'scores.csv'}"
-    )
+    for item in result.skipped:
+        print(f"skipped {results_file.printable(str(item))}")
+    for row in result.failed:
+        print("failed " + results_file.printable(f"{row['notebook']}: {row['reason']}"))
+    print(result.summary())
+    if result.skipped:
+        print(f"What was skipped, and why: {result.skipped_path}")
     return 0
 
 
@@ -93,11 +96,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--visible-only", action="store_true", help="run the visible tests only")
     p.set_defaults(run=run_grade)
 
-    p = commands.add_parser("batch", help="grade every notebook of a folder, in parallel")
+    p = commands.add_parser(
+        "batch",
+        help="grade every student's notebook of a folder (DIR/NAME.ipynb or DIR/STUDENT/NAME.ipynb), in parallel",
+    )
     p.add_argument("folder")
     p.add_argument("--assignment", required=True)
     p.add_argument("--jobs", type=int, default=2, help="notebooks graded at once (default 2)")
-    p.add_argument("--csv", help="where to write the scores (default: RESULTS_DIR/scores.csv)")
+    p.add_argument(
+        "--csv",
+        help="where to write the scores (default: RESULTS_DIR/scores.csv); what was skipped goes beside it",
+    )
     p.add_argument("--results-dir", help="where to write one results file per notebook (default: FOLDER/results)")
     p.add_argument("--tests-dir", help="a folder of assignment tests to use instead of the kit's")
     p.add_argument("--timeout", type=float, help="seconds per call into student code (default 10)")

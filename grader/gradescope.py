@@ -1,10 +1,12 @@
 """Gradescope: `grader gradescope NAME -o ZIP` builds the autograder zip; inside it, `run_autograder`
-runs `python3 -m grader.gradescope NAME`, which grades the submitted notebook.
+runs `python -m grader.gradescope NAME` from the zip's virtual environment, which grades the submitted notebook.
 
 The zip holds setup.sh, run_autograder and the kit (course/, grader/ with this assignment's visible
 and hidden tests, pyproject.toml, README.md). Gradescope unzips it into /autograder/source, where
-setup.sh installs the kit, and copies run_autograder to /autograder/run_autograder. Gradescope runs
-run_autograder as root, so the worker runs as a uid of its own; run_autograder first closes
+setup.sh creates a virtual environment, /autograder/venv, and installs into it the CPU build of torch,
+the packages grading needs (GRADING_PACKAGES) and the kit without its other dependencies. Gradescope
+copies run_autograder to /autograder/run_autograder, which grades with that environment's Python, and
+runs it as root, so the worker runs as a uid of its own; run_autograder first closes
 source/ and results/ to other users, and the grader closes the installed tests folder.
 GRADER_AUTOGRADER_ROOT replaces /autograder (for testing the zip outside Gradescope).
 """
@@ -12,8 +14,11 @@ GRADER_AUTOGRADER_ROOT replaces /autograder (for testing the zip outside Gradesc
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 from course import kit
@@ -22,14 +27,30 @@ from grader.runner import ASSIGNMENTS_DIR, find_assignment, grade
 
 ROOT_VARIABLE = "GRADER_AUTOGRADER_ROOT"
 
+# What grading imports, installed into the autograder's environment besides torch: the notebook loader
+# (nbformat, IPython's syntax cleaner), the test runner (pytest), what a worker preloads (numpy, tqdm,
+# matplotlib) and what the kit's modules that notebooks import need (tokenizers, safetensors). Not the
+# data pipeline (datasets, pyarrow) nor Jupyter: grading never runs them.
+GRADING_PACKAGES = ("numpy", "nbformat", "ipython", "pytest", "tqdm", "matplotlib", "tokenizers", "safetensors")
+KIT_DISTRIBUTION = "sampling-course-kit"
+
 SETUP_SH = """#!/usr/bin/env bash
-# Gradescope runs this once, when the autograder image is built.
+# Gradescope runs this once, when the autograder image is built. Everything goes into a virtual
+# environment of its own, so a system Python that refuses `pip install` (PEP 668) is left alone.
 set -euo pipefail
-cd /autograder/source
-python3 -m pip install --upgrade pip
+root="${{{variable}:-/autograder}}"
+cd "$root/source"
+if ! python3 -m venv --clear "$root/venv"; then
+    # Debian and Ubuntu ship venv's pip bootstrap as a package of its own
+    apt-get update && apt-get install -y python3-venv
+    python3 -m venv --clear "$root/venv"
+fi
+python="$root/venv/bin/python"
+"$python" -m pip install --upgrade pip
 # The CPU build of PyTorch: the default one would download gigabytes of CUDA libraries.
-python3 -m pip install torch --index-url https://download.pytorch.org/whl/cpu
-python3 -m pip install .
+"$python" -m pip install {torch} --index-url https://download.pytorch.org/whl/cpu
+"$python" -m pip install {packages}
+"$python" -m pip install --no-deps .
 """
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
@@ -38,7 +59,7 @@ set -uo pipefail
 root="${{{variable}:-/autograder}}"
 chmod -R go-rwx "$root/source" 2>/dev/null
 mkdir -p "$root/results" && chmod 700 "$root/results"
-exec python3 -m grader.gradescope {name}
+exec "$root/venv/bin/python" -m grader.gradescope {name}
 """
 
 KIT_FILES = ("pyproject.toml", "README.md")
@@ -48,9 +69,10 @@ KIT_PACKAGES = ("course", "grader")
 def build_zip(name: str, output: Path, tests_dir: Path | None = None) -> Path:
     """Write the autograder zip for assignment `name`, from the kit's tests or those under `tests_dir`."""
     assignment = find_assignment(name, tests_dir)
+    setup = setup_script()
     output = Path(output)
-    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
-        _add_script(archive, "setup.sh", SETUP_SH)
+    with kit.atomic_path(output) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        _add_script(archive, "setup.sh", setup)
         _add_script(archive, "run_autograder", RUN_AUTOGRADER.format(variable=ROOT_VARIABLE, name=name))
         for filename in KIT_FILES:
             archive.write(kit.ROOT / filename, filename)
@@ -62,6 +84,29 @@ def build_zip(name: str, output: Path, tests_dir: Path | None = None) -> Path:
             if _belongs_in_zip(path, tests=True):
                 archive.write(path, f"grader/assignments/{name}/{path.relative_to(assignment)}")
     return output
+
+
+def setup_script() -> str:
+    """setup.sh, with the kit's own version bounds on torch and on each package grading needs."""
+    try:
+        requirements = metadata.requires(KIT_DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        requirements = []
+    declared = {_requirement_name(r): r for r in requirements if ";" not in r}
+    missing = [name for name in ("torch", *GRADING_PACKAGES) if name not in declared]
+    if missing:
+        raise GraderError(
+            f"the installed kit declares no {', '.join(missing)}: install it (pip install -e .) and build the zip again"
+        )
+    return SETUP_SH.format(
+        variable=ROOT_VARIABLE,
+        torch=shlex.quote(declared["torch"]),
+        packages=" ".join(shlex.quote(declared[name]) for name in GRADING_PACKAGES),
+    )
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower()
 
 
 def _add_script(archive: zipfile.ZipFile, name: str, text: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import resource
 import signal
 import stat
 import time
@@ -26,6 +27,7 @@ class Limits:
     call_timeout: float = 10.0  # seconds per call into student code (a test may ask for more)
     load_timeout: float = 30.0  # seconds to run the notebook's definitions
     memory_bytes: int = 4 * 2**30  # address space a worker may add to what torch maps
+    grading_memory_bytes: int = 4 * 2**30  # likewise for the trusted grading process (decoded replies, exposed models)
     file_bytes: int = 64 * 2**20  # largest file a worker may write
     output_bytes: int = 2**20  # stdout + stderr kept per worker; the rest is dropped
     processes: int = 64  # processes and threads of the worker's uid (root only)
@@ -35,6 +37,20 @@ class Limits:
 
 def running_as_root() -> bool:
     return os.geteuid() == 0
+
+
+def limit_address_space(extra_bytes: int) -> None:
+    """Let this process map at most `extra_bytes` beyond what it maps now (torch's own mappings are large)."""
+    ceiling = _virtual_memory_bytes() + extra_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
+
+
+def _virtual_memory_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 @dataclass(frozen=True)

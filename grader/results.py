@@ -2,17 +2,30 @@
 
 Visibility: tests from test_visible.py are "visible"; all others (test_hidden.py) are
 "after_published": students see their outcome and feedback once grades are published.
+
+Student text (exception messages, printed output, notebook names) reaches a TA's terminal and
+Gradescope's page. It is neutralised where it lands: `printable` shows every control character
+visibly escaped, so no message can clear the screen, move the cursor, overwrite a line with a
+carriage return or reorder characters with a bidi override; the report indents every continuation
+line, so no student line starts at column 0 like one of the report's own.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from course.kit import write_atomically
 
 VISIBLE_FILE = "test_visible.py"
+
+# Unicode's control (Cc), format (Cf: bidi overrides, zero-width characters) and line/paragraph separator
+# categories: none of them is ever needed to read a message, and each can change what a reader sees.
+_UNSEEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
+_NOT_PLAIN_ASCII = re.compile(r"[^\n\t\x20-\x7e]")  # the only characters that may need escaping
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,19 @@ class Outcome:
     feedback: str = ""
 
 
+def printable(text: str) -> str:
+    """`text` with every control, format and separator character but newline and tab written as its Python
+    escape (ESC as `\\x1b`, a right-to-left override as `\\u202e`); other characters are kept as they are."""
+    return _NOT_PLAIN_ASCII.sub(_escape_unseen, text)
+
+
+def _escape_unseen(match: re.Match) -> str:
+    char = match.group()
+    if unicodedata.category(char) in _UNSEEN_CATEGORIES:
+        return char.encode("unicode_escape").decode("ascii")
+    return char
+
+
 def build(tests: list[ExpectedTest], outcomes: dict[str, Outcome], output: str, execution_time: float) -> dict:
     """The results of a grading run; a test without an outcome was not run and earns nothing."""
     not_run = Outcome(False, "not run: grading stopped before this test")
@@ -50,7 +76,7 @@ def build(tests: list[ExpectedTest], outcomes: dict[str, Outcome], output: str, 
                 "score": test.points if outcome.passed else 0,
                 "max_score": test.points,
                 "status": "passed" if outcome.passed else "failed",
-                "output": outcome.feedback,
+                "output": printable(outcome.feedback),
                 "visibility": test.visibility,
                 "extra_data": {"test": test.id},
             }
@@ -59,7 +85,7 @@ def build(tests: list[ExpectedTest], outcomes: dict[str, Outcome], output: str, 
         "score": sum(entry["score"] for entry in entries),
         "max_score": sum(test.points for test in tests),
         "execution_time": round(execution_time, 3),
-        "output": output,
+        "output": printable(output),
         "stdout_visibility": "hidden",
         "tests": entries,
     }
@@ -75,15 +101,25 @@ def _points(x: float) -> str:
 
 
 def report(results: dict, title: str) -> str:
-    """A readable summary: every test with its points, the reason for every lost point, the total."""
-    lines = [title, ""]
+    """A readable summary: every test with its points, the reason for every lost point, the total.
+
+    Every piece of text in it goes through `printable` (results read from a file may predate it)."""
+    lines = [_indented(title, "", "  ")]
     if results.get("output"):
-        lines += [results["output"], ""]
+        lines += ["", _indented(results["output"], "", "  ")]
+    lines.append("")
     for test in results["tests"]:
         mark = "PASS" if test["status"] == "passed" else "FAIL"
         hidden = "  (hidden)" if test["visibility"] != "visible" else ""
-        lines.append(f"  {mark}  {_points(test['score']):>4}/{_points(test['max_score']):<4} {test['name']}{hidden}")
+        head = f"  {mark}  {_points(test['score']):>4}/{_points(test['max_score']):<4} "
+        lines.append(_indented(f"{test['name']}{hidden}", head, " " * len(head)))
         if test["status"] != "passed" and test["output"]:
-            lines += [f"                   {line}" for line in test["output"].splitlines()]
+            lines.append(_indented(test["output"], " " * 19, " " * 19))
     lines += ["", f"Score: {_points(results['score'])}/{_points(results['max_score'])}"]
     return "\n".join(lines)
+
+
+def _indented(text: str, first: str, rest: str) -> str:
+    """`text` made printable, its first line after `first` and every other line after `rest`."""
+    lines = printable(text).split("\n")
+    return "\n".join([first + lines[0], *(rest + line for line in lines[1:])])

@@ -24,6 +24,8 @@ import os
 import re
 import select
 import shutil
+import socket
+import struct
 import sys
 import tempfile
 import time
@@ -38,7 +40,7 @@ from course.kit import ROOT
 from course.notebook import extract_code
 from grader import results as results_file
 from grader.errors import GraderError, StudentError
-from grader.identity import Limits, WorkerUser
+from grader.identity import Limits, WorkerUser, limit_address_space
 from grader.results import VISIBLE_FILE, ExpectedTest, Outcome
 from grader.sandbox import Zygote, ZygoteAddress
 from grader.session import StudentSession
@@ -47,6 +49,8 @@ from grader.testing import POINTS_ATTRIBUTE, StudentView
 ASSIGNMENTS_DIR = ROOT / "grader" / "assignments"
 SOLUTIONS_DIR = ROOT / "solutions"
 MAX_REPORT_BYTES = 64 * 2**20  # the grading process's two reports together
+CREDENTIALS = struct.Struct("3i")  # SCM_CREDENTIALS: pid, uid, gid
+SPEC_LENGTH = struct.Struct("!Q")  # the task's length, before the task, on the grading process's channel
 HIDDEN_FILE = "test_hidden.py"
 MAX_FEEDBACK_CHARS = 2000
 GRADING_TIME_LIMIT = 3600.0  # seconds for a whole notebook: a backstop behind the per-call limits
@@ -125,6 +129,7 @@ def grade(
             problem = str(error)
     spec = {
         "statements": None if extracted is None else [asdict(s) for s in extracted.statements],
+        "unparsed": {} if extracted is None else extracted.unparsed,  # why names of broken cells are missing
         "problem": problem,
         "limits": asdict(limits),
         "results_path": None if results_path is None else str(results_path),
@@ -144,7 +149,7 @@ def grade(
                 zygote.close()
     tests = [ExpectedTest(**t) for t in collected.get("tests", [])]
     outcomes = {key: Outcome(**value) for key, value in finished.get("outcomes", {}).items()}
-    output = [problem] if problem else []
+    output = [problem] if problem else list(extracted.problems)
     output += collected.get("errors", []) + finished.get("problems", [])
     if stopped:
         output.append(stopped)
@@ -182,13 +187,17 @@ def _run_grading_process(
     zygote: Zygote, spec: dict, user: WorkerUser | None, time_limit: float
 ) -> tuple[dict, dict, str]:
     """Start the grading process from the zygote; its two reports (collected, finished) and why it stopped early, if it did."""
-    read_end, write_end = os.pipe()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the kernel tells who sent each message
     try:
-        grading = zygote.start_grading({**spec, "zygote": zygote.address}, write_end)
+        grading = zygote.start_grading(theirs.fileno())
     finally:
-        os.close(write_end)  # the grading process holds the only write end now
+        theirs.close()  # the grading process holds the only other end now
     try:
-        reports, stopped = _read_reports(read_end, time.monotonic() + time_limit)
+        with ours:
+            task = json.dumps({**spec, "zygote": zygote.address}).encode()
+            ours.sendall(SPEC_LENGTH.pack(len(task)) + task)  # a stream: no size limit but the loader's caps
+            reports, stopped = _read_reports(ours, grading.pid, time.monotonic() + time_limit)
     finally:
         grading.kill()
         grading.wait()
@@ -199,21 +208,23 @@ def _run_grading_process(
     return reports.get("collected", {}), reports.get("finished", {}), stopped
 
 
-def _read_reports(fd: int, deadline: float) -> tuple[dict, str]:
-    """Exactly one `collected` report, then one `finished` report; anything else stops the grading."""
+def _read_reports(channel: socket.socket, sender: int, deadline: float) -> tuple[dict, str]:
+    """Exactly one `collected` report, then one `finished` report, each sent by the process `sender`
+    (the kernel's credentials, not anything the data says); anything else stops the grading."""
     buffer, stopped = b"", ""
-    with os.fdopen(fd, "rb") as pipe:
-        while True:
-            ready, _, _ = select.select([pipe], [], [], max(deadline - time.monotonic(), 0))
-            if not ready:
-                stopped = "grading stopped: the whole notebook took longer than the grading time limit"
-                break
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            buffer += chunk
-            if len(buffer) > MAX_REPORT_BYTES:
-                return {}, "grading stopped: the grading process sent more than its reports"
+    while True:
+        ready, _, _ = select.select([channel], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            stopped = "grading stopped: the whole notebook took longer than the grading time limit"
+            break
+        chunk, ancillary, _, _ = channel.recvmsg(1 << 20, socket.CMSG_SPACE(CREDENTIALS.size))
+        if not chunk:
+            break
+        if _sending_process(ancillary) != sender:
+            return {}, "grading stopped: a process other than the grading process wrote to its report channel"
+        buffer += chunk
+        if len(buffer) > MAX_REPORT_BYTES:
+            return {}, "grading stopped: the grading process sent more than its reports"
     lines = buffer.split(b"\n")[:-1]  # after the last newline: nothing, or a report cut off by a kill
     if len(lines) > 2:
         return {}, "grading stopped: the grading process sent more than its two reports"
@@ -229,21 +240,43 @@ def _read_reports(fd: int, deadline: float) -> tuple[dict, str]:
     return reports, stopped
 
 
-def grading_process(spec: dict, messages_fd: int) -> None:
-    """The grading process (forked by the zygote): pytest runs the tests of `spec` and reports, on
-    `messages_fd`, the tests it collected and then their outcomes, one JSON line each."""
+def _sending_process(ancillary) -> int | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= CREDENTIALS.size:
+            return CREDENTIALS.unpack_from(data)[0]
+    return None
+
+
+def grading_process(channel_fd: int) -> None:
+    """The grading process (forked by the zygote): it reads its task from the channel `channel_fd`, runs
+    pytest on those tests and reports back the tests it collected and then their outcomes, a JSON line each."""
+    channel = socket.socket(fileno=channel_fd)
+    spec = json.loads(_receive_exactly(channel, SPEC_LENGTH.unpack(_receive_exactly(channel, SPEC_LENGTH.size))[0]))
     limits = Limits(**spec["limits"])
+    limit_address_space(limits.grading_memory_bytes)  # what student replies can make the trusted side allocate
     user = None if spec["user"] is None else WorkerUser(*spec["user"])
     session = None
     if spec["statements"] is not None:
-        session = StudentSession(spec["statements"], limits, ZygoteAddress(spec["zygote"]), user, tuple(spec["hidden"]))
+        session = StudentSession(
+            spec["statements"], limits, ZygoteAddress(spec["zygote"]), user, tuple(spec["hidden"]), spec["unparsed"]
+        )
     results_path = None if spec["results_path"] is None else Path(spec["results_path"])
-    with open(os.devnull, "w") as quiet, os.fdopen(messages_fd, "w") as messages:
+    with open(os.devnull, "w") as quiet, channel, channel.makefile("w", encoding="utf-8") as messages:
         os.dup2(quiet.fileno(), 1)  # pytest's own terminal output is not the report
         sys.stdout = sys.stderr = quiet
         _grade_in_this_process(
             [Path(f) for f in spec["files"]], session, spec["problem"], limits, results_path, messages
         )
+
+
+def _receive_exactly(channel: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = channel.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            raise EOFError("the grader closed the channel before sending the whole task")
+        data += chunk
+    return data
 
 
 def _grade_in_this_process(files, session, problem, limits, results_path, messages) -> None:

@@ -80,7 +80,7 @@ class Zygote(ZygoteAddress):
                 stdin=subprocess.PIPE,  # its end of file tells the zygote we are gone
                 stdout=subprocess.DEVNULL,
                 cwd=self.folder,
-                env=_minimal_environment(),
+                env={**_minimal_environment(), "MPLCONFIGDIR": str(self.folder)},
                 start_new_session=True,
             )
 
@@ -95,9 +95,10 @@ class Zygote(ZygoteAddress):
                 self.start()
         raise AssertionError("unreachable")
 
-    def start_grading(self, spec: dict, messages_fd: int) -> GradingProcess:
-        """A grading process (grader.runner.grading_process) that writes its reports to `messages_fd`."""
-        message, _ = self._request({"role": "grading", **spec}, [messages_fd])
+    def start_grading(self, channel_fd: int) -> GradingProcess:
+        """A grading process (grader.runner.grading_process) that reads its task from, and writes its
+        reports to, the stream socket `channel_fd`."""
+        message, _ = self._request({"role": "grading"}, [channel_fd])
         return GradingProcess(message["pid"])
 
     def close(self) -> None:

@@ -1,9 +1,13 @@
-"""`check("02_sampling")` in a notebook cell: the visible tests on the functions of this session.
+"""What a student's notebook session uses from the grader: `check` and `demo`. Neither stops Run All.
 
+`check("02_sampling")` in a notebook cell runs the visible tests on the functions of this session.
 It reads the session's cell history (IPython's `In`), or the notebook file it is given, through the
 same loader and grading pipeline as `grader grade` (visible tests only), in a separate process so
-that the notebook's kernel never forks. It shows a table (HTML in Jupyter, text elsewhere) and never
-raises: a self-check cell must not stop Run All.
+that the notebook's kernel never forks. It shows a table (HTML in Jupyter, text elsewhere), never
+raises, and returns the results as a `CheckResults`, which a cell shows as one line.
+
+`with demo():` around a demo cell's code: while a function of the notebook that it calls is still a
+stub, one line names it instead of a traceback, and Run All goes on.
 """
 
 from __future__ import annotations
@@ -12,15 +16,28 @@ import json
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from html import escape
 from pathlib import Path
 
 from grader import results as results_file
 
 
+class CheckResults(dict):
+    """The results of a self-check (results.json's fields: `score`, `max_score`, `tests`, ...), shown as one line,
+    so that a cell ending with `check(...)` shows the table and not the whole dictionary after it."""
+
+    def __init__(self, assignment: str, results: dict):
+        super().__init__(results)
+        self.assignment = assignment
+
+    def __repr__(self) -> str:
+        return f"{self.assignment}: {self['score']:g}/{self['max_score']:g} visible points"
+
+
 def check(
     assignment: str, notebook=None, *, tests_dir=None, timeout: float | None = None, show: bool = True
-) -> dict | None:
+) -> CheckResults | None:
     """Run the visible tests of `assignment`; returns the results (None if they could not run)."""
     try:
         cells = None if notebook is not None else _session_cells()
@@ -33,7 +50,49 @@ def check(
         return None
     if show:
         _display(results, assignment)
-    return results
+    return CheckResults(assignment, results)
+
+
+@contextmanager
+def demo():
+    """Run a demo cell's code; a stub of the notebook that raises NotImplementedError is named in one line.
+
+    Only a NotImplementedError raised by a function defined in the notebook's session (`__main__`) is caught:
+    any other error, such as a bug in a student's function, shows its traceback as usual."""
+    figures_before = _open_figures()
+    try:
+        yield
+    except NotImplementedError as error:
+        stub = _session_function_that_raised(error)
+        if stub is None:
+            raise
+        print(f"`{stub}` is not implemented yet: write it in its cell above, then run this cell again.")
+        _close_figures_except(figures_before)  # Jupyter would show the half-drawn figure's empty axes
+
+
+def _open_figures() -> set[int]:
+    pyplot = sys.modules.get("matplotlib.pyplot")  # only if the notebook uses it: never import it here
+    return set(pyplot.get_fignums()) if pyplot else set()
+
+
+def _close_figures_except(kept: set[int]) -> None:
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    for number in _open_figures() - kept:
+        pyplot.close(number)
+
+
+def _session_function_that_raised(error: BaseException) -> str | None:
+    """The qualified name of the function where `error` was raised, if the notebook's session defined it."""
+    frame = error.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    code, namespace = frame.tb_frame.f_code, frame.tb_frame.f_globals
+    if namespace.get("__name__") != "__main__" or code.co_name == "<module>":
+        return None
+    if hasattr(code, "co_qualname"):  # Python 3.11+
+        return code.co_qualname
+    owner = frame.tb_frame.f_locals.get("self")  # Python 3.10: a method's class is its `self`'s
+    return code.co_name if owner is None else f"{type(owner).__name__}.{code.co_name}"
 
 
 def _session_cells() -> list[str] | None:

@@ -10,6 +10,7 @@ fresh worker and loads the notebook again.
 
 from __future__ import annotations
 
+from course.notebook import ExtractedCode, Statement, missing_reasons
 from grader.errors import WORKER_LOST, MissingFunction, StudentCrashed, StudentError
 from grader.identity import Limits, WorkerUser
 from grader.rpc import StudentObject, TrustedEndpoint
@@ -31,8 +32,10 @@ class StudentSession:
         zygote: ZygoteAddress,
         user: WorkerUser | None,
         hidden: tuple[str, ...] = (),
+        unparsed: dict[str, str] | None = None,
     ):
         self.statements = statements
+        self.unparsed = unparsed or {}  # names of cells that could not be parsed -> why (ExtractedCode.unparsed)
         self.limits = limits
         self.zygote = zygote
         self.user = user
@@ -72,7 +75,9 @@ class StudentSession:
         """What `student.NAME` gives: a callable proxy for a function or class, the data of a constant."""
         self.endpoint()
         if name not in self.names:
-            raise MissingFunction(f"the notebook does not define `{name}`")
+            extracted = ExtractedCode([Statement(**s) for s in self.statements], unparsed=self.unparsed)
+            reason = missing_reasons(extracted, self.names).get(name)
+            raise MissingFunction(f"the notebook does not define `{name}`" + (f": {reason}" if reason else ""))
         if self.names[name]:
             return StudentFunction(self, name, timeout, check_arguments)
         return self._guarded(

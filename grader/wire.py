@@ -15,13 +15,16 @@ arrays (lists) stand for themselves. Everything else is an object tagged by its 
     {"$": "yours", "id": 7}                    one of the receiver's own objects, sent back to it
 
 Decoding builds fresh plain objects only (exact builtin types and plain CPU tensors) and checks
-every size, so whatever the other side sends, the receiver gets data or a clear WireError.
+every size before it allocates anything: nesting depth, items per container, each tensor's shape
+(non-negative integers whose product no message could hold) against its buffer's length, and a
+bool tensor's bytes (0 or 1). Whatever the other side sends, the receiver gets data or a clear WireError.
 Handles are turned into proxies by the `Codec` owner (grader.rpc), which decides what a handle may do.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
 import types
@@ -32,6 +35,8 @@ import torch
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
+MAX_ITEMS = 2**20  # per list, tuple, dict or namespace
+MAX_DIMS = 32
 _LENGTH = struct.Struct("<I")
 
 DTYPES = {
@@ -152,16 +157,16 @@ class Codec:
             return self.decode(v, buffers, generators, depth + 1, tensors)
 
         if type(tree) is list:
-            return [inner(v) for v in tree]
+            return [inner(v) for v in _items(tree)]
         if type(tree) is not dict:
             raise WireError(f"unexpected JSON value of type {type(tree).__name__}")
         tag = tree.get("$")
         if tag == "tuple":
-            return tuple(inner(v) for v in _field(tree, "v", list))
+            return tuple(inner(v) for v in _items(_field(tree, "v", list)))
         if tag == "dict":
-            return {k: inner(v) for k, v in _field(tree, "v", dict).items()}
+            return {k: inner(v) for k, v in _items(_field(tree, "v", dict)).items()}
         if tag == "namespace":
-            return types.SimpleNamespace(**{k: inner(v) for k, v in _field(tree, "v", dict).items()})
+            return types.SimpleNamespace(**{k: inner(v) for k, v in _items(_field(tree, "v", dict)).items()})
         if tag == "tensor":
             tensor = _decode_tensor(tree, buffers)
             if tensors is not None:
@@ -211,6 +216,12 @@ def _field(tree: dict, key: str, kind: type):
     return value
 
 
+def _items(container):
+    if len(container) > MAX_ITEMS:
+        raise WireError(f"a container of {len(container)} items is over the limit of {MAX_ITEMS}")
+    return container
+
+
 def _buffer(tree: dict, buffers: list[bytearray]) -> bytearray:
     index = _field(tree, "buffer", int)
     if not 0 <= index < len(buffers):
@@ -223,12 +234,13 @@ def _decode_tensor(tree: dict, buffers: list[bytearray]) -> torch.Tensor:
     if dtype is None:
         raise WireError(f"unknown tensor dtype {tree['dtype']!r}")
     shape = _field(tree, "shape", list)
-    if len(shape) > 32 or not all(type(n) is int and n >= 0 for n in shape):
-        raise WireError("a tensor shape must be at most 32 non-negative integers")
+    if len(shape) > MAX_DIMS or not all(type(n) is int and n >= 0 for n in shape):
+        raise WireError(f"a tensor shape must be at most {MAX_DIMS} non-negative integers")
+    # Even an empty tensor's other dimensions must fit in memory's address arithmetic: bound them as if non-zero.
+    if math.prod(max(n, 1) for n in shape) > MAX_MESSAGE_BYTES:
+        raise WireError("a tensor shape's dimensions multiply to more elements than any message can hold")
     data = _buffer(tree, buffers)
-    numel = 1
-    for n in shape:
-        numel *= n
+    numel = math.prod(shape)
     itemsize = torch.empty((), dtype=dtype).element_size()
     if numel * itemsize != len(data):
         raise WireError(
@@ -236,7 +248,10 @@ def _decode_tensor(tree: dict, buffers: list[bytearray]) -> torch.Tensor:
         )
     if numel == 0:
         return torch.empty(shape, dtype=dtype)
-    return _bytes_tensor(data).view(dtype).reshape(shape)
+    tensor = _bytes_tensor(data)
+    if dtype is torch.bool and tensor.max() > 1:
+        raise WireError("a bool tensor holds bytes other than 0 and 1")
+    return tensor.view(dtype).reshape(shape)
 
 
 # ---------------------------------------------------------------- framing

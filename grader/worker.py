@@ -6,13 +6,14 @@ socket FD. For each request (from a process of the same user) it forks either a 
 a worker, which
 
 1. leaves the zygote's session and closes every file descriptor but its own connection,
-2. when the zygote runs as root: enters a mount namespace of its own in which each folder it was
-   asked to hide (the tests, the solutions, a batch's other notebooks) is an empty read-only tmpfs,
-   and drops to the unprivileged uid/gid it was given, after setting its resource limits (memory,
-   file size, processes, CPU time, no core dumps),
-3. only then opens its work directory's capped output file (as itself: a link planted there by an
-   earlier worker leads nowhere it could not go anyway) and /dev/null as stdin,
-4. serves the grader's requests (load the notebook's statements, call functions) until the
+2. enters namespaces of its own (grader/namespaces.py: it becomes process 1 of a PID namespace, with
+   its own /proc, and sees the folders it was asked to hide, the tests, the solutions and a batch's
+   other notebooks, as empty read-only tmpfs mounts), as root and as an ordinary user,
+3. sets its resource limits (memory, file size, CPU time, no core dumps, and as root processes), gives
+   up every privilege (no_new_privs; as root it drops to the unprivileged uid/gid it was given),
+4. only then opens its work directory's capped output file (as itself: a link planted there leads
+   nowhere it could not go anyway) and /dev/null as stdin,
+5. serves the grader's requests (load the notebook's statements, call functions) until the
    connection closes.
 
 The zygote is started with a minimal environment and has never seen a test, an expected value or
@@ -21,8 +22,6 @@ another student's code, so there is nothing in a worker's memory to steal.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import io
 import json
 import os
@@ -34,16 +33,24 @@ import struct
 import sys
 import types
 
+from grader import namespaces
+from grader.identity import limit_address_space
+
 CONNECTION_FD = 3
-CLONE_NEWNS = 0x00020000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 1 << 14, 1 << 18
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     listener = socket.socket(fileno=int(argv[0]))
+    missing = namespaces.unavailable()
+    if missing:
+        print(
+            f"grader: warning: workers get no namespaces of their own here ({missing}): student code can see and "
+            "signal the grader's other processes and read every folder its uid may read (grader/README.md)",
+            file=sys.stderr,
+        )
     _preload()
-    _zygote_loop(listener)
+    _zygote_loop(listener, isolated=missing is None)
 
 
 PRELOADED = (
@@ -68,7 +75,7 @@ def _preload() -> None:
     sys.modules["torch"].set_num_threads(1)
 
 
-def _zygote_loop(listener: socket.socket) -> None:
+def _zygote_loop(listener: socket.socket, isolated: bool) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the workers
     while True:
         readable, _, _ = select.select([listener, sys.stdin], [], [])
@@ -77,10 +84,10 @@ def _zygote_loop(listener: socket.socket) -> None:
         if listener in readable:
             connection, _ = listener.accept()
             with connection:
-                _serve_spawn_request(listener, connection)
+                _serve_spawn_request(listener, connection, isolated)
 
 
-def _serve_spawn_request(listener: socket.socket, connection: socket.socket) -> None:
+def _serve_spawn_request(listener: socket.socket, connection: socket.socket, isolated: bool) -> None:
     pid, uid, gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     if uid != os.geteuid():
         return  # only the user who started the zygote may ask for workers
@@ -93,7 +100,7 @@ def _serve_spawn_request(listener: socket.socket, connection: socket.socket) -> 
     if spec.get("role") == "grading" and len(fds) == 1:
         child = os.fork()
         if child == 0:
-            _become_grading_process(listener, connection, spec, fds[0])
+            _become_grading_process(listener, connection, fds[0])
         os.close(fds[0])
         connection.send(json.dumps({"pid": child}).encode())
         return
@@ -106,7 +113,7 @@ def _serve_spawn_request(listener: socket.socket, connection: socket.socket) -> 
             listener.close()
             connection.close()
             ours.close()
-            _become_worker(theirs, spec)
+            _become_worker(theirs, spec, isolated)
         finally:
             os._exit(0)
     theirs.close()
@@ -114,7 +121,7 @@ def _serve_spawn_request(listener: socket.socket, connection: socket.socket) -> 
         socket.send_fds(connection, [json.dumps({"pid": child}).encode()], [ours.fileno()])
 
 
-def _become_grading_process(listener: socket.socket, connection: socket.socket, spec: dict, messages_fd: int) -> None:
+def _become_grading_process(listener: socket.socket, connection: socket.socket, channel_fd: int) -> None:
     status = 1
     try:
         listener.close()
@@ -122,21 +129,22 @@ def _become_grading_process(listener: socket.socket, connection: socket.socket, 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         from grader.runner import grading_process
 
-        grading_process(spec, messages_fd)
+        grading_process(channel_fd)
         status = 0
     finally:
         os._exit(status)
 
 
-def _become_worker(connection: socket.socket, spec: dict) -> None:
+def _become_worker(connection: socket.socket, spec: dict, isolated: bool) -> None:
     os.setsid()  # its own session and process group: the grader kills the whole tree at once
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file-size limit fails instead of killing
     os.dup2(connection.detach(), CONNECTION_FD)
     os.closerange(CONNECTION_FD + 1, os.sysconf("SC_OPEN_MAX"))
-    if spec.get("uid") is not None:
-        _hide(spec["hidden"])
+    if isolated:
+        namespaces.enter_namespaces(spec["hidden"])  # from here on, in the worker's own namespaces
     _set_limits(spec["limits"], drop_to=spec.get("uid"))
+    namespaces.drop_namespace_privileges(entered=isolated)
     if spec.get("uid") is not None:
         os.setgroups([])
         os.setresgid(spec["gid"], spec["gid"], spec["gid"])
@@ -156,27 +164,9 @@ def _become_worker(connection: socket.socket, spec: dict) -> None:
     _serve(socket.socket(fileno=CONNECTION_FD), spec["limits"]["message_bytes"])
 
 
-def _hide(folders: list[str]) -> None:
-    """As root, before dropping privileges: a mount namespace of this worker's own, in which each folder
-    is an empty, read-only tmpfs. Where namespaces are not permitted (a container without
-    CAP_SYS_ADMIN), the folders stay as readable as their modes make them (grader/README.md)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNS) != 0:
-        return
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:  # nothing mounted here leaks outside
-        raise OSError(ctypes.get_errno(), "cannot make the worker's mounts private")
-    flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-    for folder in folders:
-        if libc.mount(b"grader-hidden", os.fsencode(folder), b"tmpfs", flags, b"size=4k,mode=000") != 0:
-            code = ctypes.get_errno()
-            if code != errno.ENOENT:
-                raise OSError(code, f"cannot hide {folder} from the worker")
-
-
 def _set_limits(limits: dict, drop_to: int | None) -> None:
-    address_space = _virtual_memory_bytes() + limits["memory_bytes"]  # torch's own mappings come on top of the budget
+    limit_address_space(limits["memory_bytes"])  # torch's own mappings come on top of the budget
     for limit, value in (
-        (resource.RLIMIT_AS, address_space),
         (resource.RLIMIT_FSIZE, limits["file_bytes"]),
         (resource.RLIMIT_CPU, limits["cpu_seconds"]),
         (resource.RLIMIT_CORE, 0),
@@ -184,14 +174,6 @@ def _set_limits(limits: dict, drop_to: int | None) -> None:
         resource.setrlimit(limit, (value, value))
     if drop_to is not None:  # counted per user: meaningful only for a uid of its own
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
-
-
-def _virtual_memory_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 class CappedOutput(io.TextIOBase):

@@ -246,4 +246,6 @@ def test_solution_notebook_runs_top_to_bottom(tmp_path):
     assert not errors, errors[0].get("evalue")
     images = sum(1 for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
     assert images == 2, f"expected the time and the memory plots, found {images} images"
+    text = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "is not implemented yet" not in text and "same tokens: True" in text
     assert elapsed < 240, f"the notebook took {elapsed:.0f} s"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import ast
 import json
 import random
+import re
 
 import nbformat
 import pytest
 
-from course.build import build, student_source
+from course.build import MANIFEST, build, student_source
+from course.cli import main as course_main
 from course.errors import UserError
 from course.notebook import load_notebook
 
@@ -132,26 +134,125 @@ def test_build_is_deterministic_and_check_passes(course_dirs, capsys):
     assert (assignments / "02_sampling.ipynb").read_bytes() == first
     assert capsys.readouterr().out == "assignments are up to date\n"
     assert build(solutions, assignments, check=True) == 0
-    assert sorted(p.name for p in assignments.iterdir()) == ["02_sampling.ipynb"]  # no temporary left behind
+    assert sorted(p.name for p in assignments.iterdir()) == [MANIFEST, "02_sampling.ipynb"]  # no temporary left
 
 
 def test_check_lists_stale_missing_and_extra(course_dirs, capsys):
     solutions, assignments = course_dirs
     build(solutions, assignments)
     nbformat.write(solution_notebook("X = 1"), solutions / "03_penalties.ipynb")  # missing
-    (assignments / "99_old.ipynb").write_text("{}")  # extra
-    edited = (assignments / "02_sampling.ipynb").read_text().replace("use torch.argmax", "use argmax")  # hand-edited
-    (assignments / "02_sampling.ipynb").write_text(edited)
+    (assignments / "99_old.ipynb").write_text("{}")  # extra: not written by the build
+    nb = nbformat.read(solutions / "02_sampling.ipynb", as_version=4)
+    nb.cells[0].source = "# Sampling, revised"
+    nbformat.write(nb, solutions / "02_sampling.ipynb")  # stale
     capsys.readouterr()
     assert build(solutions, assignments, check=True) == 1
     out = capsys.readouterr().out
-    assert f"stale: {assignments / '02_sampling.ipynb'}" in out
-    assert f"missing: {assignments / '03_penalties.ipynb'}" in out
-    assert f"extra: {assignments / '99_old.ipynb'}" in out
-    assert (assignments / "02_sampling.ipynb").read_text() == edited  # --check writes nothing
+    assert f"stale: {assignments / '02_sampling.ipynb'}\n" in out
+    assert f"missing: {assignments / '03_penalties.ipynb'}\n" in out
+    assert f"extra: {assignments / '99_old.ipynb'} (not written by `course build`, which leaves it alone)" in out
+    assert "Sampling, revised" not in (assignments / "02_sampling.ipynb").read_text()  # --check writes nothing
     assert build(solutions, assignments) == 0
-    assert build(solutions, assignments, check=True) == 0
-    assert not (assignments / "99_old.ipynb").exists()
+    assert "Sampling, revised" in (assignments / "02_sampling.ipynb").read_text()
+    capsys.readouterr()
+    assert build(solutions, assignments, check=True) == 0  # an extra notebook alone is information, not staleness
+    assert capsys.readouterr().out.endswith(
+        "extra: "
+        + str(assignments / "99_old.ipynb")
+        + " (not written by `course build`, which leaves it alone)\nassignments are up to date\n"
+    )
+    assert (assignments / "99_old.ipynb").read_text() == "{}"
+
+
+def edit_like_a_student(path) -> str:
+    """Fill in the stub of `greedy` and save, as Jupyter would; returns the saved text."""
+    text = path.read_text().replace('raise NotImplementedError(\\"use torch.argmax\\")', "return logits.argmax(-1)")
+    assert text != path.read_text()
+    path.write_text(text)
+    return text
+
+
+def test_a_students_edited_notebook_survives_the_build(course_dirs, capsys):
+    solutions, assignments = course_dirs
+    build(solutions, assignments)
+    work = edit_like_a_student(assignments / "02_sampling.ipynb")
+    nb = nbformat.read(solutions / "02_sampling.ipynb", as_version=4)
+    nb.cells[0].source = "# Sampling, revised"  # the instructor changes the assignment meanwhile
+    nbformat.write(nb, solutions / "02_sampling.ipynb")
+    capsys.readouterr()
+    for _ in range(2):  # `make demo` twice: the work stays, the manifest still protects it
+        assert course_main(["build", "--solutions", str(solutions), "--assignments", str(assignments)]) == 0
+        assert capsys.readouterr().out == (
+            f"kept {assignments / '02_sampling.ipynb'}: it was edited after the last build (your work?); "
+            "move it away or pass --force to replace it, a backup is kept\n"
+        )
+        assert (assignments / "02_sampling.ipynb").read_text() == work
+    assert build(solutions, assignments, check=True) == 1
+    assert "`course build` keeps it, `course build --force` replaces it" in capsys.readouterr().out
+
+
+def test_force_replaces_an_edited_notebook_after_a_backup(course_dirs, capsys):
+    solutions, assignments = course_dirs
+    build(solutions, assignments)
+    work = edit_like_a_student(assignments / "02_sampling.ipynb")
+    capsys.readouterr()
+    assert course_main(["build", "--force", "--solutions", str(solutions), "--assignments", str(assignments)]) == 0
+    (backup,) = assignments.glob("02_sampling.ipynb.bak-*")
+    assert re.fullmatch(r"02_sampling\.ipynb\.bak-\d{8}-\d{6}", backup.name)
+    assert backup.read_text() == work
+    assert capsys.readouterr().out == f"replaced {assignments / '02_sampling.ipynb'}; the edited copy is now {backup}\n"
+    assert "use torch.argmax" in (assignments / "02_sampling.ipynb").read_text()
+    assert build(solutions, assignments, check=True) == 0  # the backup is not a notebook the check looks at
+
+
+def test_files_the_build_did_not_write_are_never_deleted(course_dirs, capsys):
+    solutions, assignments = course_dirs
+    build(solutions, assignments)
+    copy = assignments / "02_sampling (my copy).ipynb"
+    copy.write_bytes((assignments / "02_sampling.ipynb").read_bytes())  # byte for byte a built notebook
+    capsys.readouterr()
+    assert build(solutions, assignments) == 0
+    assert capsys.readouterr().out == "assignments are up to date\n"
+    assert copy.exists()
+
+
+def test_a_notebook_the_build_wrote_goes_when_its_solution_goes(course_dirs, capsys):
+    solutions, assignments = course_dirs
+    nbformat.write(solution_notebook("X = 1"), solutions / "03_penalties.ipynb")
+    build(solutions, assignments)
+    (solutions / "03_penalties.ipynb").unlink()
+    capsys.readouterr()
+    assert build(solutions, assignments, check=True) == 1
+    assert "its solution notebook is gone: `course build` removes it" in capsys.readouterr().out
+    assert build(solutions, assignments) == 0
+    assert capsys.readouterr().out == f"removed {assignments / '03_penalties.ipynb'} (its solution notebook is gone)\n"
+    assert sorted(p.name for p in assignments.iterdir()) == [MANIFEST, "02_sampling.ipynb"]
+    assert json.loads((assignments / MANIFEST).read_text())["notebooks"].keys() == {"02_sampling.ipynb"}
+
+
+def test_without_a_record_a_differing_notebook_is_kept_and_an_equal_one_recorded(course_dirs, capsys):
+    """A clone from before the record existed: what the build would write is recorded, anything else kept."""
+    solutions, assignments = course_dirs
+    build(solutions, assignments)
+    nbformat.write(solution_notebook("X = 1"), solutions / "03_penalties.ipynb")
+    build(solutions, assignments)
+    work = edit_like_a_student(assignments / "02_sampling.ipynb")
+    (assignments / MANIFEST).unlink()
+    capsys.readouterr()
+    assert build(solutions, assignments, check=True) == 1
+    assert capsys.readouterr().out.startswith(f"stale: {assignments / '02_sampling.ipynb'} (edited after")
+    assert build(solutions, assignments) == 0
+    assert capsys.readouterr().out.startswith(f"kept {assignments / '02_sampling.ipynb'}: it was edited")
+    assert (assignments / "02_sampling.ipynb").read_text() == work
+    assert json.loads((assignments / MANIFEST).read_text())["notebooks"].keys() == {"03_penalties.ipynb"}
+
+
+def test_a_damaged_record_is_one_line(course_dirs):
+    solutions, assignments = course_dirs
+    build(solutions, assignments)
+    (assignments / MANIFEST).write_text('{"notebooks": ["02_sampling.ipynb"]}')
+    with pytest.raises(UserError, match=r"^\S+\.build\.json is not a record written by `course build`: delete it"):
+        build(solutions, assignments)
 
 
 def test_stale_after_solution_changes(course_dirs):

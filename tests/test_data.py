@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -153,7 +154,7 @@ def test_official_files_and_hub_parquet_give_the_same_lines(tmp_path):
             assert [line if line.strip() else "" for line in corpus.lines(split)] == expected[split], layout
 
 
-def test_without_a_folder_the_hub_dataset_is_read(monkeypatch):
+def test_without_a_folder_the_hub_dataset_is_read(monkeypatch, tmp_path):
     datasets = pytest.importorskip("datasets")
     hub_rows = {  # as Salesforce/wikitext stores them: lines ending in a newline, blank lines ''
         hub_split: [line + "\n" if line.strip() else "" for line in ARTICLE_LINES[split]]
@@ -168,7 +169,9 @@ def test_without_a_folder_the_hub_dataset_is_read(monkeypatch):
         )
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(data, "_hub_unreachable", lambda: None)  # the hub answers
     monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))  # nothing prepared
     corpus = load_corpus("wikitext-103-raw-v1")
     assert requested == [("Salesforce/wikitext", "wikitext-103-raw-v1")]
     assert corpus.where == "Salesforce/wikitext (wikitext-103-raw-v1)"
@@ -292,11 +295,16 @@ def test_vocabulary_size_out_of_range(small_corpus, tmp_path):
     )
 
 
-def run_cli(*args: str, **environment: str) -> subprocess.CompletedProcess:
-    """`course ARGS...` in a fresh process, without $COURSE_DATA_DIR."""
-    env = {key: value for key, value in os.environ.items() if key != "COURSE_DATA_DIR"} | environment
+# The hub's address when the network is down: connections are refused at once. Its offline switches are unset.
+UNREACHABLE_HUB = {"HF_ENDPOINT": "http://127.0.0.1:9"}
+UNSET = ("COURSE_DATA_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def run_cli(*args: str, cwd: Path = ROOT, **environment: str) -> subprocess.CompletedProcess:
+    """`course ARGS...` in a fresh process, without $COURSE_DATA_DIR and without the hub's offline mode."""
+    env = {key: value for key, value in os.environ.items() if key not in UNSET} | environment
     return subprocess.run(
-        [sys.executable, "-m", "course.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+        [sys.executable, "-m", "course.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
 
 
@@ -414,11 +422,24 @@ def test_a_damaged_cache_is_reported(prepared, small_corpus, tmp_path):
         prepared.split_path("validation")
 
 
-def test_cache_dir_defaults_to_the_environment_then_data_cache(monkeypatch, tmp_path):
+def test_cache_dir_defaults_to_the_environment_then_the_kit_then_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "env-cache"))
     assert data.default_cache_dir() == tmp_path / "env-cache"
     monkeypatch.delenv("COURSE_CACHE_DIR")
-    assert data.default_cache_dir() == Path("data") / "cache"
+    monkeypatch.chdir(tmp_path)  # whatever folder a command or notebook runs from
+    assert data.default_cache_dir() == ROOT / "data" / "cache"
+    monkeypatch.setattr(data.kit, "ROOT", tmp_path / "site-packages")  # an installed kit, not a clone
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    assert data.default_cache_dir() == tmp_path / "user-cache" / "course-kit"
+
+
+def test_prepared_files_are_readable_as_the_umask_allows(small_corpus, tmp_path, umask):
+    umask(0o022)
+    prepared = prepare(data_dir=small_corpus, vocab_size=SMALL_VOCAB, cache_dir=tmp_path / "cache", quiet=True)
+    assert stat.S_IMODE(prepared.cache_dir.stat().st_mode) == 0o755
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in prepared.cache_dir.iterdir()} == {
+        name: 0o644 for name in ("meta.json", "tokenizer.json", "train.bin", "valid.bin", "test.bin")
+    }
 
 
 def test_the_prepare_command_prints_a_summary(small_corpus, tmp_path, capsys):
@@ -458,3 +479,86 @@ def test_prepare_real_wikitext2(wikitext2_dir, course_cache_dir):
     articles = list(load_corpus("wikitext-2-v1", wikitext2_dir).articles("valid"))
     assert tokenizer.encode_batch(articles) == [tokenizer.encode(article) for article in articles]
     assert seconds < 120, f"preparing WikiText-2 took {seconds:.0f} s"
+
+
+# --- prepared once, found again without a folder, an environment variable or the hub ---------------
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """No $COURSE_DATA_DIR, and any use of the hub fails the test."""
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+
+    def hub_corpus(dataset):
+        raise AssertionError(f"the hub was asked for {dataset}")
+
+    monkeypatch.setattr(data, "_hub_corpus", hub_corpus)
+
+
+def test_without_a_folder_the_one_an_earlier_prepare_read_is_used(small_corpus, tmp_path, monkeypatch, no_hub):
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "cache"))
+    first = prepare(data_dir=small_corpus, vocab_size=SMALL_VOCAB, quiet=True)
+    assert prepare(vocab_size=SMALL_VOCAB, quiet=True) == first
+    assert load_corpus().where == str(small_corpus)  # what the lectures read
+    with open(small_corpus / "wiki.test.tokens", "a", encoding="utf-8") as f:
+        f.write(" One more line . \n")
+    changed = prepare(vocab_size=SMALL_VOCAB, quiet=True)  # the recorded folder is read again, not trusted
+    assert changed.cache_dir != first.cache_dir and changed.num_words["test"] == first.num_words["test"] + 5
+
+
+def test_when_that_folder_is_gone_the_newest_cache_is_used_as_it_is(small_corpus, tmp_path, no_hub, capsys):
+    cache = tmp_path / "cache"
+    prepare(data_dir=small_corpus, vocab_size=SMALL_VOCAB, cache_dir=cache, quiet=True)
+    newest = prepare(data_dir=small_corpus, vocab_size=SMALL_VOCAB + 10, cache_dir=cache, quiet=True)
+    small_corpus.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert prepare(vocab_size=SMALL_VOCAB + 10, cache_dir=cache) == newest
+    printed = capsys.readouterr().out
+    assert f"already prepared, nothing to do: {newest.cache_dir}" in printed
+    assert f"wikitext-2-v1 from {small_corpus}" in printed
+    with pytest.raises(AssertionError, match="the hub was asked for wikitext-103-v1"):  # nothing local for it
+        prepare("wikitext-103-v1", vocab_size=SMALL_VOCAB, cache_dir=cache, quiet=True)
+
+
+def test_with_nothing_prepared_an_unreachable_hub_is_one_line(tmp_path):
+    result = run_cli("prepare", COURSE_CACHE_DIR=str(tmp_path / "cache"), **UNREACHABLE_HUB, HF_HOME=str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "course prepare: error: expected to download Salesforce/wikitext (wikitext-2-v1) from the Hugging Face hub, "
+        "but http://127.0.0.1:9 is unreachable: Connection refused; "
+        "pass --data-dir or set COURSE_DATA_DIR to a folder holding the WikiText files\n"
+    )
+
+
+def test_an_unreachable_hub_is_asked_once_and_datasets_never(tmp_path, monkeypatch):
+    """`datasets` retried such a hub for about 30 s before giving up."""
+    constants = pytest.importorskip("huggingface_hub.constants")
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(constants, "ENDPOINT", UNREACHABLE_HUB["HF_ENDPOINT"])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+
+    def load_dataset(*args, **kwargs):
+        raise AssertionError("datasets was asked to reach an unreachable hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    start = time.perf_counter()
+    expect_user_error("but http://127.0.0.1:9 is unreachable", prepare, cache_dir=tmp_path, quiet=True)
+    assert time.perf_counter() - start < 1.0  # one refused connection
+
+
+@pytest.mark.slow
+def test_once_prepared_course_train_runs_offline_without_a_folder(tmp_path, wikitext2_dir, course_cache_dir):
+    """A student prepares once with --data-dir; later commands, run from another folder with no
+    $COURSE_DATA_DIR and an unreachable hub, find the prepared corpus and never ask the hub."""
+    offline = dict(COURSE_CACHE_DIR=str(course_cache_dir), **UNREACHABLE_HUB, HF_HOME=str(tmp_path / "hf"))
+    prepared = run_cli("prepare", "--data-dir", str(wikitext2_dir), **offline)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    again = run_cli("prepare", cwd=tmp_path, **offline)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already prepared, nothing to do" in again.stdout
+    assert f"wikitext-2-v1 from {wikitext2_dir.resolve()}" in again.stdout
+    trained = run_cli("train", "--preset", "tiny", "--max-steps", "2", "--out", "tiny", cwd=tmp_path, **offline)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "saved tiny (step 2" in trained.stdout and "hub" not in trained.stdout + trained.stderr

@@ -228,7 +228,7 @@ def graded(tmp_path_factory):
     with open(submissions / "huge_notebook.ipynb", "wb") as f:  # 100 MB, made here, never committed
         f.write(b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [], "padding": "')
         f.write(b"x" * 100 * 2**20 + b'"}')
-    rows = run_batch(submissions, tests_dir / "00_example", jobs=2, limits=LIMITS, progress=False)
+    rows = run_batch(submissions, tests_dir / "00_example", jobs=2, limits=LIMITS, progress=False).rows
     assert len(rows) == len(cases) + len(BROKEN_FILES) + 1
     results = {p.stem: json.loads(p.read_text()) for p in results_dir.glob("*.json")}
     return results, cases, tests_dir

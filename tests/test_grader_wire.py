@@ -156,6 +156,59 @@ def test_malformed_values_are_refused(tree, buffers, error):
         codec.decode(tree, buffers)
 
 
+def _tensor_tree(shape, dtype="float32") -> dict:
+    return {"$": "tensor", "dtype": dtype, "shape": shape, "buffer": 0}
+
+
+@pytest.mark.parametrize(
+    "tree, buffer, error",
+    [
+        (_tensor_tree([2**70]), bytes(8), "more elements than any message can hold"),
+        (_tensor_tree([2**70, 0]), b"", "more elements than any message can hold"),  # empty, yet torch would overflow
+        (_tensor_tree([2**40, 2**40, 0]), b"", "more elements than any message can hold"),
+        (_tensor_tree([2**14] * 3), bytes(8), "more elements than any message can hold"),  # 2**42 in all
+        (_tensor_tree([3, -2]), bytes(8), "non-negative integers"),
+        (_tensor_tree([2.0]), bytes(8), "non-negative integers"),
+        (_tensor_tree([True]), bytes(4), "non-negative integers"),
+        (_tensor_tree([1] * 33), bytes(4), "at most 32"),
+        (_tensor_tree([2, 2]), bytes(12), "needs 16 bytes, not 12"),
+        (_tensor_tree([2**20, 2**8]), bytes(8), "needs 1073741824 bytes, not 8"),
+        (_tensor_tree([3], "bool"), bytes([0, 1, 2]), "other than 0 and 1"),
+    ],
+    ids=["huge", "huge-empty", "product-overflows-empty", "product-huge", "negative", "float", "bool", "33-dims",
+         "too-few-bytes", "far-too-few-bytes", "bool-byte-2"],
+)  # fmt: skip
+def test_forged_tensor_shapes_are_a_wire_error_before_any_allocation(tree, buffer, error):
+    """Each dimension is checked, then their product against the buffer's length, before torch sees the shape."""
+    with pytest.raises(wire.WireError, match=error):
+        wire.Codec(None, None, None).decode(tree, [bytearray(buffer)])
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [
+        [None] * (wire.MAX_ITEMS + 1),
+        {"$": "tuple", "v": [0] * (wire.MAX_ITEMS + 1)},
+        {"$": "dict", "v": {str(i): 0 for i in range(wire.MAX_ITEMS + 1)}},
+        {"$": "namespace", "v": {f"a{i}": 0 for i in range(wire.MAX_ITEMS + 1)}},
+    ],
+)
+def test_containers_over_the_item_limit_are_refused(tree):
+    with pytest.raises(wire.WireError, match=f"over the limit of {wire.MAX_ITEMS}"):
+        wire.Codec(None, None, None).decode(tree, [])
+
+
+def test_containers_at_the_item_limit_and_the_depth_limit_decode():
+    codec = wire.Codec(None, None, None)
+    assert len(codec.decode([0] * wire.MAX_ITEMS, [])) == wire.MAX_ITEMS
+    deep: list = []
+    for _ in range(wire.MAX_DEPTH + 1):
+        deep = [deep]
+    assert codec.decode(deep, []) == deep
+    with pytest.raises(wire.WireError, match="nested too deeply"):
+        codec.decode([deep], [])
+
+
 def test_a_message_over_the_limit_is_refused_before_anything_is_sent():
     a, b = socket.socketpair()
     with a, b:
@@ -361,6 +414,30 @@ def test_a_call_may_be_allowed_to_modify_its_arguments(endpoint):
         "invoke", 0, "divide_in_place", (torch.tensor([2.0]), 2.0), {}, label="d", check_arguments=False
     )
     assert out.tolist() == [1.0]
+
+
+def _forging_worker(sock: socket.socket, reply_tree: dict, buffer: bytes) -> None:
+    """Answer one request with a reply whose tensor says one size while its buffer holds another."""
+    with sock:
+        wire.receive_message(sock)
+        header = json.dumps({"reply": reply_tree, "generators": [], "buffers": [len(buffer)]}).encode()
+        sock.sendall(struct.pack("<I", len(header)) + header + buffer)
+
+
+@pytest.mark.parametrize(
+    "shape, buffer",
+    [([2**70], bytes(8)), ([2**70, 0], b""), ([2**40, 2**40, 0], b""), ([-1], bytes(8)), ([4], bytes(8))],
+)
+def test_a_forged_reply_loses_the_worker_with_a_sentence(shape, buffer):
+    """A reply with an impossible tensor shape is a protocol error: the call fails, the worker is replaced."""
+    trusted_sock, worker_sock = socket.socketpair()
+    forger = threading.Thread(target=_forging_worker, args=(worker_sock, _tensor_tree(shape), buffer), daemon=True)
+    forger.start()
+    with trusted_sock:
+        endpoint = TrustedEndpoint(trusted_sock)
+        with pytest.raises(StudentCrashed, match=r"^add_one broke the worker's connection to the grader \(a tensor"):
+            call(endpoint, "add_one", 1.0)
+    forger.join(timeout=5)
 
 
 def test_an_argument_without_a_parameter_name_is_named_by_its_position(endpoint):

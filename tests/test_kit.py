@@ -140,7 +140,8 @@ def test_course_build_writes_notebooks_readable_by_all(tmp_path, umask):
     )
     assert result.returncode == 0, result.stderr
     written = sorted(tmp_path.iterdir())
-    assert [path.name for path in written] == sorted(path.name for path in (ROOT / "solutions").glob("*.ipynb"))
+    notebooks = sorted(path.name for path in (ROOT / "solutions").glob("*.ipynb"))
+    assert [path.name for path in written] == [".build.json", *notebooks]  # the notebooks and the build's record
     assert [mode(path) for path in written] == [0o644] * len(written)
 
 

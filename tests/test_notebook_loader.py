@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
+import time
 import traceback
 
 import nbformat
 import pytest
 
+import course.notebook
 from course.errors import UserError
+from course.generation import load_sampler
 from course.notebook import NotebookError, extract_code, load_notebook, read_notebook, require, run_code
 
 
@@ -294,3 +298,103 @@ def test_require_names_every_missing_function():
         require(namespace, ["a", "top_p_filter"])
     with pytest.raises(UserError, match=r"^x.ipynb defines none of `B`, `c` \(`B` is not a function\); needed$"):
         require(namespace, ["B", "c"], where="x.ipynb", why="needed")
+
+
+# ---------------------------------------------------------------- bounded work on any input
+
+EXTRACTION_CPU_SECONDS = 2.0  # 60,000 kept statements take about 1 s; the per-statement slicing took hours
+
+
+def test_extraction_is_linear_in_a_cells_length():
+    cell = "".join(f"C{i} = {i}\n" for i in range(60_000))
+    started = time.process_time()  # CPU time: the shared machine's load does not count
+    statements = extract_code([cell]).statements
+    assert time.process_time() - started < EXTRACTION_CPU_SECONDS
+    assert len(statements) == 60_000
+    assert (statements[-1].line, statements[-1].source) == (60_000, "C59999 = 59999")
+
+
+@pytest.mark.parametrize(
+    ("cell", "sources"),
+    [
+        ("É = 'é'; F = 'ü' ; import os", ["É = 'é'", "F = 'ü'", "import os"]),  # columns count UTF-8 bytes
+        ("A = 1\r\nB = (\r\n  2)\r\ndef f():\r\n    return 1", ["A = 1", "B = (\n  2)", "def f():\n    return 1"]),
+        ("A = 1\rB = 2", ["A = 1", "B = 2"]),  # old Mac newlines
+        ("A = 1\n\x0cB = 2\ndef g():\n    return '\u2028'", ["A = 1", "B = 2", "def g():\n    return '\u2028'"]),
+    ],
+)
+def test_statement_sources_are_exact(cell, sources):
+    assert [s.source for s in extract_code([cell]).statements] == sources
+
+
+def test_deeply_nested_expression_costs_only_its_cell():
+    loaded = load_notebook(["def kept():\n    return 1", "NESTED = " + "+".join(["1"] * 5000)])
+    assert loaded.problems == ["cell 2: cannot be parsed (RecursionError); the cell was skipped"]
+    assert loaded.namespace["kept"]() == 1
+    assert loaded.unloaded == {"NESTED": "cell 2 cannot be parsed (RecursionError), so nothing in that cell was loaded"}
+
+
+def test_metadata_nested_too_deeply_is_refused_in_one_sentence(tmp_path):
+    content = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "source": "X = 1"}]}
+    path = tmp_path / "deep.ipynb"
+    path.write_text(json.dumps(content))
+    assert load_notebook(path).namespace["X"] == 1
+    for _ in range(600):
+        content["cells"][0]["metadata"] = {"level": content["cells"][0].get("metadata", {})}
+    path.write_text(json.dumps(content))
+    with pytest.raises(NotebookError, match=rf"^{path} is not a Jupyter notebook: its JSON is nested more than 100 "):
+        load_notebook(path)
+
+
+@pytest.mark.parametrize(
+    ("cells", "reason"),
+    [
+        (["X = 1"] * 10_001, "it has 10,001 cells (at most 10,000)"),
+        (["X = 1", "#" * 1_000_001], "cell 2 holds 1,000,001 characters of code (at most 1,000,000)"),
+        (["#" * 900_000] * 5, "its code cells hold 4,500,000 characters (at most 4,000,000)"),
+    ],
+)
+def test_notebooks_beyond_the_limits_are_refused_in_one_sentence(cells, reason):
+    with pytest.raises(NotebookError, match=f"^the list of cells is too large to grade: {re.escape(reason)}$"):
+        extract_code(cells)
+
+
+def test_more_kept_statements_than_the_limit_are_refused(monkeypatch):
+    monkeypatch.setattr(course.notebook, "MAX_STATEMENTS", 3)
+    assert len(extract_code(["import os", "A = 1\nB = 2"]).statements) == 3
+    with pytest.raises(
+        NotebookError, match="^the list of cells is too large to grade: it keeps more than 3 statements"
+    ):
+        extract_code(["import os", "A = 1\nB = 2\nC = 3"])
+
+
+def test_ipython_lines_inside_strings_are_text_and_their_reparsing_is_bounded():
+    statements = extract_code(['TEMPLATE = """\n%time is kept\n!this too\n"""\n%time f(1)\nX = 2']).statements
+    assert [s.source for s in statements] == ['TEMPLATE = """\n%time is kept\n!this too\n"""', "X = 2"]
+    started = time.process_time()
+    extracted = extract_code(["%time f(1)\n" * 20_000 + "def after_the_magics():\n    pass"])
+    assert time.process_time() - started < EXTRACTION_CPU_SECONDS  # IPython's transformer took minutes here
+    assert extracted.statements == [] and extracted.problems[0].startswith("cell 1: syntax error on line ")
+
+
+# ---------------------------------------------------------------- why a name is missing
+
+
+def test_a_syntax_error_names_the_cell_and_line_where_the_function_is_missing():
+    loaded = load_notebook(["import math", "def apply_temperature(logits, t):\n    return logits /\nLIMIT: int = 3"])
+    reason = "cell 2 has a syntax error at line 2 (invalid syntax), so nothing in that cell was loaded"
+    assert loaded.unloaded == {"apply_temperature": reason, "LIMIT": reason}
+    with pytest.raises(UserError, match=rf"^nb.ipynb defines no `apply_temperature`: {re.escape(reason)}; needed$"):
+        require(loaded.namespace, ["apply_temperature"], where="nb.ipynb", why="needed", unloaded=loaded.unloaded)
+
+
+def test_a_failed_definition_names_its_cell_and_line():
+    loaded = load_notebook(["import math", "\n@print(1 / 0)\ndef scaled(x):\n    return x"])
+    assert loaded.unloaded == {"scaled": "defining it at cell 2, line 2 failed when the notebook was loaded"}
+
+
+def test_course_generate_names_the_syntax_error(tmp_path):
+    path = write(tmp_path, notebook(("markdown", "m"), "def sample_next(logits, temperature=1.0):\n    return (\n"))
+    message = rf"^{path} defines no `sample_next`: cell 2 has a syntax error at line 2 \('\(' was never closed\)"
+    with pytest.raises(UserError, match=message):
+        load_sampler(path, "sample_next", "--top-p")

@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
+import course.checkpoint
 import course.cli as cli
+import course.train
 from course.checkpoint import load_checkpoint, load_train_state
 from course.errors import UserError
 from course.evaluate import perplexity, windows
 from course.model import GPT, GPTConfig
-from course.train import TrainConfig, TrainingData, batch_for_step, learning_rate, make_optimizer, train, train_step
+from course.train import (
+    TrainConfig,
+    TrainingData,
+    TrainingInterrupted,
+    batch_for_step,
+    learning_rate,
+    make_optimizer,
+    resume_command,
+    train,
+    train_step,
+)
 from test_checkpoint import TEXT, make_tokenizer
 
 MY_COMMANDS = ["course.train", "course.evaluate", "course.export_hf"]
@@ -105,6 +120,60 @@ def test_resumed_training_ends_bit_identical_to_uninterrupted_training(tmp_path,
     assert straight.history[-1]["val_loss"] < straight.history[0]["val_loss"]
     reloaded, _ = load_checkpoint(tmp_path / "resumed")
     assert torch.equal(reloaded.transformer.wte.weight, straight.model.transformer.wte.weight)
+
+
+def ctrl_c_during_step(monkeypatch, at_step: int) -> None:
+    """Send this process SIGINT at the start of optimizer step `at_step`, as a user's Ctrl-C would."""
+    steps = iter(range(1, 10**6))
+    real_train_step = course.train.train_step
+
+    def step_hit_by_ctrl_c(*args, **kwargs):
+        if next(steps) == at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_train_step(*args, **kwargs)
+
+    monkeypatch.setattr(course.train, "train_step", step_hit_by_ctrl_c)
+
+
+def test_ctrl_c_saves_the_step_in_progress_and_resume_ends_bit_identical(tmp_path, small_data, monkeypatch):
+    straight = train(small_config(tmp_path / "straight"), data=small_data)
+    ctrl_c_during_step(monkeypatch, at_step=3)  # no checkpoint is due at step 3 (save_every=4)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(small_config(tmp_path / "resumed"), data=small_data)
+    assert (stop.value.checkpoint, stop.value.step, stop.value.max_steps) == (tmp_path / "resumed", 3, 8)
+    assert load_train_state(tmp_path / "resumed")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is given back
+    monkeypatch.undo()
+    resumed = train(small_config(tmp_path / "resumed", resume=True), data=small_data)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_second_ctrl_c_during_that_save_keeps_the_previous_checkpoint(tmp_path, small_data, monkeypatch):
+    ctrl_c_during_step(monkeypatch, at_step=5)
+    real_save_file = course.checkpoint.save_file
+    saves = iter(range(1, 10**6))
+
+    def weights_written_then_ctrl_c(tensors, path, metadata):
+        real_save_file(tensors, path, metadata=metadata)
+        if next(saves) == 2:  # the save of step 5, after that of step 4, half-written
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(course.checkpoint, "save_file", weights_written_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        train(small_config(tmp_path / "run"), data=small_data)
+    assert not isinstance(interrupted.value, TrainingInterrupted)
+    assert load_train_state(tmp_path / "run")["step"] == 4
+    load_checkpoint(tmp_path / "run")
+    assert os.listdir(tmp_path) == ["run"]
+
+
+def test_the_resume_command_repeats_the_options_given():
+    config = TrainConfig(max_steps=100, out="runs/my run", data_dir="/data/wikitext-2", compile=True, seed=1337)
+    assert resume_command(config) == (
+        "course train --max-steps 100 --out 'runs/my run' --data-dir /data/wikitext-2 --compile --resume"
+    )
+    assert resume_command(TrainConfig(preset="course", resume=True)) == "course train --preset course --resume"
 
 
 def test_gradient_accumulation_matches_one_large_batch_of_the_same_windows(tmp_path, small_data):
@@ -260,3 +329,44 @@ def test_torchrun_ddp_on_cpu_trains_and_saves_once(tmp_path, wikitext2_dir, cour
     assert result.stdout.count("greedy: ") == 1
     assert load_train_state(out)["step"] == 4
     assert sorted(os.listdir(tmp_path)) == ["ddp"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_course_train_saves_and_says_how_to_resume(tmp_path, wikitext2_dir, course_cli, course_cache_dir):
+    """SIGINT to a running `course train`: exit 130, one line naming the step saved and the command that
+    continues, a checkpoint that loads, and `--resume` going on from that step."""
+    assert course_cli("prepare", "--data-dir", str(wikitext2_dir)).returncode == 0
+    out = tmp_path / "tiny"
+    command = ["train", "--max-steps", "100000", "--out", str(out), "--data-dir", str(wikitext2_dir)]
+    env = dict(os.environ, COURSE_CACHE_DIR=str(course_cache_dir))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "course.cli", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    watchdog = threading.Timer(600, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stdout:  # the last line printed before the first step
+            if line.startswith("unigram baseline"):
+                break
+        time.sleep(3)  # a few steps
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate()
+    finally:
+        watchdog.cancel()
+    assert process.returncode == 130, stderr[-3000:]
+    match = re.fullmatch(
+        rf"course train: interrupted: {re.escape(str(out))} holds step (\d+) of 100000; continue with: (.*)\n", stderr
+    )
+    assert match, stderr[-3000:]
+    step = int(match[1])
+    assert match[2] == f"course train --max-steps 100000 --out {out} --data-dir {wikitext2_dir} --resume"
+    assert step >= 1 and load_train_state(out)["step"] == step
+    load_checkpoint(out)
+    resumed = course_cli(*command[:2], str(step + 2), *command[3:], "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"saved {out} (step {step + 2}," in resumed.stdout
+    assert load_train_state(out)["step"] == step + 2

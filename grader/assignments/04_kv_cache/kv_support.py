@@ -8,7 +8,14 @@ cache, so its attention layers call the student's `cache.update(...)` across the
 recorder logs every forward (how many positions, what `len(cache)` said, which ids) and recomputes
 each one without a cache, so a cache that returns the wrong keys, or a loop that numbers positions
 wrongly, shows up at the step where it happens. Nothing here raises into student code except the
-model's own errors; problems are recorded and asserted by the test after the call returns.
+model's own errors and the recorder's refusals; problems are recorded and asserted by the test after
+the call returns.
+
+The model runs here, on ids the student chose, so the recorder bounds that work before the model
+sees them: int64 ids, at most MAX_BATCH rows, from one to block_size positions (the model itself
+refuses positions past its context, counting the cached ones), every id in the vocabulary, and at most
+FORWARDS_PER_CALL_NEEDED times the forwards the test asks for. A refusal is a ValueError or TypeError
+whose sentence the test's feedback repeats.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from grader.testing import StudentError, expect_tensor, expose, type_name
 
 TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (SPEC 5.3)
 SMALL = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
+MAX_BATCH = 8  # the tests' prompts have at most 3 rows; a generate never runs more rows than its prompt has
+FORWARDS_PER_CALL_NEEDED = 10  # a generate may call the model this many times the calls it needs, no more
 
 
 def small_model(seed: int = 0, **overrides) -> GPT:
@@ -65,6 +74,7 @@ class Recorder:
 
     def __init__(self, model: GPT):
         self.model = model
+        self.max_forwards: int | None = None  # set by `run_generate` from the number of tokens it asks for
         self.forwards: list[Forward] = []
         self._contexts: dict = {}  # cache key -> ids (batch, n) that went through that cache
         self._update_methods: dict = {}  # cache key -> its bound update (one round trip saved per layer)
@@ -88,13 +98,21 @@ class Recorder:
         return self(idx, cache=cache)
 
     def __call__(self, idx, cache=None):
+        if self.max_forwards is not None and len(self.forwards) > self.max_forwards:
+            raise ValueError(self.forwards[-1].error)  # recorded once, at the first call past the limit
         record = Forward(index=len(self.forwards), with_cache=cache is not None)
         self.forwards.append(record)
-        if type(idx) is not torch.Tensor or idx.dim() != 2:
-            what = f"a tensor of shape {tuple(idx.shape)}" if type(idx) is torch.Tensor else f"a {type(idx).__name__}"
-            record.error = f"the model was called with {what}; it takes ids of shape (batch, positions)"
-            raise TypeError(record.error)
+        refusal = self._refusal(idx)
+        if refusal is not None:
+            record.error = str(refusal)
+            raise refusal
         record.batch, record.positions = idx.shape
+        if self.max_forwards is not None and record.index == self.max_forwards:
+            record.error = (
+                f"the model was called more than {self.max_forwards} times, {FORWARDS_PER_CALL_NEEDED} times what "
+                "this test needs: generate should call it once per new token"
+            )
+            raise ValueError(record.error)
         record.ids = idx.clone()
         spy = None if cache is None else CacheSpy(cache, record, self._update_methods)
         try:
@@ -103,12 +121,38 @@ class Recorder:
         except StudentError as error:  # the student's cache failed inside the model's attention
             record.error = record.error or str(error)
             raise
-        except Exception as error:  # the model's own error (ids out of range, past the context, bad shapes)
+        except Exception as error:  # the model's own error (past the context counting the cache, bad shapes)
             record.error = record.error or f"{type(error).__name__}: {error}"
             raise
         if cache is not None:
             self._check_against_full(record, cache, idx, logits)
         return logits
+
+    def _refusal(self, idx) -> Exception | None:
+        """Why the model must not run on `idx`, checked in order of cost; None when it may."""
+        if type(idx) is not torch.Tensor or idx.dim() != 2:
+            what = f"a tensor of shape {tuple(idx.shape)}" if type(idx) is torch.Tensor else f"a {type(idx).__name__}"
+            return TypeError(f"the model was called with {what}; it takes ids of shape (batch, positions)")
+        if idx.dtype != torch.int64:
+            return TypeError(f"the model was called with ids of dtype {idx.dtype}; it takes token ids as torch.int64")
+        batch, positions = idx.shape
+        if batch > MAX_BATCH:
+            return ValueError(
+                f"the model was called with a batch of {batch}; the tests never need more than {MAX_BATCH} rows "
+                "(one per prompt)"
+            )
+        if positions == 0:
+            return ValueError("the model was called with ids of 0 positions; give it at least one token")
+        if positions > self.block_size:  # the model checks again, counting the positions already cached
+            return ValueError(
+                f"the model was called with {positions} positions, which do not fit the context length "
+                f"{self.block_size}"
+            )
+        vocab = self.model.config.vocab_size
+        outside = idx[(idx < 0) | (idx >= vocab)]
+        if outside.numel():
+            return ValueError(f"the model was called with token id {outside[0].item()}; ids run from 0 to {vocab - 1}")
+        return None
 
     def _check_against_full(self, record: Forward, cache, idx, logits) -> None:
         key = handle_key(cache)
@@ -223,6 +267,7 @@ def run_generate(
     student, recorder: Recorder, prompt_ids, max_new_tokens, picker: Picker | None = None, timeout=60, **kwargs
 ):
     """Call the student's generate with the recorded model; on failure, say what the recorder saw."""
+    recorder.max_forwards = FORWARDS_PER_CALL_NEEDED * prompt_ids.size(0) * (max_new_tokens + 1)
     args = [recorder.exposed(), prompt_ids, max_new_tokens]
     if picker is not None:
         kwargs["next_token"] = picker.exposed()

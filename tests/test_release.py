@@ -1,0 +1,205 @@
+"""`course release`: the student kit holds no solution and no hidden test, and works on its own."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from course import kit
+from course.cli import main as course_main
+from course.errors import UserError
+from course.release import release, visible_test_files
+
+SHIPPED = ["01_training", "02_sampling", "04_kv_cache"]  # 03_penalties gives 02_sampling's functions
+TRIVIAL = 12  # characters: `else:`, `return ids` appear in any Python file
+
+
+def solution_regions(notebook) -> list[list[str]]:
+    """Each region's lines (stripped, trivial ones left out), read from the notebook's JSON without the kit."""
+    regions, inside = [], None
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        for line in "".join(cell["source"]).splitlines():
+            if re.match(r"\s*#\s*BEGIN SOLUTION", line):
+                inside = []
+            elif re.match(r"\s*#\s*END SOLUTION", line):
+                regions.append(inside)
+                inside = None
+            elif inside is not None and len(line.strip()) >= TRIVIAL:
+                inside.append(line.strip())
+    return [region for region in regions if region]
+
+
+def seen_lines(path) -> set[str]:
+    text = path.read_text(errors="replace")
+    if path.suffix == ".ipynb":
+        text = "\n".join("".join(cell["source"]) for cell in json.loads(text)["cells"])
+    return {line.strip() for line in text.splitlines()}
+
+
+def in_release(release_dir, *args, timeout=300) -> subprocess.CompletedProcess:
+    """Run Python as a student of the release would: in its folder, with its own packages first."""
+    environment = {**os.environ, "PYTHONPATH": str(release_dir)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=release_dir, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def student_kit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("published") / "sampling-kit"
+    assert course_main(["release", str(out), "--assignments", *SHIPPED, "--lectures", "01_sampling", "--zip"]) == 0
+    return out
+
+
+def test_no_solution_reaches_the_release(student_kit):
+    """No file holds half of any region's lines, nor any solution line of 40 characters or more (shorter ones,
+    such as `for _ in range(max_new_tokens):`, also open the library's own generation loop)."""
+    files = [p for p in student_kit.rglob("*") if p.is_file() and p.suffix != ".pt"]
+    assert len(files) > 40
+    for solution in sorted((kit.ROOT / "solutions").glob("*.ipynb")):
+        regions = solution_regions(solution)
+        assert regions, solution
+        for path in files:
+            seen = seen_lines(path)
+            for region in regions:
+                found = [line for line in region if line in seen]
+                assert 2 * len(found) < len(region), f"{path} holds a solution region of {solution.name}: {found}"
+                assert not [line for line in found if len(line) >= 40], f"{path}: {found}"
+
+
+def test_no_hidden_test_reaches_the_release(student_kit):
+    names, docstrings = set(), set()
+    for hidden in (kit.ROOT / "grader" / "assignments").glob("*/test_hidden.py"):
+        for node in ast.walk(ast.parse(hidden.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                names.add(node.name)
+                docstrings.add((ast.get_docstring(node) or "").split("\n")[0])
+    assert len(names) > 50
+    assert not list(student_kit.rglob("test_hidden.py"))
+    for path in student_kit.rglob("*.py"):
+        text = path.read_text()
+        assert not [name for name in names if re.search(rf"\b{name}\b", text)], path
+        assert not [doc for doc in docstrings if doc and doc in text], path
+
+
+def test_the_release_holds_what_students_need_and_nothing_else(student_kit):
+    top = sorted(p.name for p in student_kit.iterdir())
+    assert top == [
+        ".gitignore",
+        "Makefile",
+        "README.md",
+        "assignments",
+        "course",
+        "data",
+        "grader",
+        "lectures",
+        "pyproject.toml",
+    ]
+    assert sorted(p.name for p in (student_kit / "assignments").iterdir()) == [f"{n}.ipynb" for n in SHIPPED]
+    assert sorted(p.name for p in (student_kit / "grader" / "assignments").iterdir()) == SHIPPED
+    assert sorted(p.name for p in (student_kit / "grader" / "assignments" / "04_kv_cache").iterdir()) == [
+        "kv_support.py",  # test_visible.py loads it
+        "test_visible.py",
+    ]
+    assert not list(student_kit.rglob("__pycache__")) and not list(student_kit.rglob(".build.json"))
+    readme = (student_kit / "README.md").read_text()
+    assert "## For students" in readme and "## For instructors" not in readme and "make check" in readme
+    assert "`01_training.ipynb`, `02_sampling.ipynb`, `04_kv_cache.ipynb`" in readme
+    makefile = (student_kit / "Makefile").read_text()
+    assert "\t$(VENV)/bin/grader check 04_kv_cache --notebook assignments/04_kv_cache.ipynb\n" in makefile
+    with zipfile.ZipFile(student_kit.with_name("sampling-kit.zip")) as bundle:
+        in_zip = sorted(bundle.namelist())
+    on_disk = sorted(
+        f"sampling-kit/{p.relative_to(student_kit).as_posix()}" for p in student_kit.rglob("*") if p.is_file()
+    )
+    assert in_zip == on_disk
+
+
+@pytest.mark.slow  # a grading in a fresh interpreter of the release
+def test_a_student_checks_a_blank_notebook_in_the_release(student_kit):
+    checked = in_release(
+        student_kit, "-m", "grader.cli", "check", "02_sampling", "--notebook", "assignments/02_sampling.ipynb"
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert re.search(r"^Score: 0/\d+$", checked.stdout, flags=re.MULTILINE), checked.stdout
+    found = in_release(
+        student_kit,
+        "-c",
+        "from grader.runner import ASSIGNMENTS_DIR, find_assignment, test_files;"
+        "print(ASSIGNMENTS_DIR); print([p.name for p in test_files(find_assignment('04_kv_cache'))])",
+    )
+    assert found.stdout.split("\n")[:2] == [str(student_kit / "grader" / "assignments"), "['test_visible.py']"], found
+
+
+def test_generate_without_a_sampler_asks_for_one_in_the_release(student_kit):
+    generated = in_release(student_kit, "-m", "course.cli", "generate", "runs/tiny", "--prompt", "The film")
+    assert generated.returncode == 2
+    assert generated.stderr.strip().endswith("give --sampler NOTEBOOK (a notebook that defines `sample_next`)")
+
+
+def test_a_notebook_that_gives_another_solution_is_refused(tmp_path):
+    with pytest.raises(UserError) as info:
+        release(tmp_path / "kit", ["02_sampling", "03_penalties"])
+    assert str(info.value).startswith(
+        "the release would give answers away: assignments/03_penalties.ipynb holds the solution of 02_sampling. "
+    )
+    assert str(info.value).endswith("pass --reveal 02_sampling")
+    assert not (tmp_path / "kit").exists()
+
+
+def test_a_revealed_solution_may_appear(tmp_path, capsys):
+    assert release(tmp_path / "kit", ["02_sampling", "03_penalties"], reveal=["02_sampling"]) == 0
+    assert "wrote " + str(tmp_path / "kit") in capsys.readouterr().out
+    given = solution_regions(kit.ROOT / "solutions" / "02_sampling.ipynb")[0]
+    assert set(given) <= seen_lines(tmp_path / "kit" / "assignments" / "03_penalties.ipynb")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--assignments", "05_beam"], "no assignment '05_beam': expected one of 01_training, 02_sampling"),
+        (["--lectures", "09_nothing"], "no lecture '09_nothing': expected one of 01_sampling"),
+        (
+            ["--assignments", "02_sampling", "--reveal", "01_training"],
+            "no assignment '01_training' among those shipped",
+        ),
+    ],
+)
+def test_mistakes_are_one_line(tmp_path, capsys, arguments, message):
+    assert course_main(["release", str(tmp_path / "kit"), *arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"course release: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "kit").exists()
+
+
+def test_an_existing_folder_is_never_written_into(tmp_path, capsys):
+    (tmp_path / "kit").mkdir()
+    (tmp_path / "kit" / "notes.txt").write_text("mine")
+    assert course_main(["release", str(tmp_path / "kit")]) == 2
+    assert capsys.readouterr().err == (
+        f"course release: error: {tmp_path / 'kit'} exists and is not an empty folder: give a new one "
+        "(a release is written whole)\n"
+    )
+    assert [p.name for p in (tmp_path / "kit").iterdir()] == ["notes.txt"]
+
+
+def test_only_helpers_the_visible_tests_name_are_shipped(tmp_path):
+    (tmp_path / "test_visible.py").write_text('support = helper_module(__file__, "shared_support.py")\n')
+    (tmp_path / "test_hidden.py").write_text('secret = helper_module(__file__, "hidden_support.py")\n')
+    (tmp_path / "shared_support.py").write_text("import inner_support\n")  # named by a shipped helper: shipped
+    (tmp_path / "inner_support.py").write_text("X = 1\n")
+    (tmp_path / "hidden_support.py").write_text("ANSWER = 42\n")
+    assert [p.name for p in visible_test_files(tmp_path)] == [
+        "test_visible.py",
+        "shared_support.py",
+        "inner_support.py",
+    ]
