@@ -107,6 +107,7 @@ def enter_namespaces(hidden: list[str]) -> None:
     if select.select([alive_read], [], [], 0)[0]:  # the parent died before the line above: nobody would kill us
         os._exit(0)
     os.close(alive_read)
+    os.setsid()  # a process group without the parent: killpg(0) from inside must not reach it
     _private_view(hidden)
 
 

@@ -49,45 +49,52 @@ def main(argv: list[str] | None = None) -> None:
             "signal the grader's other processes and read every folder its uid may read (grader/README.md)",
             file=sys.stderr,
         )
-    _preload()
-    _zygote_loop(listener, isolated=missing is None)
+    os.environ["MPLBACKEND"] = "Agg"  # plots are never shown from a worker
+    _preload(GRADING_NEEDS)
+    sys.modules["torch"].set_num_threads(1)
+    _zygote_loop(listener, isolated=missing is None, to_preload=list(PRELOADED))
 
 
+GRADING_NEEDS = ("torch", "pytest", "grader.runner")  # before the first grading process is forked
 PRELOADED = (
     # what notebooks commonly import, imported once here instead of once per worker; also all a worker
     # can import when it may not read the Python installation (a Python under /root, run as root)
     "abc", "bisect", "collections", "contextlib", "copy", "dataclasses", "enum", "functools", "heapq",
     "itertools", "json", "math", "numbers", "operator", "random", "re", "statistics", "string", "textwrap",
     "time", "typing", "warnings", "numpy", "torch", "torch.nn", "torch.nn.functional", "matplotlib.pyplot",
-    "tqdm", "course.model", "course.notebook", "grader.rpc", "pytest", "grader.runner",
+    "tqdm", "course.model", "course.notebook", "grader.rpc",
 )  # fmt: skip
 
 
-def _preload() -> None:
+def _preload(modules) -> None:
     import importlib
 
-    os.environ["MPLBACKEND"] = "Agg"  # plots are never shown from a worker
-    for module in PRELOADED:
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:  # an optional library that is not installed: the notebook's import will say so
             pass
-    sys.modules["torch"].set_num_threads(1)
 
 
-def _zygote_loop(listener: socket.socket, isolated: bool) -> None:
+def _zygote_loop(listener: socket.socket, isolated: bool, to_preload: list[str]) -> None:
+    """Serve requests; between them, import what workers preload. A grading process is forked at once
+    (its tests collect while the rest loads); a worker only once everything is loaded."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the workers
     while True:
-        readable, _, _ = select.select([listener, sys.stdin], [], [])
+        readable, _, _ = select.select([listener, sys.stdin], [], [], 0 if to_preload else None)
         if sys.stdin in readable and not os.read(sys.stdin.fileno(), 1):
             return  # the grader that started us is gone
         if listener in readable:
             connection, _ = listener.accept()
             with connection:
-                _serve_spawn_request(listener, connection, isolated)
+                _serve_spawn_request(listener, connection, isolated, to_preload)
+        elif to_preload:
+            _preload([to_preload.pop(0)])
 
 
-def _serve_spawn_request(listener: socket.socket, connection: socket.socket, isolated: bool) -> None:
+def _serve_spawn_request(
+    listener: socket.socket, connection: socket.socket, isolated: bool, to_preload: list[str]
+) -> None:
     pid, uid, gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     if uid != os.geteuid():
         return  # only the user who started the zygote may ask for workers
@@ -106,6 +113,8 @@ def _serve_spawn_request(listener: socket.socket, connection: socket.socket, iso
         return
     for fd in fds:
         os.close(fd)
+    _preload(to_preload)  # every worker starts with all of it
+    to_preload.clear()
     ours, theirs = socket.socketpair()
     child = os.fork()
     if child == 0:

@@ -23,7 +23,12 @@ from grader.identity import WorkerUser, running_as_root
 pytestmark = pytest.mark.slow
 
 ORDINARY_UID = 39999  # outside the workers' range (40000-59999): no grading ever claims it
-SUITES = ["tests/test_grader_adversarial.py", "tests/test_adversarial_processes.py"]
+SUITES = [
+    "tests/test_grader_adversarial.py",
+    "tests/test_adversarial_processes.py",
+    "tests/test_adversarial_loader.py",
+    "tests/test_adversarial_output.py",
+]
 
 
 def _unreadable_for(uid: int) -> list[str]:
