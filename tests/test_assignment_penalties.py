@@ -3,9 +3,6 @@ as a whole (slow: executed top to bottom, plugged into `course generate`)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import nbformat
 import pytest
 import torch
@@ -17,6 +14,7 @@ SOLUTION = ROOT / "solutions" / "03_penalties.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "03_penalties.ipynb"
 INF = float("-inf")
 HISTORY = [0, 1, 0, 2, 0, 0]
+GAME_PROMPT = ("--prompt", "The game was", "--max-new-tokens", "12", "--seed", "0")  # for `course generate`
 
 
 @pytest.fixture(scope="module")
@@ -79,31 +77,10 @@ def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tm
 
 
 @pytest.mark.slow
-def test_course_generate_with_penalties(tiny_checkpoint):
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "course.cli",
-            "generate",
-            str(tiny_checkpoint),
-            "--prompt",
-            "The game was",
-            "--max-new-tokens",
-            "12",
-            "--frequency-penalty",
-            "1.2",
-            "--presence-penalty",
-            "1.2",
-            "--seed",
-            "0",
-            "--sampler",
-            str(SOLUTION),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
+def test_course_generate_with_penalties(tiny_checkpoint, course_cli):
+    penalties = ("--frequency-penalty", "1.2", "--presence-penalty", "1.2")
+    run = course_cli(
+        "generate", str(tiny_checkpoint), *GAME_PROMPT, *penalties, "--sampler", str(SOLUTION), timeout=300
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("The game was") and len(run.stdout.strip()) > len("The game was")

@@ -3,8 +3,6 @@ bottom, graded, plugged into `course generate`)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -19,6 +17,7 @@ ASSIGNMENT = ROOT / "assignments" / "02_sampling.ipynb"
 FIXTURE = ROOT / "course" / "fixtures" / "next_token_logits.pt"
 INF = float("-inf")
 GRADED = ["greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter", "sample_next"]
+GAME_PROMPT = ("--prompt", "The game was", "--max-new-tokens", "12", "--seed", "0")  # for `course generate`
 
 
 @pytest.fixture(scope="module")
@@ -104,36 +103,15 @@ def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tm
 
 
 @pytest.mark.slow
-def test_course_generate_with_solution_and_student_style(tiny_checkpoint):
+def test_course_generate_with_solution_and_student_style(tiny_checkpoint, course_cli):
     from mutants.styles import STYLES
 
     student = Path(tiny_checkpoint).parent / "student_02.ipynb"
     nbformat.write(STYLES["02_sampling"]["loops-numpy-inverse-cdf"](), student)
     for sampler in (SOLUTION, student):
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "course.cli",
-                "generate",
-                str(tiny_checkpoint),
-                "--prompt",
-                "The game was",
-                "--max-new-tokens",
-                "12",
-                "--top-p",
-                "0.9",
-                "--temperature",
-                "0.9",
-                "--seed",
-                "0",
-                "--sampler",
-                str(sampler),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=ROOT,
+        shaping = ("--top-p", "0.9", "--temperature", "0.9")
+        run = course_cli(
+            "generate", str(tiny_checkpoint), *GAME_PROMPT, *shaping, "--sampler", str(sampler), timeout=300
         )
         assert run.returncode == 0, run.stderr
         assert run.stdout.startswith("The game was") and len(run.stdout.strip()) > len("The game was")
