@@ -211,9 +211,9 @@ def _grade_one(task) -> tuple[str, str | None]:
             extra_data={"fingerprint": current, "notebook": name, "student": submission.student},
         )
     except Exception as error:  # a bug of ours must not stop the batch: the row says so
-        reason = printable(f"{name}: grading failed ({type(error).__name__}: {error})")
-        print(f"grader batch: {reason}", flush=True)
-        return submission.student, f"grading failed ({type(error).__name__}: {error})"
+        reason = f"grading failed ({type(error).__name__}: {error})"
+        print(f"grader batch: {printable(f'{name}: {reason}')}", flush=True)
+        return submission.student, reason
     return submission.student, None
 
 
