@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from course.evaluate import resolve_device
+from course.device import resolve_device
 from course.model import GPT, PRESETS, preset
 from course.tokenizer import DEFAULT_VOCAB_SIZE
 from course.train import PRESET_DEFAULTS, TrainConfig, make_optimizer, train_step

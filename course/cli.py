@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "course.train",  # train
     "course.evaluate",  # eval
     "course.generation",  # generate
+    "course.bakeoff",  # bakeoff
     "course.build",  # build
     "course.release",  # release
     "course.export_hf",  # export-hf

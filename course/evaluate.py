@@ -13,7 +13,6 @@ which does not depend on the tokenizer and so compares with published word-level
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import math
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from course.device import DEVICE_CHOICES, autocast, resolve_device
 from course.errors import UserError
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -34,13 +34,6 @@ class Perplexity:
     per_token: float
     per_word: float
     tokens_scored: int
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int]]:
@@ -126,14 +119,6 @@ def keep_freed_memory() -> None:
     libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but torch sees no CUDA device (use --device cpu or auto)")
-    return torch.device(name)
-
-
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -203,5 +188,7 @@ def register(subparsers) -> None:
         help="window stride in tokens (default: the context length, i.e. non-overlapping windows)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="windows per forward pass")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="auto", help="default auto: cuda, then mps, then cpu"
+    )
     parser.set_defaults(run=run)

@@ -21,7 +21,7 @@ from course.kit import ROOT
 from course.lens import GLTR_BUCKETS, GLTR_COLORS, gltr_bucket, gltr_buckets
 
 MAKE_CHECKPOINT = """\
-No checkpoint found. The lecture looked at $COURSE_CHECKPOINT, then {root}/runs/course and {root}/runs/tiny.
+No checkpoint found. The lecture looked at $COURSE_CHECKPOINT, then {root}/runs/course, runs/laptop and runs/tiny.
 Make the tiny one (about 3 minutes on a laptop CPU) from the course kit's folder:
 
     course prepare --data-dir PATH/TO/wikitext-2     # or without --data-dir when online
@@ -43,7 +43,7 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
 
 def find_checkpoints() -> dict[str, Path]:
     """The checkpoints a lecture can use, the preferred first: $COURSE_CHECKPOINT (as 'env') when set,
-    else runs/course and runs/tiny, whichever exist. Raises LectureStop, saying how to make one, when
+    else runs/course, runs/laptop and runs/tiny (the largest preset first), whichever exist. Raises LectureStop, saying how to make one, when
     there is none."""
     env = os.environ.get("COURSE_CHECKPOINT")
     if env:
@@ -55,7 +55,7 @@ def find_checkpoints() -> dict[str, Path]:
         found = {"env": Path(env)}
     else:
         found = {}
-    for name in ("course", "tiny"):
+    for name in ("course", "laptop", "tiny"):
         path = ROOT / "runs" / name
         if is_checkpoint(path) and all(path.resolve() != p.resolve() for p in found.values()):
             found[name] = path
@@ -135,9 +135,25 @@ def sorted_distributions(panels: Sequence[tuple[str, torch.Tensor]], token_strin
         ax.set_xlabel(f"rank of the token (all {len(p):,} tokens)")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("probability")
-    fig.suptitle("Peaked vs flat: one prompt leaves a handful of candidates, the other thousands")
+    fig.suptitle(spread_verdict(panels))
     fig.tight_layout()
     return fig
+
+
+def tokens_for_mass(logits: torch.Tensor, mass: float = 0.9) -> int:
+    """How many of the most likely tokens it takes to hold `mass` of the probability (what top-p keeps)."""
+    probs = np.sort(_probs(logits))[::-1]
+    return int(np.searchsorted(np.cumsum(probs), mass) + 1)
+
+
+def spread_verdict(panels: Sequence[tuple[str, torch.Tensor]], mass: float = 0.9) -> str:
+    """What the panels show, from their numbers: how many tokens hold `mass` after each prompt, and whether
+    one prompt is much more spread out than another (ten times as many tokens or more)."""
+    counts = [tokens_for_mass(logits, mass) for _, logits in panels]
+    listed = ", ".join(f"{n:,} after “…{prompt[-20:]}”" for n, (prompt, _) in zip(counts, panels))
+    if max(counts) >= 10 * min(counts):
+        return f"Peaked vs flat: {mass:.0%} of the mass takes {listed}"
+    return f"These prompts are spread alike: {mass:.0%} of the mass takes {listed}"
 
 
 def temperature_bars(
@@ -165,9 +181,18 @@ def temperature_bars(
     ax.set_xlabel("candidate next token (ranked at T = 1)")
     ax.set_ylabel("probability")
     ax.legend()
-    ax.set_title("Temperature reshapes, never reorders: T < 1 sharpens the head, T > 1 lifts the tail")
+    ax.set_title(temperature_verdict(logits, temperatures, apply_temperature), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def temperature_verdict(logits: torch.Tensor, temperatures, apply_temperature: Callable) -> str:
+    """What the temperatures did to this distribution, measured: the top token's probability at each T,
+    and whether the order of the tokens stayed the same."""
+    orders = [np.argsort(-apply_temperature(logits, t).float().cpu().numpy(), kind="stable") for t in temperatures]
+    same_order = all(np.array_equal(order, orders[0]) for order in orders)
+    top1 = ", ".join(f"{_probs(apply_temperature(logits, t)).max():.0%} at T = {t}" for t in temperatures)
+    return f"Temperature {'reshapes, never reorders' if same_order else 'reorders'}: the top token holds {top1}"
 
 
 def cut_plots(
@@ -214,7 +239,14 @@ def cut_plots(
                 twin.set_ylabel("cumulative probability", color="tab:orange")
             ax.legend(loc="lower left", fontsize=8)
             ax.set_title(f"{name} on “…{prompt[-28:]}”", fontsize=10)
-    fig.suptitle(f"top-k keeps {k} tokens whatever the shape; top-p keeps as many as it takes to reach {p:.0%}")
+    kept = [
+        [int(torch.isfinite(f(logits)).sum()) for f in (lambda x: top_k_filter(x, k), lambda x: top_p_filter(x, p))]
+        for _, logits in panels
+    ]
+    fig.suptitle(
+        f"top-k (k = {k}) keeps {' and '.join(f'{n:,}' for n, _ in kept)} tokens; "
+        f"top-p (p = {p}) keeps {' and '.join(f'{n:,}' for _, n in kept)}"
+    )
     fig.tight_layout()
     return fig
 
@@ -233,7 +265,12 @@ def penalty_example(names: Sequence[str], logits, new_logits, k, probs, new_prob
         ax.set_xlabel("token (and its multiplier k)")
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
-    fig.suptitle("Penalties divide each logit by k: the often-repeated 'a' loses the most")
+    loss = np.asarray(probs) - np.asarray(new_probs)
+    most = int(np.argmax(loss))
+    fig.suptitle(
+        f"Penalties divide each logit by k: '{names[most]}' (k = {float(k[most]):.1f}) loses the most probability, "
+        f"{float(loss[most]):.3f}"
+    )
     fig.tight_layout()
     return fig
 
@@ -471,9 +508,7 @@ def entropy_histograms(entropies: dict[str, torch.Tensor], vocab_size: int):
     ax.set_ylabel("positions")
     ax.legend(fontsize=8)
     means = ", ".join(f"{2 ** torch.as_tensor(h).float().mean().item():.0f}" for h in entropies.values())
-    ax.set_title(
-        f"Mean entropy ≈ {means} equally likely tokens per step (2^H): every draw has many candidates", fontsize=10
-    )
+    ax.set_title(f"Mean entropy ≈ as uncertain as a choice among {means} equally likely tokens (2^H)", fontsize=10)
     fig.tight_layout()
     return fig
 

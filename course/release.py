@@ -9,11 +9,12 @@ afresh from solutions/ (never a copy of assignments/, which may hold someone's w
 students made from this kit's README. There is no solutions/, tests/ or bench/, so nothing in it can run
 a solution: `course generate` without --sampler asks for one.
 
-An assignment notebook may give away another's answers (03_penalties gives 02_sampling's functions, so
-that a mistake in 02 does not cost points twice). Before anything is written, every file is searched for
-the solution regions of the shipped assignments: a file holding at least half of a region's lines gives
-that solution away, and the release is refused, unless --reveal names the assignment (its deadline has
-passed). OUT is written whole or not at all; --zip also writes OUT.zip, one top folder named like OUT.
+An assignment notebook must not give away another's answers (03_penalties gives students stubs for their own
+02_sampling functions rather than 02's solution; a notebook with given code copied from another solution would).
+Before anything is written, every file is searched for the solution regions of the shipped assignments, each
+assignment's own (a region that another solution holds too, as 03's stubs hold 02's bodies, is that other's):
+a file holding at least half of a region's lines gives that solution away, and the release is refused, unless
+--reveal names the assignment (its deadline has passed). OUT is written whole or not at all; --zip also writes OUT.zip, one top folder named like OUT.
 """
 
 from __future__ import annotations
@@ -215,8 +216,20 @@ def _lines(path: str, content: bytes) -> set[str]:
     return {line.strip() for line in text.splitlines()}
 
 
+def own_solution_lines(name: str) -> list[list[str]]:
+    """solution_lines(name) without the regions that are another assignment's too: 03_penalties's stubs for the
+    student's own 02_sampling functions hold 02's bodies, which are 02's answers, not 03's."""
+    others = {
+        tuple(region)
+        for path in sorted((kit.ROOT / "solutions").glob("*.ipynb"))
+        if path.stem != name
+        for region in solution_lines(path.stem)
+    }
+    return [region for region in solution_lines(name) if tuple(region) not in others]
+
+
 def _refuse_given_away(files: dict[str, bytes], secret: list[str]) -> None:
-    regions = {name: solution_lines(name) for name in secret}
+    regions = {name: own_solution_lines(name) for name in secret}
     given = {}  # file -> the assignments whose solution it holds
     for path, content in files.items():
         seen = _lines(path, content)

@@ -4,6 +4,10 @@ Byte-level means the base alphabet is the 256 byte values, so any text can be en
 decoded back exactly: no unknown tokens, even for characters the training text never had.
 BPE then learns merges of frequent neighbouring pieces until the vocabulary reaches its size.
 One special token, `<|endoftext|>`, separates articles so the model learns where one ends.
+
+WikiText replaced its rare words by `<unk>`. Left to BPE, `<unk>` is spelled in three pieces (`Ġ<`, `unk`, `>`)
+and a model spends a good part of its capacity spelling it. So `<unk>` is one token: ` <unk>` (with the space
+before it, as it stands between words) and `<unk>` (after a bracket or at a line's start) are kept whole.
 """
 
 from __future__ import annotations
@@ -13,25 +17,28 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from course.errors import UserError
 from course.kit import write_atomically
 
 EOT = "<|endoftext|>"
-DEFAULT_VOCAB_SIZE = 12288
+# WikiText's unknown word, each form one token; the longest match wins, so " <unk>" takes its space.
+UNK_FORMS = (" <unk>", "<unk>")
+# Larger vocabularies gave the tiny model better text per word in the same minutes, up to about 24k (bench/RESULTS.md).
+DEFAULT_VOCAB_SIZE = 24576
 # A merge must be seen at least this often: merges seen once only memorise the training text.
 DEFAULT_MIN_FREQUENCY = 2
-# The smallest vocabulary: the 256 byte values plus <|endoftext|>. Ids are stored as uint16.
-MIN_VOCAB_SIZE = 257
+# The smallest vocabulary: the 256 byte values and the special tokens. Ids are stored as uint16.
+MIN_VOCAB_SIZE = 256 + 1 + len(UNK_FORMS)
 MAX_VOCAB_SIZE = 65536
 
 
 def check_vocab_size(vocab_size: int) -> None:
     if not MIN_VOCAB_SIZE <= vocab_size <= MAX_VOCAB_SIZE:
         raise UserError(
-            f"expected a vocabulary size between {MIN_VOCAB_SIZE} (the 256 bytes and {EOT}) and "
+            f"expected a vocabulary size between {MIN_VOCAB_SIZE} (the 256 bytes, {EOT} and <unk>) and "
             f"{MAX_VOCAB_SIZE} (ids are stored as uint16), got {vocab_size}"
         )
 
@@ -93,7 +100,7 @@ class Tokenizer:
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
-            special_tokens=[EOT],
+            special_tokens=[EOT, *(AddedToken(form, normalized=False) for form in UNK_FORMS)],
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
@@ -163,7 +170,7 @@ class Tokenizer:
         token = self._tokenizer.id_to_token(token_id)
         if token is None:
             raise ValueError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
-        if token == EOT:
+        if token == EOT or token in UNK_FORMS:
             return token
         return bytes(_BYTE_OF_CHAR[char] for char in token).decode("utf-8", errors="backslashreplace")
 
@@ -196,4 +203,9 @@ def _token_counts(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 24) -> 
 
 def tokenizer_settings(vocab_size: int, min_frequency: int = DEFAULT_MIN_FREQUENCY) -> dict:
     """How a tokenizer is trained, for cache keys: the same settings on the same text, the same tokenizer."""
-    return {"kind": "byte-level-bpe", "vocab_size": vocab_size, "min_frequency": min_frequency, "eot": EOT}
+    return {
+        "kind": "byte-level-bpe",
+        "vocab_size": vocab_size,
+        "min_frequency": min_frequency,
+        "special_tokens": [EOT, *UNK_FORMS],
+    }

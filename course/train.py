@@ -1,7 +1,8 @@
 """Training the course GPT: `course train`, and `train(config)` for notebooks.
 
 AdamW (weight decay on 2-D weights only), linear warm-up then cosine decay to `min_lr_ratio * lr`,
-gradient clipping and accumulation, bf16 autocast and optional torch.compile on CUDA, DDP under torchrun.
+gradient clipping and accumulation, half-precision autocast on CUDA (bf16, or fp16 with loss scaling where the
+GPU has no bf16, see course.device), optional torch.compile on CUDA, DDP under torchrun.
 
 Ctrl-C (SIGINT) lets the step in progress finish, saves a checkpoint at that step and raises
 `TrainingInterrupted`; `course train` then prints the command that continues the run and exits 130. A second
@@ -43,24 +44,19 @@ from course.checkpoint import (
     read_config,
     save_checkpoint,
 )
+from course.device import DEVICE_CHOICES, autocast, autocast_dtype, grad_scaler, resolve_device
 from course.errors import UserError
-from course.evaluate import (
-    autocast,
-    format_perplexity,
-    keep_freed_memory,
-    perplexity,
-    positive_int,
-    resolve_device,
-)
+from course.evaluate import format_perplexity, keep_freed_memory, perplexity, positive_int
 from course.model import GPT, PRESETS, preset
-from course.tokenizer import Tokenizer
+from course.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, check_vocab_size
 
-# Per-preset defaults for every option left unset. tiny: a couple of minutes on 2 CPU cores.
+# Per-preset defaults for every option left unset, from the sweep in bench/RESULTS.md. tiny: under 3 minutes on
+# 2 CPU cores; laptop: about 30 minutes there (two threads); course: a GPU.
 # cpu_threads: the tiny model's matrices are too small to share between cores; a second thread mostly
 # waits for the first, and on a busy machine it spins, several times slower than one thread alone.
 PRESET_DEFAULTS = {
     "tiny": dict(
-        max_steps=1000,
+        max_steps=500,
         batch_size=8,
         lr=4e-3,
         warmup_steps=30,
@@ -68,6 +64,18 @@ PRESET_DEFAULTS = {
         save_every=250,
         eval_tokens=16384,
         cpu_threads=1,
+        vocab_size=DEFAULT_VOCAB_SIZE,
+    ),
+    "laptop": dict(
+        max_steps=4000,
+        batch_size=8,
+        lr=2e-3,
+        warmup_steps=200,
+        eval_every=500,
+        save_every=500,
+        eval_tokens=65536,
+        cpu_threads=0,
+        vocab_size=16384,
     ),
     "course": dict(
         max_steps=5000,
@@ -78,6 +86,7 @@ PRESET_DEFAULTS = {
         save_every=500,
         eval_tokens=131072,
         cpu_threads=0,
+        vocab_size=12288,  # ~35M parameters, the lecture's model (24k would make it 41M)
     ),
 }
 GREEDY_PROMPT = "The"
@@ -91,6 +100,7 @@ class TrainConfig:
     resume: bool = False
     dataset: str = "wikitext-2-v1"
     data_dir: str | Path | None = None
+    vocab_size: int | None = None  # of the BPE tokenizer that `course prepare` trains
     batch_size: int | None = None  # sequences per micro-batch, per process
     grad_accum: int = 1
     lr: float | None = None
@@ -119,6 +129,7 @@ class TrainConfig:
         )
         if not (isinstance(config.cpu_threads, int) and config.cpu_threads >= 0):
             raise UserError(f"cpu_threads must be 0 (torch's choice) or more, got {config.cpu_threads!r}")
+        check_vocab_size(config.vocab_size)
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "eval_tokens"):
             if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
                 raise UserError(f"{name} must be a positive integer, got {getattr(config, name)!r}")
@@ -129,8 +140,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be a positive number, got {getattr(config, name)!r}")
         if not (0 <= config.min_lr_ratio <= 1 and 0 <= config.weight_decay < 1):
             raise UserError("min_lr_ratio must lie in [0, 1] and weight_decay in [0, 1)")
-        if config.device not in ("auto", "cpu", "cuda"):
-            raise UserError(f"device must be auto, cpu or cuda, got {config.device!r}")
+        if config.device not in DEVICE_CHOICES:
+            raise UserError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {config.device!r}")
         return config
 
 
@@ -232,8 +243,13 @@ def batch_for_step(tokens: np.ndarray, block_size: int, batch_size: int, seed: i
     return rows[:, :-1], rows[:, 1:]
 
 
-def train_step(model, optimizer, batches, config: TrainConfig, lr: float, device: torch.device) -> float:
-    """One optimizer step over the micro-batches `batches`; returns their mean loss."""
+def train_step(model, optimizer, batches, config: TrainConfig, lr: float, device: torch.device, scaler=None) -> float:
+    """One optimizer step over the micro-batches `batches`; returns their mean loss.
+
+    With a float16 `scaler` (see course.device) the loss is scaled up before the backward, the gradients are
+    unscaled before clipping, and a step whose gradients overflowed is skipped.
+    """
+    scaler = scaler or grad_scaler(device, None)
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = 0.0
@@ -246,10 +262,12 @@ def train_step(model, optimizer, batches, config: TrainConfig, lr: float, device
             with autocast(device):
                 logits = model(inputs)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-            (loss / len(batches)).backward()
+            scaler.scale(loss / len(batches)).backward()
         total += loss.item()
+    scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return total / len(batches)
 
@@ -337,7 +355,7 @@ def train(
     if data is None:
         if not dist_info.main:
             _barrier(dist_info)  # let rank 0 prepare the cache first
-        vocab = read_config(config.out).vocab_size if config.resume else None
+        vocab = read_config(config.out).vocab_size if config.resume else config.vocab_size
         data = load_training_data(replace(config, quiet=config.quiet or not dist_info.main), vocab)
         if dist_info.main:
             _barrier(dist_info)
@@ -351,8 +369,11 @@ def train(
         state, history, start_step = None, [], 0
     model.train()
     optimizer = make_optimizer(model, config, device)
+    scaler = grad_scaler(device, autocast_dtype(device))
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
 
     say(
         f"model: preset {config.preset}, {model.num_params() / 1e6:.2f}M parameters "
@@ -372,7 +393,13 @@ def train(
     tokens_per_step = config.batch_size * config.grad_accum * block_size * dist_info.world_size
 
     def save(step: int) -> None:
-        train_state = dict(step=step, optimizer=optimizer.state_dict(), config=_plain(config), history=history)
+        train_state = dict(
+            step=step,
+            optimizer=optimizer.state_dict(),
+            scaler=scaler.state_dict(),
+            config=_plain(config),
+            history=history,
+        )
         save_checkpoint(config.out, model, data.tokenizer, train_state)
 
     def validate(step: int, train_loss: float, lr: float) -> dict:
@@ -412,7 +439,7 @@ def train(
                 )
                 for micro in range(config.grad_accum)
             ]
-            loss = train_step(trained, optimizer, batches, config, lr, device)
+            loss = train_step(trained, optimizer, batches, config, lr, device, scaler)
             tokens_per_s = (step - start_step) * tokens_per_step / (time.perf_counter() - started)
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
@@ -506,12 +533,15 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     parser.add_argument("--dataset", default="wikitext-2-v1", help="WikiText config (default wikitext-2-v1)")
     parser.add_argument("--data-dir", help="local WikiText folder (default: $COURSE_DATA_DIR or the hub)")
+    parser.add_argument("--vocab-size", type=positive_int, help="BPE vocabulary size (default: the preset's)")
     parser.add_argument("--batch-size", type=positive_int, help="sequences per micro-batch and process")
     parser.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step")
     parser.add_argument("--lr", type=positive_float, help="peak learning rate")
     parser.add_argument("--eval-every", type=positive_int, help="steps between validations")
     parser.add_argument("--save-every", type=positive_int, help="steps between checkpoints")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="auto", help="default auto: cuda, then mps, then cpu"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
     parser.add_argument("--seed", type=int, default=1337, help="seed of the initial weights and the batches")
     parser.add_argument(

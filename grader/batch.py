@@ -12,6 +12,8 @@ bad notebook never stops the batch: whatever goes wrong is in its own results fi
 
 The CSV is a spreadsheet's table: a header row (student, notebook, score, max_score, reason, then one
 column per test), then a `max points` row giving each numeric column's maximum, then one row per student.
+When the assignment asks written questions, `answers.csv` beside it holds every student's answers, for the
+teaching assistants to grade by hand (grader/answers.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from course.kit import write_atomically
 from grader import __version__
+from grader.answers import questions, write_answers
 from grader.errors import GraderError
 from grader.identity import Limits
 from grader.results import printable
@@ -58,6 +61,7 @@ class Batch:
     graded_now: int  # how many notebooks were graded in this run; the others' results were current
     csv_path: Path
     skipped_path: Path
+    answers_path: Path | None = None  # the written answers (grader/answers.py), when the assignment asks any
 
     @property
     def failed(self) -> list[dict]:
@@ -69,6 +73,7 @@ class Batch:
         return (
             f"{len(self.rows) - len(self.failed)} graded{kept}, {len(self.skipped)} skipped, "
             f"{len(self.failed)} failed; scores in {self.csv_path}"
+            + (f", written answers in {self.answers_path}" if self.answers_path else "")
         )
 
 
@@ -176,7 +181,11 @@ def run_batch(
     skipped_path = csv_path.with_name(f"{csv_path.stem}.skipped.txt")
     write_csv(csv_path, rows)
     write_atomically(skipped_path, "".join(f"{item}\n" for item in skipped))
-    return Batch(rows, skipped, len(to_grade), csv_path, skipped_path)
+    asked = questions(assignment)
+    answers_path = csv_path.with_name("answers.csv") if asked else None
+    if asked:  # the written answers, for the teaching assistants to grade by hand
+        write_answers(answers_path, [(s.student, s.notebook) for s in submissions], asked)
+    return Batch(rows, skipped, len(to_grade), csv_path, skipped_path, answers_path)
 
 
 def _grade_in_parallel(tasks, assignment, limits, current, jobs, progress, hidden) -> dict[str, str]:

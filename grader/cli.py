@@ -10,6 +10,7 @@ from course.cli import OneLineErrorParser, run_command
 from course.errors import UserError
 from grader import results as results_file
 from grader.identity import Limits
+from grader.plain import require_sandbox
 from grader.runner import find_assignment, grade, infer_assignment
 
 
@@ -35,6 +36,7 @@ def run_grade(args) -> int:
 def run_batch(args) -> int:
     from grader.batch import run_batch as batch
 
+    require_sandbox()
     assignment = find_assignment(args.assignment, args.tests_dir)
     result = batch(
         Path(args.folder),
@@ -55,7 +57,8 @@ def run_batch(args) -> int:
     return 0
 
 
-def run_check(args) -> int:
+def run_check(args, workers=None) -> int:
+    """`grader check`; `workers` (a zygote or plain.PlainWorkers) is the check service's, kept warm between checks."""
     import json
 
     assignment = find_assignment(args.name, args.tests_dir)
@@ -68,18 +71,60 @@ def run_check(args) -> int:
     else:
         raise UserError("pass --notebook PATH (or call check() from a notebook cell)")
     results = grade(
-        source, assignment, results_path=args.results and Path(args.results), limits=_limits(args), visible_only=True
+        source,
+        assignment,
+        results_path=args.results and Path(args.results),
+        limits=_limits(args),
+        visible_only=True,
+        zygote=workers,
     )
     if not args.quiet:
         print(results_file.report(results, f"{args.name}: visible tests"))
     return 0
 
 
+def serve_checks(args) -> int:
+    """A notebook session's self-checks, one after another, over workers kept warm for the session.
+
+    Each line on stdin is a JSON list of `grader check` arguments; each answer, one JSON line on what was
+    stdout: {"error": null} when the check ran, or {"error": "one line"}. Only the workers' source is kept
+    between checks: a zygote that has never run student code, or plain.py's spare interpreter; every check
+    starts its own grading and its own workers, so a check never sees an earlier check's code. Ends at the
+    end of stdin (the notebook's kernel has gone)."""
+    import json
+    import os
+
+    from grader.plain import PlainWorkers, sandbox_unavailable
+    from grader.sandbox import Zygote
+
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    with open(os.devnull, "w") as quiet:
+        os.dup2(quiet.fileno(), 1)  # nothing else may write into the answers
+    sys.stdout = sys.stderr
+    parser = make_parser()
+    with answers, Zygote() if sandbox_unavailable() is None else PlainWorkers(spare=True) as workers:
+        for line in sys.stdin:
+            arguments, error = json.loads(line), None
+            try:
+                run_check(parser.parse_args(["check", *arguments]), workers)
+            except UserError as problem:
+                error = str(problem)
+            except SystemExit:  # argparse refused them, and said why on stderr
+                error = f"`grader check` does not take the arguments {' '.join(arguments)}"
+            except Exception as problem:  # noqa: BLE001 -- one failed check must not end the session's service
+                error = f"{type(problem).__name__}: {problem}"
+            answers.write(json.dumps({"error": error}) + "\n")
+            answers.flush()
+    return 0
+
+
 def run_gradescope(args) -> int:
-    from grader.gradescope import build_zip
+    from grader.gradescope import build_zip, manual_questions
 
     path = build_zip(args.name, Path(args.output), args.tests_dir and Path(args.tests_dir))
     print(f"Gradescope autograder for {args.name} written to {path}")
+    if note := manual_questions(args.name, args.tests_dir and Path(args.tests_dir)):
+        print(note)
     return 0
 
 
@@ -128,6 +173,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds per call into student code (default 10)")
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run_check)
+
+    p = commands.add_parser("check-service", help="serve a notebook session's check() calls (check() starts it)")
+    p.set_defaults(run=serve_checks)
     return parser
 
 

@@ -9,6 +9,9 @@ copies run_autograder to /autograder/run_autograder, which grades with that envi
 runs it as root, so the worker runs as a uid of its own; run_autograder first closes
 source/ and results/ to other users, and the grader closes the installed tests folder.
 GRADER_AUTOGRADER_ROOT replaces /autograder (for testing the zip outside Gradescope).
+
+Written questions (grader/answers.py) are not auto-graded: each is a manually graded question of the
+assignment's outline (`grader gradescope` lists them), and the results show each student the answer received.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 
 from course import kit
+from grader import results as results_file
+from grader.answers import Question, answers_of, questions
 from grader.errors import GraderError
 from grader.runner import ASSIGNMENTS_DIR, find_assignment, grade
 
@@ -122,20 +127,54 @@ def _belongs_in_zip(path: Path, tests: bool = False) -> bool:
     return tests or ASSIGNMENTS_DIR not in path.parents
 
 
-def run(name: str, root: Path) -> dict:
-    """Grade the one notebook in root/submission into root/results/results.json."""
+def run(name: str, root: Path, zygote=None) -> dict:
+    """Grade the one notebook in root/submission into root/results/results.json (with `zygote`, one kept
+    for several gradings, as a test does; run_autograder starts one per submission)."""
     results_path = root / "results" / "results.json"
     assignment = find_assignment(name, root / "source" / "grader" / "assignments")  # the tests that came in the zip
     notebooks = sorted(p for p in (root / "submission").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     named = [p for p in notebooks if p.name.startswith(name)]
     if len(notebooks) == 1 or len(named) == 1:
-        return grade((named or notebooks)[0], assignment, results_path=results_path)
+        notebook = (named or notebooks)[0]
+        results = grade(notebook, assignment, results_path=results_path, zygote=zygote)
+        asked = questions(assignment)
+        if asked:
+            results["tests"] += written_answer_entries(asked, answers_of(notebook))
+            results_file.write(results_path, results)
+        return results
     if notebooks:
         listed = ", ".join(p.name for p in notebooks)
         refusal = f"your submission holds several notebooks ({listed}): submit only {name}.ipynb"
     else:
         refusal = f"your submission holds no notebook: submit {name}.ipynb"
-    return grade(None, assignment, results_path=results_path, refusal=refusal)
+    return grade(None, assignment, results_path=results_path, refusal=refusal, zygote=zygote)
+
+
+def written_answer_entries(asked: list[Question], answers: dict[str, str] | None) -> list[dict]:
+    """One results entry per written question, worth 0 autograder points: the answer as the student sees it
+    received. Its points are a manual question of the assignment's outline (`manual_questions` lists them)."""
+    entries = []
+    for question in asked:
+        answer = "" if answers is None else answers.get(question.name.lower(), "")
+        entries.append(
+            {
+                "name": f"written answer {question.name}: graded by hand ({question.points:g} points)",
+                "score": 0,
+                "max_score": 0,
+                "output": answer or f"no answer: the notebook has no markdown cell `#### Answer: {question.name}`",
+                "visibility": "visible",
+            }
+        )
+    return entries
+
+
+def manual_questions(name: str, tests_dir: Path | None = None) -> str:
+    """What the instructor adds to the Gradescope assignment's outline as manually graded questions, or ''."""
+    asked = questions(find_assignment(name, tests_dir))
+    if not asked:
+        return ""
+    listed = "\n".join(f"  {q.name} ({q.points:g} points): {q.question}" for q in asked)
+    return f"Add these written questions to the assignment's outline as manually graded questions:\n{listed}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,25 +8,61 @@ detached or not. Not run as root there is no uid to claim: the worker has the gr
 
 from __future__ import annotations
 
-import fcntl
 import os
-import resource
 import signal
 import stat
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 WORKER_UIDS = range(40000, 60000)  # no account uses them; inside a user namespace's usual 65536
 CLAIMS_FOLDER = Path("/run/grader-worker-uids")  # root only: one locked file per uid in use
 
 
+WORKER_MEMORY_BYTES = 4 * 2**30  # without a container limit
+CONTAINER_SHARE = 0.5  # of a container's memory, the most a worker may add: the grader and the zygote need the rest
+UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
+
+
+def container_memory_bytes() -> int | None:
+    """The memory limit of this process's cgroup, v2 or v1: the smallest set on its path to the root
+    (what a container such as Gradescope's gives); None where there is none."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None  # not Linux
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base, name = Path("/sys/fs/cgroup"), "memory.max"  # v2: the one unified hierarchy
+        elif "memory" in controllers.split(","):
+            base, name = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        folder = Path(path)
+        for ancestor in (folder, *folder.parents):
+            try:
+                value = (base / ancestor.relative_to("/") / name).read_text().strip()
+            except (OSError, ValueError):
+                continue
+            if value.isdigit() and int(value) < UNLIMITED:
+                found.append(int(value))
+    return min(found) if found else None
+
+
+def worker_memory_bytes() -> int:
+    """The address space a worker may add: 4 GiB, or less where the container's memory is smaller."""
+    container = container_memory_bytes()
+    return WORKER_MEMORY_BYTES if container is None else min(WORKER_MEMORY_BYTES, int(container * CONTAINER_SHARE))
+
+
 @dataclass(frozen=True)
 class Limits:
     call_timeout: float = 10.0  # seconds per call into student code (a test may ask for more)
     load_timeout: float = 30.0  # seconds to run the notebook's definitions
-    memory_bytes: int = 4 * 2**30  # address space a worker may add to what torch maps
+    memory_bytes: int = field(default_factory=worker_memory_bytes)  # address space a worker may add to torch's
     grading_memory_bytes: int = 4 * 2**30  # likewise for the trusted grading process (decoded replies, exposed models)
     file_bytes: int = 64 * 2**20  # largest file a worker may write
     output_bytes: int = 2**20  # stdout + stderr kept per worker; the rest is dropped
@@ -36,11 +72,13 @@ class Limits:
 
 
 def running_as_root() -> bool:
-    return os.geteuid() == 0
+    return hasattr(os, "geteuid") and os.geteuid() == 0  # Windows has no uids
 
 
 def limit_address_space(extra_bytes: int) -> None:
     """Let this process map at most `extra_bytes` beyond what it maps now (torch's own mappings are large)."""
+    import resource  # POSIX only: the plain self-check (grader/plain.py) never limits a process
+
     ceiling = _virtual_memory_bytes() + extra_bytes
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
 
@@ -68,6 +106,8 @@ class WorkerUser:
         if not running_as_root():
             yield None
             return
+        import fcntl
+
         claims = _root_only_folder(CLAIMS_FOLDER)
         start = os.getpid()
         for offset in range(len(WORKER_UIDS)):

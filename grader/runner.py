@@ -19,6 +19,7 @@ Nothing the worker writes or sends is read as a result: it can only return value
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import struct
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from course.notebook import extract_code
 from grader import results as results_file
 from grader.errors import GraderError, StudentError
 from grader.identity import Limits, WorkerUser, limit_address_space
+from grader.plain import PlainWorkers, require_sandbox, sandbox_unavailable
 from grader.results import VISIBLE_FILE, ExpectedTest, Outcome
 from grader.sandbox import Zygote, ZygoteAddress
 from grader.session import StudentSession
@@ -54,6 +56,18 @@ SPEC_LENGTH = struct.Struct("!Q")  # the task's length, before the task, on the 
 HIDDEN_FILE = "test_hidden.py"
 MAX_FEEDBACK_CHARS = 2000
 GRADING_TIME_LIMIT = 3600.0  # seconds for a whole notebook: a backstop behind the per-call limits
+# pytest's plugins that grading has no use for, each a cost on every test or every grading: output capture and
+# logging (student code prints in its worker, never here; caplog and capsys would see nothing of it), the
+# unraisable-exception hook (its gc.collect() calls alone cost a second), caching, doctests, XML reports
+UNUSED_PYTEST_PLUGINS = (
+    "cacheprovider",
+    "unraisableexception",
+    "logging",
+    "doctest",
+    "junitxml",
+    "pastebin",
+    "stepwise",
+)
 
 
 # ---------------------------------------------------------------- finding the tests
@@ -105,7 +119,7 @@ def grade(
     results_path: Path | None = None,
     limits: Limits = Limits(),
     visible_only: bool = False,
-    zygote: Zygote | None = None,
+    zygote: Zygote | PlainWorkers | None = None,
     time_limit: float = GRADING_TIME_LIMIT,
     extra_data: dict | None = None,
     refusal: str | None = None,
@@ -117,7 +131,9 @@ def grade(
     Raises GraderError only for a usage mistake; anything wrong with the notebook is in the results.
     `extra_data` goes into the results. With a `refusal` (a sentence: "no notebook was submitted")
     instead of a source, every test is listed and fails with it. Run as root, the worker sees the
-    folders in `hidden` empty, as it sees the tests and the solutions.
+    folders in `hidden` empty, as it sees the tests and the solutions. Where the sandbox cannot run, or
+    given `PlainWorkers` for `zygote`, the tests run in this process against spawned workers (plain.py):
+    the self-check's way, not a grading for marks.
     """
     started = time.monotonic()
     test_files(Path(assignment), visible_only)  # a usage mistake stops here
@@ -138,12 +154,17 @@ def grade(
     own_zygote = zygote is None
     with private_copy(Path(assignment)) as tests:
         spec["files"] = [str(f) for f in test_files(tests, visible_only)]
+        if own_zygote and not visible_only:
+            require_sandbox()
         if own_zygote:
-            zygote = Zygote()
+            zygote = Zygote() if sandbox_unavailable() is None else PlainWorkers()
         try:
-            with WorkerUser.claim() as user:
-                spec["user"] = None if user is None else [user.uid, user.gid]
-                collected, finished, stopped = _run_grading_process(zygote, spec, user, time_limit)
+            if isinstance(zygote, PlainWorkers):
+                collected, finished, stopped = _grade_here(zygote, spec)
+            else:
+                with WorkerUser.claim() as user:
+                    spec["user"] = None if user is None else [user.uid, user.gid]
+                    collected, finished, stopped = _run_grading_process(zygote, spec, user, time_limit)
         finally:
             if own_zygote:
                 zygote.close()
@@ -208,6 +229,38 @@ def _run_grading_process(
     return reports.get("collected", {}), reports.get("finished", {}), stopped
 
 
+def _grade_here(workers: PlainWorkers, spec: dict) -> tuple[dict, dict, str]:
+    """The plain self-check's grading (plain.py): the same tests, plugin and reports, run in this process,
+    whose own output stays out of the way; the tests' modules are forgotten afterwards, so that the next
+    grading in this process (another assignment's test_visible.py) imports its own."""
+    messages = io.StringIO()
+    tests_folder = Path(spec["files"][0]).parent
+    with open(os.devnull, "w") as quiet, redirect_stdout(quiet):
+        try:
+            _grade_in_this_process(
+                [Path(f) for f in spec["files"]],
+                _student_session(spec, workers, user=None),
+                spec["problem"],
+                Limits(**spec["limits"]),
+                None if spec["results_path"] is None else Path(spec["results_path"]),
+                messages,
+            )
+        finally:
+            _forget_modules_under(tests_folder)
+    reports, stopped = _parse_reports(messages.getvalue().encode())
+    if not stopped and "finished" not in reports:
+        stopped = "grading stopped before it reported its results"
+    return reports.get("collected", {}), reports.get("finished", {}), stopped
+
+
+def _forget_modules_under(folder: Path) -> None:
+    prefix = os.path.join(str(folder), "")
+    for name, module in list(sys.modules.items()):
+        location = getattr(module, "__file__", None)
+        if isinstance(location, str) and location.startswith(prefix):
+            del sys.modules[name]
+
+
 def _read_reports(channel: socket.socket, sender: int, deadline: float) -> tuple[dict, str]:
     """Exactly one `collected` report, then one `finished` report, each sent by the process `sender`
     (the kernel's credentials, not anything the data says); anything else stops the grading."""
@@ -225,6 +278,12 @@ def _read_reports(channel: socket.socket, sender: int, deadline: float) -> tuple
         buffer += chunk
         if len(buffer) > MAX_REPORT_BYTES:
             return {}, "grading stopped: the grading process sent more than its reports"
+    reports, malformed = _parse_reports(buffer)
+    return reports, malformed or stopped
+
+
+def _parse_reports(buffer: bytes) -> tuple[dict, str]:
+    """The reports in `buffer`, and why they are refused if they are."""
     lines = buffer.split(b"\n")[:-1]  # after the last newline: nothing, or a report cut off by a kill
     if len(lines) > 2:
         return {}, "grading stopped: the grading process sent more than its two reports"
@@ -237,7 +296,7 @@ def _read_reports(channel: socket.socket, sender: int, deadline: float) -> tuple
         if type(message) is not dict or list(message) != [expected] or type(message[expected]) is not dict:
             return {}, "grading stopped: the grading process sent a malformed report"
         reports.update(message)
-    return reports, stopped
+    return reports, ""
 
 
 def _sending_process(ancillary) -> int | None:
@@ -255,11 +314,7 @@ def grading_process(channel_fd: int) -> None:
     limits = Limits(**spec["limits"])
     limit_address_space(limits.grading_memory_bytes)  # what student replies can make the trusted side allocate
     user = None if spec["user"] is None else WorkerUser(*spec["user"])
-    session = None
-    if spec["statements"] is not None:
-        session = StudentSession(
-            spec["statements"], limits, ZygoteAddress(spec["zygote"]), user, tuple(spec["hidden"]), spec["unparsed"]
-        )
+    session = _student_session(spec, ZygoteAddress(spec["zygote"]), user)
     results_path = None if spec["results_path"] is None else Path(spec["results_path"])
     with open(os.devnull, "w") as quiet, channel, channel.makefile("w", encoding="utf-8") as messages:
         os.dup2(quiet.fileno(), 1)  # pytest's own terminal output is not the report
@@ -267,6 +322,13 @@ def grading_process(channel_fd: int) -> None:
         _grade_in_this_process(
             [Path(f) for f in spec["files"]], session, spec["problem"], limits, results_path, messages
         )
+
+
+def _student_session(spec: dict, workers, user: WorkerUser | None) -> StudentSession | None:
+    if spec["statements"] is None:
+        return None  # nothing to grade: every test fails with spec["problem"]
+    limits = Limits(**spec["limits"])
+    return StudentSession(spec["statements"], limits, workers, user, tuple(spec["hidden"]), spec["unparsed"])
 
 
 def _receive_exactly(channel: socket.socket, size: int) -> bytes:
@@ -299,7 +361,9 @@ def _grade_in_this_process(files, session, problem, limits, results_path, messag
         arguments = [
             *map(str, files),
             *("-c", str(config), "--rootdir", str(files[0].parent), "--confcutdir", str(files[0].parent)),
-            *("-p", "no:cacheprovider", "--assert=plain", "--import-mode=importlib", "-q", "-W", "ignore"),
+            *(item for plugin in UNUSED_PYTEST_PLUGINS for item in ("-p", f"no:{plugin}")),
+            *("--capture=no", "--assert=plain", "--import-mode=importlib", "-q", "-W", "ignore"),
+            "--tb=native",  # pytest's own rendering of each failure, with source, is never shown: half a blank's time
         ]
         try:
             pytest.main(arguments, plugins=[plugin])

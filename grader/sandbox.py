@@ -39,6 +39,10 @@ class ZygoteAddress:
     def __init__(self, address: str):
         self.address = address
 
+    def new_worker(self, limits: Limits, user: WorkerUser | None, hidden: tuple[str, ...]) -> Worker:
+        """A worker forked by the zygote (what a StudentSession asks its workers for)."""
+        return Worker(self, limits, user, hidden)
+
     def spawn(self, spec: dict) -> tuple[int, socket.socket]:
         """A new worker: its pid and our end of its connection."""
         message, fds = self._request({"role": "worker", **spec})
@@ -165,6 +169,22 @@ class GradingProcess:
 # ---------------------------------------------------------------- one worker
 
 
+def last_output(workdir: Path) -> str:
+    """The last lines a worker printed into its work directory's output file, for a crash message
+    ('MemoryError', 'Killed', ...)."""
+    no_follow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # neither exists on Windows
+    try:  # the worker made this file and may have replaced it: never follow a link, never block on a FIFO
+        fd = os.open(workdir / "output.txt", os.O_RDONLY | no_follow)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        f.seek(max(f.seek(0, os.SEEK_END) - OUTPUT_TAIL_BYTES, 0))
+        lines = f.read(OUTPUT_TAIL_BYTES).decode("utf-8", "replace").strip().splitlines()
+    return f"; its last output: {' | '.join(lines[-3:])}" if lines else ""
+
+
 class Worker:
     def __init__(self, zygote: ZygoteAddress, limits: Limits, user: WorkerUser | None, hidden: tuple[str, ...] = ()):
         self.user = user
@@ -182,17 +202,7 @@ class Worker:
         self.endpoint = TrustedEndpoint(sock, limits.message_bytes, describe_crash=self.last_output)
 
     def last_output(self) -> str:
-        """The last lines the worker printed, for a crash message ('MemoryError', 'Killed', ...)."""
-        try:  # the worker made this file and may have replaced it: never follow a link, never block on a FIFO
-            fd = os.open(self.workdir / "output.txt", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return ""
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ""
-            f.seek(max(f.seek(0, os.SEEK_END) - OUTPUT_TAIL_BYTES, 0))
-            lines = f.read(OUTPUT_TAIL_BYTES).decode("utf-8", "replace").strip().splitlines()
-        return f"; its last output: {' | '.join(lines[-3:])}" if lines else ""
+        return last_output(self.workdir)
 
     def kill(self) -> None:
         """Kill the worker's process tree. Never by a pid that may have been reused: the zygote reaps a

@@ -3,7 +3,8 @@
 `check("02_sampling")` in a notebook cell runs the visible tests on the functions of this session.
 It reads the session's cell history (IPython's `In`), or the notebook file it is given, through the
 same loader and grading pipeline as `grader grade` (visible tests only), in a separate process so
-that the notebook's kernel never forks. It shows a table (HTML in Jupyter, text elsewhere), never
+that the notebook's kernel never forks: the session's check service, kept warm from one check to the
+next (where the sandbox cannot run, on Windows or macOS, it grades with plain workers: grader/plain.py). It shows a table (HTML in Jupyter, text elsewhere), never
 raises, and returns the results as a `CheckResults`, which a cell shows as one line.
 
 `with demo():` around a demo cell's code: while a function of the notebook that it calls is still a
@@ -12,6 +13,7 @@ stub, one line names it instead of a traceback, and Run All goes on.
 
 from __future__ import annotations
 
+import atexit
 import json
 import subprocess
 import sys
@@ -109,20 +111,79 @@ def _session_cells() -> list[str] | None:
 def _run(assignment: str, notebook, cells, tests_dir, timeout) -> dict:
     with tempfile.TemporaryDirectory(prefix="grader-check-") as folder:
         out = Path(folder) / "results.json"
-        command = [sys.executable, "-m", "grader.cli", "check", assignment, "--results", str(out), "--quiet"]
+        arguments = [assignment, "--results", str(out), "--quiet"]
         if notebook is not None:
-            command += ["--notebook", str(notebook)]
+            arguments += ["--notebook", str(Path(notebook).resolve())]
         else:
             (Path(folder) / "cells.json").write_text(json.dumps(cells))
-            command += ["--cells", str(Path(folder) / "cells.json")]
+            arguments += ["--cells", str(Path(folder) / "cells.json")]
         if timeout:
-            command += ["--timeout", str(timeout)]
+            arguments += ["--timeout", str(timeout)]
         if tests_dir:
-            command += ["--tests-dir", str(tests_dir)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0 or not out.is_file():
-            raise RuntimeError((done.stderr.strip().splitlines() or ["the grader failed"])[-1])
+            arguments += ["--tests-dir", str(Path(tests_dir).resolve())]
+        CheckService.for_this_session().check(arguments)
+        if not out.is_file():
+            raise RuntimeError("the grader wrote no results")
         return json.loads(out.read_text())
+
+
+class CheckService:
+    """`grader check-service` (grader/cli.py), started on the session's first check and kept for the next
+    ones: its workers' source (a zygote, or a spare interpreter where the sandbox cannot run) stays warm, so
+    a repeated check costs a grading, not a new interpreter importing torch twice. It ends with the session
+    (the end of its stdin), and is replaced if it died or a check was interrupted."""
+
+    _current: CheckService | None = None
+
+    @classmethod
+    def for_this_session(cls) -> CheckService:
+        if cls._current is None or cls._current.process.poll() is not None:
+            cls._current = cls()
+        return cls._current
+
+    def __init__(self):
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 -- its stderr, for the reason if it dies; closed with it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "grader.cli", "check-service"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        atexit.register(self.close)
+
+    def check(self, arguments: list[str]) -> None:
+        """Run `grader check ARGUMENTS` in the service; raises RuntimeError with the reason if it failed."""
+        try:
+            self.process.stdin.write(json.dumps(arguments) + "\n")
+            self.process.stdin.flush()
+            answer = self.process.stdout.readline()
+        except BaseException:  # an interrupted check leaves its answer unread: this service cannot be trusted again
+            self.close()
+            raise
+        if not answer:
+            reason = self._last_log_line() or "the check service stopped"
+            self.close()
+            raise RuntimeError(reason)
+        error = json.loads(answer)["error"]
+        if error is not None:
+            raise RuntimeError(error)
+
+    def _last_log_line(self) -> str:
+        self.log.seek(0)
+        lines = self.log.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else ""
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()  # the end of its requests: it closes its workers' source and exits
+            self.process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()  # its zygote sees its own stdin close and ends too
+            self.process.wait()
+        self.log.close()
+        if CheckService._current is self:
+            CheckService._current = None
 
 
 def _display(results: dict, assignment: str) -> None:

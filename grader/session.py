@@ -1,6 +1,6 @@
 """One notebook's code behind the boundary, as the tests see it.
 
-    session = StudentSession(statements, limits, ZygoteAddress(address), user)
+    session = StudentSession(statements, limits, ZygoteAddress(address), user)  # or plain.PlainWorkers()
     session.call("greedy", (logits,), {}, timeout=10)  # the worker starts and loads on first use
     session.close()                                     # kills the worker's whole process tree
 
@@ -14,7 +14,6 @@ from course.notebook import ExtractedCode, Statement, missing_reasons
 from grader.errors import WORKER_LOST, MissingFunction, StudentCrashed, StudentError
 from grader.identity import Limits, WorkerUser
 from grader.rpc import StudentObject, TrustedEndpoint
-from grader.sandbox import Worker, ZygoteAddress
 
 NAMESPACE_HANDLE = 0
 FAILED_LOADS_BEFORE_GIVING_UP = 2
@@ -29,7 +28,7 @@ class StudentSession:
         self,
         statements: list[dict],
         limits: Limits,
-        zygote: ZygoteAddress,
+        workers,
         user: WorkerUser | None,
         hidden: tuple[str, ...] = (),
         unparsed: dict[str, str] | None = None,
@@ -37,10 +36,10 @@ class StudentSession:
         self.statements = statements
         self.unparsed = unparsed or {}  # names of cells that could not be parsed -> why (ExtractedCode.unparsed)
         self.limits = limits
-        self.zygote = zygote
+        self.workers = workers  # where workers come from: a zygote (sandbox.ZygoteAddress) or plain.PlainWorkers
         self.user = user
         self.hidden = hidden  # folders each worker must not see (the tests, the solutions)
-        self.worker: Worker | None = None
+        self.worker = None  # a sandbox.Worker or a plain.PlainWorker: an `endpoint` and `kill()`
         self.names: dict[str, bool] = {}  # name -> callable, as the last load reported
         self.problems: list[str] = []  # what went wrong while loading, for the report
         self.failed_loads = 0
@@ -52,7 +51,7 @@ class StudentSession:
         self._discard_worker()
         if self.failed_loads >= FAILED_LOADS_BEFORE_GIVING_UP:
             raise StudentCrashed(self.load_failure)
-        self.worker = Worker(self.zygote, self.limits, self.user, self.hidden)
+        self.worker = self.workers.new_worker(self.limits, self.user, self.hidden)
         try:
             report = self.worker.endpoint.call(
                 "load",

@@ -22,10 +22,10 @@ another student's code, so there is nothing in a worker's memory to steal.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -33,7 +33,6 @@ import struct
 import sys
 import types
 
-from grader import namespaces
 from grader.identity import limit_address_space
 
 CONNECTION_FD = 3
@@ -41,6 +40,11 @@ CONNECTION_FD = 3
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--plain"]:
+        serve_plain()
+        return
+    from grader import namespaces
+
     listener = socket.socket(fileno=int(argv[0]))
     missing = namespaces.unavailable()
     if missing:
@@ -52,10 +56,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["MPLBACKEND"] = "Agg"  # plots are never shown from a worker
     _preload(GRADING_NEEDS)
     sys.modules["torch"].set_num_threads(1)
-    _zygote_loop(listener, isolated=missing is None, to_preload=list(PRELOADED))
+    _zygote_loop(listener, isolated=missing is None, to_preload=[*PRELOADED, *GRADING_PRELOADED])
 
 
 GRADING_NEEDS = ("torch", "pytest", "grader.runner")  # before the first grading process is forked
+# torch.testing.assert_close imports torch.distributed.tensor (and sympy) on its first use: 2 s of every grading
+# process's time unless the zygote has it already
+GRADING_PRELOADED = ("torch.testing", "torch.distributed.tensor")
 PRELOADED = (
     # what notebooks commonly import, imported once here instead of once per worker; also all a worker
     # can import when it may not read the Python installation (a Python under /root, run as root)
@@ -89,7 +96,17 @@ def _zygote_loop(listener: socket.socket, isolated: bool, to_preload: list[str])
             with connection:
                 _serve_spawn_request(listener, connection, isolated, to_preload)
         elif to_preload:
-            _preload([to_preload.pop(0)])
+            _preload_more(to_preload, everything=False)
+
+
+def _preload_more(to_preload: list[str], everything: bool) -> None:
+    """Import the next module of `to_preload`, or all of them. Once none is left, what is loaded is frozen: never
+    collected, so that the collections of a forked child skip it and leave its memory pages shared."""
+    count = len(to_preload) if everything else 1
+    _preload(to_preload[:count])
+    del to_preload[:count]
+    if not to_preload:
+        gc.freeze()
 
 
 def _serve_spawn_request(
@@ -113,8 +130,8 @@ def _serve_spawn_request(
         return
     for fd in fds:
         os.close(fd)
-    _preload(to_preload)  # every worker starts with all of it
-    to_preload.clear()
+    if to_preload:
+        _preload_more(to_preload, everything=True)  # every worker starts with all of it
     ours, theirs = socket.socketpair()
     child = os.fork()
     if child == 0:
@@ -145,6 +162,9 @@ def _become_grading_process(listener: socket.socket, connection: socket.socket, 
 
 
 def _become_worker(connection: socket.socket, spec: dict, isolated: bool) -> None:
+    from grader import namespaces
+
+    _be_killed_first()
     os.setsid()  # its own session and process group: the grader kills the whole tree at once
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file-size limit fails instead of killing
@@ -159,21 +179,56 @@ def _become_worker(connection: socket.socket, spec: dict, isolated: bool) -> Non
         os.setresgid(spec["gid"], spec["gid"], spec["gid"])
         os.setresuid(spec["uid"], spec["uid"], spec["uid"])
     os.chdir(spec["workdir"])
-    output = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_APPEND, 0o600)
+    _capture_output(spec["limits"]["output_bytes"])
+    os.environ.clear()
+    os.environ.update(HOME=spec["workdir"], TMPDIR=spec["workdir"], PATH="/usr/bin:/bin", LANG="C.UTF-8")
+    _serve(socket.socket(fileno=CONNECTION_FD), spec["limits"]["message_bytes"])
+
+
+def serve_plain() -> None:
+    """A worker of the plain self-check (grader/plain.py), where the sandbox cannot run: the student's own
+    code on their own machine, so no namespaces, limits or other uid, only the same protocol and output cap.
+
+    Its task comes as one JSON line on stdin: the work directory, the limits, and the loopback port and
+    token with which it connects back to the grader once it has imported what workers preload."""
+    spec = json.loads(sys.stdin.buffer.readline())
+    os.environ["MPLBACKEND"] = "Agg"
+    _preload(PRELOADED)
+    connection = socket.create_connection(("127.0.0.1", spec["port"]))
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a call's small messages go at once
+    connection.sendall(spec["token"].encode() + b"\n")
+    os.chdir(spec["workdir"])
+    _capture_output(spec["limits"]["output_bytes"])
+    _serve(connection, spec["limits"]["message_bytes"])
+
+
+def _capture_output(output_bytes: int) -> None:
+    """stdin from /dev/null; stdout and stderr into output.txt of the current folder, capped at `output_bytes`."""
+    no_follow = getattr(os, "O_NOFOLLOW", 0)  # Windows has no links to follow here
+    output = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL | no_follow | os.O_APPEND, 0o600)
     stdin = os.open(os.devnull, os.O_RDONLY)
     for fd, target in ((stdin, 0), (output, 1), (output, 2)):
         os.dup2(fd, target)
     os.close(stdin)
     os.close(output)
-    os.environ.clear()
-    os.environ.update(HOME=spec["workdir"], TMPDIR=spec["workdir"], PATH="/usr/bin:/bin", LANG="C.UTF-8")
-    budget = CappedOutput.Budget(spec["limits"]["output_bytes"])
+    budget = CappedOutput.Budget(output_bytes)
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     sys.stdout, sys.stderr = CappedOutput(1, budget), CappedOutput(2, budget)
-    _serve(socket.socket(fileno=CONNECTION_FD), spec["limits"]["message_bytes"])
+
+
+def _be_killed_first() -> None:
+    """The highest OOM score: when memory runs out (a container's limit), the kernel kills student code first,
+    never the grader. Every process the worker starts inherits it; raising one's own score needs no privilege."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as score:
+            score.write("1000")
+    except OSError:
+        pass  # no /proc: no OOM killer to steer
 
 
 def _set_limits(limits: dict, drop_to: int | None) -> None:
+    import resource
+
     limit_address_space(limits["memory_bytes"])  # torch's own mappings come on top of the budget
     for limit, value in (
         (resource.RLIMIT_FSIZE, limits["file_bytes"]),

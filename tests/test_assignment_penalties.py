@@ -14,6 +14,7 @@ SOLUTION = ROOT / "solutions" / "03_penalties.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "03_penalties.ipynb"
 INF = float("-inf")
 HISTORY = [0, 1, 0, 2, 0, 0]
+SAMPLING_02 = ("greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter", "min_p_filter", "sample_next")
 GAME_PROMPT = ("--prompt", "The game was", "--max-new-tokens", "12", "--seed", "0")  # for `course generate`
 
 
@@ -45,18 +46,41 @@ def test_shift_and_inf(sol):
         sol["penalty_scales"]([0, 0], 2, 0.5)
 
 
-def test_given_02_functions_are_the_02_solution():
+def test_other_definitions(sol):
+    logits = torch.tensor([[0.8, 0.9, 0.1, 0.4], [-1.0, 2.0, INF, 0.0]])
+    history = torch.tensor([[0, 1, 0, 2, 0, 0], [0, 0, 1, 1, 1, 3]])
+    ctrl = sol["repetition_penalty"](logits, history, 2.0)
+    assert ctrl[0].tolist() == pytest.approx([0.4, 0.45, 0.05, 0.4])
+    assert ctrl[1].tolist() == [-2.0, 1.0, INF, 0.0]  # negative multiplied, -inf and 0 stay
+    additive = sol["additive_penalties"](logits, history, frequency_penalty=0.1, presence_penalty=0.2)
+    torch.testing.assert_close(additive[0], torch.tensor([0.2, 0.6, -0.2, 0.4]))
+    torch.testing.assert_close(additive[1], torch.tensor([-1.4, 1.5, INF, -0.3]))
+    assert torch.equal(logits[0], torch.tensor([0.8, 0.9, 0.1, 0.4])), "the input must not change"
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            sol["repetition_penalty"](logits, history, bad)
+
+
+def test_pasted_02_functions_are_the_02_solution_and_students_get_none():
     def code_cells(path):
         return ["".join(c["source"]) for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
 
-    given = next(c for c in code_cells(SOLUTION) if c.startswith("# GIVEN"))
-    for name in ("greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter", "sample_next"):
+    def without_markers(source):
+        return "\n".join(line for line in source.splitlines() if "SOLUTION" not in line)
+
+    pasted = without_markers(next(c for c in code_cells(SOLUTION) if "def sample_next(" in c))
+    for name in SAMPLING_02:
         source = next(c for c in code_cells(ROOT / "solutions" / "02_sampling.ipynb") if c.startswith(f"def {name}("))
-        plain = "\n".join(line for line in source.splitlines() if "SOLUTION" not in line)
-        assert plain in given, f"03's given {name} differs from 02's solution: rebuild 03 from 02"
-    # and the student's notebook still has them, as given code (not stubs)
+        source = source.split("\n\n\ndef ")[0]  # the function, not what its cell defines after it
+        assert without_markers(source) in pasted, f"03's solution pastes a {name} unlike 02's solution: paste it again"
+    # the student's notebook holds none of 02's answers: stubs, into which they paste their own
     student = load_notebook(ASSIGNMENT).namespace
-    assert student["top_p_filter"](torch.tensor([0.0, -9.0]), 0.5).tolist() == [0.0, INF]
+    for name in SAMPLING_02:
+        with pytest.raises(NotImplementedError, match=f"paste the body of your {name}"):
+            student[name](
+                torch.zeros(3),
+                *([1] if name in ("apply_temperature", "top_k_filter", "top_p_filter", "min_p_filter") else []),
+            )
     with pytest.raises(NotImplementedError):
         student["penalty_scales"]([0], 2)
 

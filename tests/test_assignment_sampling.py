@@ -14,9 +14,9 @@ from course.notebook import load_notebook
 
 SOLUTION = ROOT / "solutions" / "02_sampling.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "02_sampling.ipynb"
-FIXTURE = ROOT / "course" / "fixtures" / "next_token_logits.pt"
 INF = float("-inf")
-GRADED = ["greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter", "sample_next"]
+FILTERS = ["apply_temperature", "top_k_filter", "top_p_filter", "min_p_filter"]  # (logits, one parameter)
+GRADED = ["greedy", "sample", *FILTERS, "sample_next"]
 GAME_PROMPT = ("--prompt", "The game was", "--max-new-tokens", "12", "--seed", "0")  # for `course generate`
 
 
@@ -34,7 +34,7 @@ def test_assignment_stubs_raise_not_implemented():
     ns = load_notebook(ASSIGNMENT).namespace
     for name in GRADED:
         with pytest.raises(NotImplementedError):
-            ns[name](torch.zeros(3), *([1] if name in ("apply_temperature", "top_k_filter", "top_p_filter") else []))
+            ns[name](torch.zeros(3), *([1] if name in FILTERS else []))
 
 
 def test_filters_fast_checks(sol):
@@ -44,12 +44,21 @@ def test_filters_fast_checks(sol):
     kept = torch.isfinite(sol["top_p_filter"](torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])), 0.7))
     assert kept.tolist() == [True, True, False, False]
     assert torch.equal(sol["apply_temperature"](x, 0.5), x / 0.5)
+    # probabilities [0.5, 0.3, 0.15, 0.05], min_p 0.25: the bar is 0.125
+    kept = torch.isfinite(sol["min_p_filter"](torch.log(torch.tensor([0.15, 0.5, 0.05, 0.3])), 0.25))
+    assert kept.tolist() == [True, True, False, True]
+    assert torch.equal(sol["min_p_filter"](x, 0.0), x) and torch.equal(
+        sol["min_p_filter"](x, 1.0).isfinite(), x == x.amax(-1, keepdim=True)
+    )
     assert torch.equal(x, before), "inputs must not change"
     for bad in (
         lambda: sol["top_k_filter"](x, 0),
         lambda: sol["top_p_filter"](x, 0.0),
         lambda: sol["top_p_filter"](x, 1.01),
         lambda: sol["apply_temperature"](x, 0.0),
+        lambda: sol["min_p_filter"](x, -0.01),
+        lambda: sol["min_p_filter"](x, 1.01),
+        lambda: sol["min_p_filter"](x, float("nan")),
     ):
         with pytest.raises(ValueError):
             bad()
@@ -58,20 +67,19 @@ def test_filters_fast_checks(sol):
 def test_sampling_fast_checks(sol):
     logits = torch.tensor([0.0, 2.0, INF]).expand(2, 3, 3)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    a = sol["sample_next"](logits, temperature=0.7, top_k=2, top_p=0.9, generator=g1)
-    b = sol["sample_next"](logits, temperature=0.7, top_k=2, top_p=0.9, generator=g2)
+    a = sol["sample_next"](logits, temperature=0.7, top_k=2, top_p=0.9, min_p=0.1, generator=g1)
+    b = sol["sample_next"](logits, temperature=0.7, top_k=2, top_p=0.9, min_p=0.1, generator=g2)
     assert a.dtype == torch.int64 and a.shape == (2, 3) and torch.equal(a, b)
     assert (a != 2).all()
     assert sol["greedy"](logits.half()).tolist() == [[1, 1, 1], [1, 1, 1]]
 
 
 def test_fixture_is_small_and_loadable():
-    assert FIXTURE.stat().st_size < 1_000_000
-    saved = torch.load(FIXTURE, weights_only=True)
-    assert saved["names"] == ["peaked", "flat"]
-    assert saved["logits"].shape == (2, len(saved["vocab"]))
-    peaked, flat = torch.softmax(saved["logits"], -1).max(-1).values
-    assert peaked > 5 * flat
+    """The distributions the notebook shows ship with the kit (course.fixtures) and stay small."""
+    from course import fixtures
+
+    assert fixtures.FIXTURE.stat().st_size < 1_000_000
+    assert {"peaked", "flat"} <= set(fixtures.distributions())
 
 
 def _execute(path: Path, env_checkpoint: str | None, monkeypatch) -> nbformat.NotebookNode:
@@ -98,7 +106,7 @@ def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tm
     notebook = _execute(copy, None, monkeypatch)
     text = _stream_text(notebook)
     assert "run 01_training first" in text
-    assert "next_token_logits.pt is missing" not in text
+    assert "source: the course model (" in text  # the shipped distributions, not a stand-in
     assert "is not implemented yet" not in text  # every function is written: no demo was skipped
 
 

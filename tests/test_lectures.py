@@ -40,17 +40,17 @@ def test_without_a_checkpoint_the_lecture_says_how_to_make_one(tmp_path, monkeyp
         lectures.find_checkpoints()
 
 
-def test_checkpoints_are_preferred_course_first(tmp_path, monkeypatch):
+def test_checkpoints_are_preferred_largest_first(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_CHECKPOINT", raising=False)
     monkeypatch.setattr(lectures, "ROOT", tmp_path)
-    for name in ("tiny", "course"):
+    for name in ("tiny", "laptop", "course"):
         folder = tmp_path / "runs" / name
         folder.mkdir(parents=True)
         (folder / "config.json").write_text("{}")
         (folder / "model.safetensors").write_bytes(b"")
-    assert list(lectures.find_checkpoints()) == ["course", "tiny"]
+    assert list(lectures.find_checkpoints()) == ["course", "laptop", "tiny"]
     monkeypatch.setenv("COURSE_CHECKPOINT", str(tmp_path / "runs" / "tiny"))
-    assert list(lectures.find_checkpoints()) == ["env", "course"]
+    assert list(lectures.find_checkpoints()) == ["env", "course", "laptop"]
 
 
 def test_repeated_ngram_fraction():

@@ -8,9 +8,11 @@ lost is printed after the results.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from mutants.harness import ASSIGNMENTS, graded, mutants
+from mutants.harness import ASSIGNMENTS, graded, mutants, symptom
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +43,20 @@ def test_hidden_feedback_explains_without_code(assignment):
                 assert "test_hidden" not in output and "student." not in output, (
                     f"{name}: the feedback of hidden test {test['name']!r} shows test code: {output!r}"
                 )
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_feedback_names_the_mistake(assignment):
+    """A mutant with a `# symptom: REGEX` line: the feedback of one of its failed tests matches REGEX."""
+    unexplained = {}
+    for name, (_, code) in mutants(assignment).items():
+        pattern = symptom(code)
+        if pattern is None:
+            continue
+        outputs = [test.get("output", "") for test in graded(assignment)[f"mutant-{name}"].failed]
+        if not any(re.search(pattern, output) for output in outputs):
+            unexplained[name] = (pattern, [output[:200] for output in outputs])
+    assert not unexplained, f"feedback that does not name the mistake: {unexplained}"
 
 
 def test_solution_full_marks_blank_zero():

@@ -30,7 +30,11 @@ STUB_SAYS = "is not implemented yet: write it in its cell above, then run this c
 FOLDERS = {"kit's folder": Path("."), "this notebook's folder": Path("assignments")}  # relative to the kit
 # Shown in 01_training for a GPU (the course preset) or WikiText-103, which a test on a CPU, offline, cannot run.
 NEEDS_A_GPU_OR_WIKITEXT_103 = ("--preset course", "wikitext-103", "torchrun ")
-SHORTER = {"generate": ["--max-new-tokens", "5"], "eval": ["--split", "valid"]}  # added to the command, for time
+SHORTER = {
+    "generate": ["--max-new-tokens", "5"],
+    "eval": ["--split", "valid"],
+    "bakeoff": ["--samples", "2", "--length", "6"],
+}  # added to the command, for time
 
 
 def session_code(source: str) -> dict:

@@ -17,7 +17,7 @@ from course.cli import main as course_main
 from course.errors import UserError
 from course.release import release, visible_test_files
 
-SHIPPED = ["01_training", "02_sampling", "04_kv_cache"]  # 03_penalties gives 02_sampling's functions
+SHIPPED = ["01_training", "02_sampling", "03_penalties", "04_kv_cache"]  # 03 has students paste their own 02
 TRIVIAL = 12  # characters: `else:`, `return ids` appear in any Python file
 
 
@@ -110,10 +110,13 @@ def test_the_release_holds_what_students_need_and_nothing_else(student_kit):
         "kv_support.py",  # test_visible.py loads it
         "test_visible.py",
     ]
+    assert sorted(p.name for p in (student_kit / "grader" / "assignments" / "02_sampling").iterdir()) == [
+        "test_visible.py"  # not trusted_filters.py, which only the hidden tests load
+    ]
     assert not list(student_kit.rglob("__pycache__")) and not list(student_kit.rglob(".build.json"))
     readme = (student_kit / "README.md").read_text()
     assert "## For students" in readme and "## For instructors" not in readme and "make check" in readme
-    assert "`01_training.ipynb`, `02_sampling.ipynb`, `04_kv_cache.ipynb`" in readme
+    assert ", ".join(f"`{name}.ipynb`" for name in SHIPPED) in readme
     makefile = (student_kit / "Makefile").read_text()
     assert "\t$(VENV)/bin/grader check 04_kv_cache --notebook assignments/04_kv_cache.ipynb\n" in makefile
     with zipfile.ZipFile(student_kit.with_name("sampling-kit.zip")) as bundle:
@@ -146,6 +149,29 @@ def test_generate_without_a_sampler_asks_for_one_in_the_release(student_kit):
     assert generated.stderr.strip().endswith("give --sampler NOTEBOOK (a notebook that defines `sample_next`)")
 
 
+@pytest.fixture
+def giving_03(monkeypatch):
+    """03_penalties as it was once written: with 02_sampling's solution in a cell of given code."""
+    from course import release as release_module
+
+    planned = release_module.planned_assignments
+    regions = solution_regions(kit.ROOT / "solutions" / "02_sampling.ipynb")
+    given = "\n".join(line for region in regions for line in region)
+
+    def with_given_02(folder):
+        built = planned(folder)
+        notebook = json.loads(built["03_penalties.ipynb"])
+        notebook["cells"].append(
+            {"cell_type": "code", "id": "given-02", "metadata": {}, "outputs": [], "source": given}
+        )
+        notebook["cells"][-1]["execution_count"] = None
+        built["03_penalties.ipynb"] = json.dumps(notebook).encode("utf-8")
+        return built
+
+    monkeypatch.setattr(release_module, "planned_assignments", with_given_02)
+
+
+@pytest.mark.usefixtures("giving_03")
 def test_a_notebook_that_gives_another_solution_is_refused(tmp_path):
     with pytest.raises(UserError) as info:
         release(tmp_path / "kit", ["02_sampling", "03_penalties"])
@@ -156,6 +182,7 @@ def test_a_notebook_that_gives_another_solution_is_refused(tmp_path):
     assert not (tmp_path / "kit").exists()
 
 
+@pytest.mark.usefixtures("giving_03")
 def test_a_revealed_solution_may_appear(tmp_path, capsys):
     assert release(tmp_path / "kit", ["02_sampling", "03_penalties"], reveal=["02_sampling"]) == 0
     assert "wrote " + str(tmp_path / "kit") in capsys.readouterr().out

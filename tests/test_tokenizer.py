@@ -16,6 +16,7 @@ TRAINING_TEXT = [
     " The cat sat on the mat , and the dog sat on the log .\n",
     " = Valkyria Chronicles III = \n\n The game began development in 2010 .\n",
     " In 1998 the team released a game that sold 3 @,@ 000 copies .\n",
+    " The <unk> of the <unk> (<unk>) .\n",
 ] * 50
 
 
@@ -50,6 +51,23 @@ def test_eot_is_one_special_token(tokenizer):
     assert tokenizer.token_strings([tokenizer.eot_id]) == [EOT]
 
 
+@pytest.mark.parametrize(
+    ("text", "unk_pieces"),
+    [
+        (" a <unk> sat", [" <unk>"]),  # between words: the space goes with it
+        (" (<unk>) <unk>", ["<unk>", " <unk>"]),  # after a bracket: <unk> alone
+        ("<unk><unk>", ["<unk>", "<unk>"]),
+    ],
+)
+def test_unk_is_one_token(tokenizer, text, unk_pieces):
+    """WikiText's `<unk>` is never spelled in pieces (SPEC 3), and the text still comes back exactly."""
+    ids = tokenizer.encode(text)
+    pieces = tokenizer.token_strings(ids)
+    assert [piece for piece in pieces if "unk" in piece] == unk_pieces
+    assert "".join(pieces) == text
+    assert tokenizer.decode(ids) == text
+
+
 def test_token_strings_show_spaces_as_spaces(tokenizer):
     ids = tokenizer.encode(" the cat sat")
     assert tokenizer.token_strings(ids) == [" the", " cat", " sat"]  # GPT-2 writes them 'Ġthe', 'Ġcat', 'Ġsat'
@@ -68,7 +86,7 @@ def test_training_reaches_the_vocabulary_size_and_is_deterministic(tokenizer):
 
 @pytest.mark.parametrize("vocab_size", [256, 65537])
 def test_vocabulary_size_out_of_range(vocab_size):
-    with pytest.raises(UserError, match="vocabulary size between 257 .* and 65536"):
+    with pytest.raises(UserError, match="vocabulary size between 259 .* and 65536"):
         Tokenizer.train(TRAINING_TEXT, vocab_size=vocab_size)
 
 

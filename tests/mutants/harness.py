@@ -1,7 +1,8 @@
 """Grading many notebooks of one assignment in a single `grader batch` run, cached per test process.
 
 One batch per assignment holds: the solution notebook, the blank student notebook, every mutant of
-tests/mutants/<assignment>/ and every correct implementation in another style (tests/mutants/styles.py).
+tests/mutants/<assignment>/, every correct implementation in another style and a notebook written before the
+assignment grew (tests/mutants/styles.py).
 The assignment, mutation and style tests all read the same results, so each notebook is graded once.
 """
 
@@ -12,6 +13,7 @@ import atexit
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +26,7 @@ import nbformat
 from course.kit import ROOT
 
 MUTANTS = Path(__file__).resolve().parent
-ASSIGNMENTS = ("02_sampling", "03_penalties")
+ASSIGNMENTS = ("02_sampling", "03_penalties", "05_decoding")
 
 
 @dataclass
@@ -47,6 +49,12 @@ def mutants(assignment: str) -> dict[str, tuple[str, str]]:
     return found
 
 
+def symptom(code: str) -> str | None:
+    """The regular expression of a mutant's `# symptom: REGEX` line: what the feedback of a failed test must say."""
+    found = re.search(r"^# symptom: (.+)$", code, flags=re.MULTILINE)
+    return found.group(1).strip() if found else None
+
+
 def notebook_with_cells(base: Path, extra_cells: list[str]) -> nbformat.NotebookNode:
     notebook = nbformat.read(base, as_version=4)
     for source in extra_cells:
@@ -59,7 +67,7 @@ def notebook_from_cells(cells: list[str]) -> nbformat.NotebookNode:
 
 
 def _planned_notebooks(assignment: str) -> dict[str, nbformat.NotebookNode]:
-    from mutants.styles import STYLES  # noqa: PLC0415 -- the correct implementations in other styles
+    from mutants.styles import EARLIER, STYLES  # noqa: PLC0415 -- correct implementations in other styles
 
     solution = ROOT / "solutions" / f"{assignment}.ipynb"
     planned = {
@@ -70,6 +78,8 @@ def _planned_notebooks(assignment: str) -> dict[str, nbformat.NotebookNode]:
         planned[f"mutant-{name}"] = notebook_with_cells(solution, [code])
     for name, make in STYLES.get(assignment, {}).items():
         planned[f"style-{name}"] = make()
+    if assignment in EARLIER:
+        planned["earlier"] = EARLIER[assignment][0]()
     return planned
 
 

@@ -2,24 +2,28 @@
 
 Explicit loops, numpy inside, an inverse-CDF or Gumbel-max draw (other uses of the generator's
 randomness), Hugging Face's ascending top-p, helpers in other cells, functions defined before the
-helpers they call, imports in a later cell, everything merged in one cell, demo code mixed in.
+helpers they call, imports in a later cell, everything merged in one cell, demo code mixed in. And a 03
+notebook whose pasted 02 functions are wrong: 03 grades what the penalties add, never 02 a second time.
 """
 
 from __future__ import annotations
 
 import json
 
-from mutants.harness import ROOT, notebook_from_cells
+from mutants.harness import ROOT, notebook_from_cells, notebook_with_cells
+from mutants.styles_decoding import DECODING_STYLES
 
 LOOPS_02 = [
     # the pipeline first, before the functions it calls (cells run top to bottom, calls happen later)
     """
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, min_p=None, generator=None):
     x = apply_temperature(logits, temperature)
     if top_k is not None:
         x = top_k_filter(x, top_k)
     if top_p is not None:
         x = top_p_filter(x, top_p)
+    if min_p is not None:
+        x = min_p_filter(x, min_p)
     return sample(x, generator)
 """,
     "import torch\nimport numpy as np\nimport math",
@@ -38,6 +42,8 @@ def greedy(logits):
     return torch.tensor(out, dtype=torch.long).reshape(logits.shape[:-1])
 """,
     "print('a demo line the grader ignores'); x = greedy(torch.tensor([1.0, 2.0]))",
+    # predictions spelled as students spell them
+    'PREDICT_TOP_P_KEPT = 3.0\nPREDICT_MIN_P_KEPT = 1 + 1\nPREDICT_SAME_COUNT = "Top K"',
     '''
 def sample(logits, generator=None):
     """Inverse CDF: one uniform number per row, from the generator."""
@@ -84,10 +90,26 @@ def top_p_filter(logits, p):
             mass += row[i]
     return out
 """,
+    """
+def min_p_filter(logits, min_p):
+    if min_p < 0 or min_p > 1 or min_p != min_p:
+        raise ValueError("min_p must be in [0, 1]")
+    rows = logits.reshape(-1, logits.shape[-1])
+    kept = []
+    for row in rows:
+        probs = np.exp(row.double().numpy() - row.double().max().item())  # unnormalised: the ratio is what counts
+        kept.append(torch.from_numpy(probs >= min_p * probs.max()))
+    mask = torch.stack(kept).reshape(logits.shape)
+    return logits.masked_fill(~mask, -math.inf)
+""",
 ]
 
 MERGED_02 = [
     '''
+PREDICT_SAME_COUNT, PREDICT_TOP_P_KEPT, PREDICT_MIN_P_KEPT = "top_k", 3, 2
+
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -128,10 +150,19 @@ def top_p_filter(logits, p):
     remove = remove_sorted.scatter(-1, idx, remove_sorted)
     return logits.masked_fill(remove, NEG)
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+def min_p_filter(logits, min_p):
+    """In log space: remove the tokens with log p_i < log p_max + log(min_p)."""
+    if not 0.0 <= min_p <= 1.0:
+        raise ValueError(min_p)
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    top = log_probs.max(dim=-1, keepdim=True).values
+    return logits.masked_fill(log_probs < top + math.log(min_p) if min_p > 0 else torch.zeros_like(logits, dtype=torch.bool), NEG)
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, min_p=None, generator=None):
     logits = apply_temperature(logits, temperature)
     logits = logits if top_k is None else top_k_filter(logits, top_k)
     logits = logits if top_p is None else top_p_filter(logits, top_p)
+    logits = logits if min_p is None else min_p_filter(logits, min_p)
     return sample(logits, generator=generator)
 ''',
 ]
@@ -148,15 +179,17 @@ def _solution_cells(assignment: str, names: set[str]) -> list[str]:
     return picked
 
 
-GIVEN_02 = {"greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter", "sample_next"}
+SAMPLING_02 = {"greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter", "min_p_filter", "sample_next"}
 
 COUNTER_03 = [
-    "from collections import Counter\nimport torch",
+    "from collections import Counter\nimport math\nimport torch",
+    'PREDICT_MOST_LOSS = "openai"  # subtracting 0.6 from a is the biggest cut\nPREDICT_CTRL_NEGATIVE = -0.5 * 2',
+    'PREDICT_LOWER_MINIMUM = " Stronger "',
     """
 def sample_with_penalties(logits, history, temperature=1.0, top_k=None, top_p=None,
                           frequency_penalty=1.0, presence_penalty=1.0, generator=None):
     return sample_next(apply_penalties(logits, history, frequency_penalty, presence_penalty),
-                       temperature, top_k, top_p, generator)
+                       temperature, top_k, top_p, generator=generator)
 
 def penalty_scales(history, vocab_size, frequency_penalty=1.0, presence_penalty=1.0):
     if isinstance(history, torch.Tensor) and history.dim() == 2:
@@ -183,7 +216,44 @@ def apply_penalties(logits, history, frequency_penalty=1.0, presence_penalty=1.0
             rows[r] = rows[r] - min(finite)
     return (x / k).to(logits.dtype)
 """,
+    """
+def repetition_penalty(logits, history, penalty):
+    if penalty <= 0:
+        raise ValueError("penalty must be > 0")
+    rows = [history] if logits.dim() == 1 else list(history)
+    out = logits.clone()
+    flat = out.view(-1, logits.shape[-1])
+    for r, row_history in enumerate(rows):
+        ids = row_history.tolist() if isinstance(row_history, torch.Tensor) else list(row_history)
+        for token in set(ids):
+            value = flat[r, token].item()
+            flat[r, token] = value / penalty if value > 0 else value * penalty
+    return out
+
+def additive_penalties(logits, history, frequency_penalty=0.0, presence_penalty=0.0):
+    rows = [history] if logits.dim() == 1 else list(history)
+    out = logits.clone()
+    flat = out.view(-1, logits.shape[-1])
+    for r, row_history in enumerate(rows):
+        ids = row_history.tolist() if isinstance(row_history, torch.Tensor) else list(row_history)
+        for token, count in Counter(ids).items():
+            flat[r, token] = flat[r, token] - frequency_penalty * count - presence_penalty
+    return out
+""",
 ]
+
+# 02's functions as a student might get them wrong: 03 must not grade them a second time
+WRONG_02 = """
+def top_k_filter(logits, k):
+    kth = torch.topk(logits, min(k + 1, logits.shape[-1]), dim=-1).values[..., -1:]  # one token too many
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+def top_p_filter(logits, p):  # written for one row: scatters along dimension 0
+    sorted_logits, order = torch.sort(logits, descending=False)
+    remove = sorted_logits.softmax(dim=-1).cumsum(dim=-1) <= 1 - p
+    remove[..., -1:] = False
+    return logits.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+"""
 
 
 def _loops_02():
@@ -195,12 +265,57 @@ def _merged_02():
 
 
 def _counter_03():
-    # 02's given functions come from the 03 solution notebook (the GIVEN cell), then the student's own code
-    given = [c for c in _solution_cells("03_penalties", GIVEN_02) if "BEGIN SOLUTION" not in c]
-    return notebook_from_cells(COUNTER_03 + given)
+    # the student's own code first, then their 02 functions, pasted from 02 (its solution, markers and all)
+    return notebook_from_cells(COUNTER_03 + _solution_cells("02_sampling", SAMPLING_02))
+
+
+def _wrong_02_03():
+    # the 03 solution with a wrong top-k and top-p of 02 pasted in: sample_with_penalties calls them, and loses nothing
+    return notebook_with_cells(ROOT / "solutions" / "03_penalties.ipynb", [WRONG_02])
 
 
 STYLES = {
     "02_sampling": {"loops-numpy-inverse-cdf": _loops_02, "merged-gumbel-hf-top-p": _merged_02},
-    "03_penalties": {"counter-loops-given-last": _counter_03},
+    "03_penalties": {"counter-loops-02-pasted-last": _counter_03, "own-wrong-02-functions": _wrong_02_03},
+    "05_decoding": DECODING_STYLES,
+}
+
+
+# ---------------------------------------------------------------- notebooks written before the assignments grew
+
+OLD_SAMPLE_NEXT = """
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    logits = apply_temperature(logits, temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return sample(logits, generator=generator)
+"""
+
+
+def _solution_without(assignment: str, dropped: tuple[str, ...], extra: list[str]) -> object:
+    """The solution notebook without the code cells that hold any of `dropped`, plus `extra` cells."""
+    notebook = json.loads((ROOT / "solutions" / f"{assignment}.ipynb").read_text())
+    kept = [
+        "".join(cell["source"])
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code" and not any(text in "".join(cell["source"]) for text in dropped)
+    ]
+    return notebook_from_cells(kept + extra)
+
+
+def _earlier_02():
+    return _solution_without("02_sampling", ("def min_p_filter", "PREDICT_", "def sample_next"), [OLD_SAMPLE_NEXT])
+
+
+def _earlier_03():
+    return _solution_without("03_penalties", ("def repetition_penalty", "PREDICT_"), [])
+
+
+# assignment -> (a notebook as written before min-p, the other penalties and the predictions; the tests it may fail:
+# exactly those of what it lacks, matched against the test's function name)
+EARLIER = {
+    "02_sampling": (_earlier_02, r"min_p|predicted"),
+    "03_penalties": (_earlier_03, r"repetition_penalty|additive|predicted"),
 }

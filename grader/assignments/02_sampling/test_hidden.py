@@ -2,7 +2,9 @@
 
 A failed hidden test shows the student only its docstring and assertion message, so every message says
 which rule was broken without quoting the inputs. Tolerances: 1e-6 on exact arithmetic, Bernstein bounds
-(grader.testing.frequency_tolerance) on sampled frequencies.
+(grader.testing.frequency_tolerance) on sampled frequencies. When sample_next draws the wrong tokens, the
+feedback names the first of the student's own filters that is wrong on that input (trusted_filters.py) before
+it blames the order of the filters.
 """
 
 import math
@@ -10,8 +12,10 @@ import math
 import pytest
 import torch
 
-from grader.testing import expect_tensor, frequency_tolerance, points
+from grader.answers import expect_prediction
+from grader.testing import StudentError, expect_tensor, frequency_tolerance, helper_module, points
 
+trusted = helper_module(__file__, "trusted_filters.py")
 INF = float("-inf")
 
 
@@ -55,7 +59,9 @@ def test_greedy_leading_batch_dims(student):
     logits = torch.arange(2 * 3 * 7, dtype=torch.float32).reshape(2, 3, 7).remainder(5.0)
     out = student.greedy(logits)
     expect_tensor(out, dtype=torch.int64, shape=(2, 3))
-    assert out.tolist() == logits.argmax(-1).tolist(), "greedy must take the argmax over the last dimension of every row"
+    assert out.tolist() == logits.argmax(-1).tolist(), (
+        "greedy must take the argmax over the last dimension of every row"
+    )
 
 
 @points(1)
@@ -145,8 +151,13 @@ def test_temperature_values_batch(student):
     out = student.apply_temperature(logits, 0.5)
     expect_tensor(out, dtype=torch.float32, shape=(2, 1, 3))
     expected = torch.tensor([[[2.0, INF, -6.0]], [[0.0, 5.0, 10.0]]])
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6,
-                               msg="apply_temperature should return logits / temperature (a temperature < 1 sharpens)")
+    torch.testing.assert_close(
+        out,
+        expected,
+        rtol=0,
+        atol=1e-6,
+        msg="apply_temperature should return logits / temperature (a temperature < 1 sharpens)",
+    )
 
 
 @points(1)
@@ -181,14 +192,18 @@ def test_temperature_negative_raises(student):
 @points(2)
 def test_top_k_rows_of_a_batch(student):
     """top_k_filter cuts each row of a (2, 3, V) batch at its own k-th largest logit"""
-    logits = torch.tensor([
-        [[0.0, 1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]],
-        [[2.0, 9.0, 2.0, -1.0, 2.0], [INF, 5.0, INF, 3.0, 4.0], [-5.0, -4.0, -3.0, -2.0, -1.0]],
-    ])
-    expected = torch.tensor([
-        [[INF, INF, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, INF, INF], [1.0, 1.0, 1.0, 1.0, 1.0]],
-        [[2.0, 9.0, 2.0, INF, 2.0], [INF, 5.0, INF, 3.0, 4.0], [INF, INF, -3.0, -2.0, -1.0]],
-    ])
+    logits = torch.tensor(
+        [
+            [[0.0, 1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]],
+            [[2.0, 9.0, 2.0, -1.0, 2.0], [INF, 5.0, INF, 3.0, 4.0], [-5.0, -4.0, -3.0, -2.0, -1.0]],
+        ]
+    )
+    expected = torch.tensor(
+        [
+            [[INF, INF, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, INF, INF], [1.0, 1.0, 1.0, 1.0, 1.0]],
+            [[2.0, 9.0, 2.0, INF, 2.0], [INF, 5.0, INF, 3.0, 4.0], [INF, INF, -3.0, -2.0, -1.0]],
+        ]
+    )
     out = student.top_k_filter(logits, 3)
     expect_tensor(out, dtype=torch.float32, shape=(2, 3, 5))
     for row, (got, want) in enumerate(zip(out.reshape(6, 5), expected.reshape(6, 5))):
@@ -206,7 +221,9 @@ def test_top_k_exactly_k_kept_without_ties(student):
         out = student.top_k_filter(logits, k)
         expect_tensor(out, dtype=torch.float32, shape=(8,))
         kept = int(torch.isfinite(out).sum())
-        assert kept == k, f"with distinct logits top_k_filter(logits, k) must keep exactly k tokens; it kept {kept} for k={k}"
+        assert kept == k, (
+            f"with distinct logits top_k_filter(logits, k) must keep exactly k tokens; it kept {kept} for k={k}"
+        )
         expected = logits.masked_fill(logits < logits.topk(k).values[-1], INF)
         assert out.tolist() == expected.tolist(), (
             f"top_k_filter kept the wrong tokens for k={k}: keep the k largest logits unchanged, the others -inf"
@@ -350,6 +367,22 @@ def test_top_p_in_float32_for_half_inputs(student):
 
 
 @points(1)
+def test_top_p_sum_from_the_small_end_in_float32(student):
+    """top_p_filter decides in float32 even where a bfloat16 sum from the least likely token up goes wrong"""
+    logits = torch.tensor([0.66796875, 3.28125, -2.5, -0.1181640625, 2.375, 2.453125], dtype=torch.bfloat16)
+    out = student.top_p_filter(logits, 0.5143438)
+    expect_tensor(out, dtype=torch.bfloat16, shape=(6,))
+    kept = torch.isfinite(out).tolist()
+    assert kept == [False, True, False, False, False, True], (
+        "top_p_filter kept the wrong tokens on bfloat16 logits [0.668, 3.281, -2.5, -0.118, 2.375, 2.453] with "
+        "p = 0.5143438: in float32 the most likely token holds 0.51264, below p, so the next one (token 5) crosses p "
+        f"and stays; kept mask was {kept}. A sum of bfloat16 probabilities (for example Hugging Face's and litgpt's "
+        "sum from the least likely token up, in the logits' dtype) rounds that margin away: compute the softmax and "
+        "the cumulative sum in float32"
+    )
+
+
+@points(1)
 def test_top_p_out_of_range_raises(student):
     """p > 1 and p < 0 raise ValueError"""
     for p in (1.5, -0.2):
@@ -357,7 +390,105 @@ def test_top_p_out_of_range_raises(student):
             student.top_p_filter(torch.tensor([1.0, 2.0]), p)
 
 
+# ================================================================ min-p
+
+
+@points(2)
+def test_min_p_rows_of_a_batch(student):
+    """min_p_filter sets each row's bar from that row's own largest probability, in a (2, 3, V) batch"""
+    rows = [
+        ([0.5, 0.3, 0.1, 0.06, 0.04], [True, True, False, False, False]),  # bar 0.15
+        ([0.04, 0.06, 0.1, 0.3, 0.5], [False, False, False, True, True]),
+        ([0.2, 0.2, 0.2, 0.2, 0.2], [True, True, True, True, True]),  # bar 0.06: all tied with the top
+        ([0.9, 0.04, 0.03, 0.02, 0.01], [True, False, False, False, False]),  # bar 0.27
+        ([0.28, 0.26, 0.2, 0.14, 0.12], [True, True, True, True, True]),  # bar 0.084
+        ([0.1, 0.45, 0.3, 0.1, 0.05], [False, True, True, False, False]),  # bar 0.135
+    ]
+    logits = torch.log(torch.tensor([r[0] for r in rows])).reshape(2, 3, 5) + torch.tensor([[[3.0]], [[-2.0]]])
+    keep = torch.tensor([r[1] for r in rows]).reshape(2, 3, 5)
+    out = student.min_p_filter(logits, 0.3)
+    expect_tensor(out, dtype=torch.float32, shape=(2, 3, 5))
+    for row, (got, want, original) in enumerate(zip(out.reshape(6, 5), keep.reshape(6, 5), logits.reshape(6, 5))):
+        kept = torch.isfinite(got)
+        assert kept.tolist() == want.tolist(), (
+            f"min_p_filter with min_p=0.3 kept the wrong tokens on row {row} of a (2, 3, V) batch: each row's bar is "
+            "min_p times that row's own largest probability (of the softmax over the vocabulary, not of the logits)"
+        )
+        assert got[kept].tolist() == original[kept].tolist(), "kept tokens must keep their original logits"
+
+
+@points(1)
+def test_min_p_one_keeps_only_the_top(student):
+    """min_p = 1 keeps exactly the tokens tied with the most likely one"""
+    out = student.min_p_filter(torch.tensor([[1.0, 3.0, 3.0, 2.9], [0.0, -1.0, 5.0, 4.0]]), 1.0)
+    expect_tensor(out, dtype=torch.float32, shape=(2, 4))
+    assert torch.isfinite(out).tolist() == [[False, True, True, False], [False, False, True, False]], (
+        "with min_p = 1 the bar is the largest probability itself: only the most likely token (and any tied with it) "
+        "survives, and it always does"
+    )
+
+
+@points(1)
+def test_min_p_with_minus_inf_in_input(student):
+    """min_p_filter accepts logits that already hold -inf (they stay -inf, and no NaN appears)"""
+    logits = torch.tensor([INF, math.log(0.6), INF, math.log(0.3), math.log(0.1)])
+    out = student.min_p_filter(logits, 0.4)
+    expect_tensor(out, dtype=torch.float32, shape=(5,))
+    assert not torch.isnan(out).any(), "min_p_filter produced NaN"
+    assert torch.isfinite(out).tolist() == [False, True, False, True, False], (
+        "min_p_filter is wrong on a row that already holds -inf logits"
+    )
+
+
+@points(1)
+def test_min_p_in_float32_for_half_inputs(student):
+    """min_p_filter computes the probabilities in float32 and returns the logits in their dtype"""
+    # exp(-3) = 0.049787 of the top probability: below min_p = 0.05 by 2e-4, far above float32 rounding, but a
+    # bfloat16 softmax rounds it to above the bar
+    logits = torch.tensor([0.0, -1.5625, -3.0], dtype=torch.bfloat16)
+    out = student.min_p_filter(logits, 0.05)
+    expect_tensor(out, dtype=torch.bfloat16, shape=(3,))
+    assert torch.isfinite(out).tolist() == [True, True, False], (
+        "min_p_filter on bfloat16 logits kept a token just below the bar: compute the softmax in float32 "
+        "(logits.float()), and return the logits in their own dtype"
+    )
+    half = student.min_p_filter(torch.tensor([2.0, 0.0, -4.0], dtype=torch.float16), 0.1)
+    expect_tensor(half, dtype=torch.float16, shape=(3,))
+    assert half.float().tolist() == [2.0, 0.0, INF], "min_p_filter is wrong on float16 logits"
+
+
+@points(1)
+def test_min_p_out_of_range_raises(student):
+    """min_p < 0 and min_p > 1 raise ValueError"""
+    for min_p in (-0.1, 1.01):
+        with pytest.raises(ValueError):
+            student.min_p_filter(torch.tensor([1.0, 2.0]), min_p)
+
+
 # ================================================================ sample_next
+
+
+def _draw(student, logits, seed, **arguments):
+    """student.sample_next(logits, **arguments); if it raises, the feedback names the filter at fault, if one is."""
+    try:
+        return student.sample_next(logits, generator=_generator(seed), **arguments)
+    except StudentError as error:
+        raise AssertionError(trusted.first_wrong_stage(student, logits, **arguments) or str(error)) from None
+
+
+def _expect_only(student, out, logits, allowed, ordering_message, **arguments):
+    """Every draw is one of `allowed`, else the feedback names a wrong filter, or the order."""
+    expect_tensor(out, dtype=torch.int64, shape=logits.shape[:-1])
+    if not set(out.tolist()) <= allowed:
+        raise AssertionError(trusted.blame(student, logits, ordering_message, **arguments))
+
+
+def _expect_frequencies(student, out, logits, expected, what, **arguments):
+    expect_tensor(out, dtype=torch.int64, shape=logits.shape[:-1])
+    try:
+        _check_frequencies(out, expected, what)
+    except AssertionError as failure:
+        raise AssertionError(trusted.blame(student, logits, str(failure), **arguments)) from None
 
 
 @points(1)
@@ -365,9 +496,17 @@ def test_sample_next_temperature_before_top_p(student):
     """sample_next applies the temperature before top-p"""
     # probabilities [0.6, 0.3, 0.1]: top-p 0.65 keeps 2 tokens at T=1, but at T=0.5 ([0.78, 0.20, 0.02]) only 1
     logits = torch.log(torch.tensor([0.6, 0.3, 0.1])).expand(2000, 3)
-    out = student.sample_next(logits, temperature=0.5, top_p=0.65, generator=_generator(21))
-    expect_tensor(out, dtype=torch.int64, shape=(2000,))
-    assert (out == 0).all(), "sample_next must apply the temperature first, then top-k, then top-p, then draw"
+    arguments = {"temperature": 0.5, "top_p": 0.65}
+    out = _draw(student, logits, 21, **arguments)
+    _expect_only(
+        student,
+        out,
+        logits,
+        {0},
+        "sample_next drew a token that top-p removes once the temperature has sharpened "
+        "the distribution: apply the temperature first, then the filters",
+        **arguments,
+    )
 
 
 @points(1)
@@ -376,20 +515,70 @@ def test_sample_next_top_k_before_top_p(student):
     # probabilities [0.4, 0.3, 0.2, 0.1]; top-k 2 leaves [0.57, 0.43], so top-p 0.5 keeps only token 0;
     # top-p first would keep tokens 0 and 1
     logits = torch.log(torch.tensor([0.4, 0.3, 0.2, 0.1])).expand(2000, 4)
-    out = student.sample_next(logits, top_k=2, top_p=0.5, generator=_generator(22))
-    expect_tensor(out, dtype=torch.int64, shape=(2000,))
-    assert (out == 0).all(), "sample_next must apply top-k before top-p"
+    arguments = {"top_k": 2, "top_p": 0.5}
+    out = _draw(student, logits, 22, **arguments)
+    _expect_only(
+        student,
+        out,
+        logits,
+        {0},
+        "sample_next drew a token that top-p removes from what top-k left: apply top-k before top-p",
+        **arguments,
+    )
+
+
+@points(1)
+def test_sample_next_temperature_before_min_p(student):
+    """sample_next applies the temperature before min-p (min-p compares the tempered probabilities)"""
+    # probabilities [0.6, 0.3, 0.1]: min_p 0.4 keeps tokens 0 and 1 at T=1 (ratio 0.5), only token 0 at T=0.5 (0.25)
+    logits = torch.log(torch.tensor([0.6, 0.3, 0.1])).expand(2000, 3)
+    arguments = {"temperature": 0.5, "min_p": 0.4}
+    out = _draw(student, logits, 26, **arguments)
+    _expect_only(
+        student,
+        out,
+        logits,
+        {0},
+        "sample_next drew a token below min-p's bar after the temperature: apply the "
+        "temperature, then min-p (when min_p is given), then draw",
+        **arguments,
+    )
+
+
+@points(1)
+def test_sample_next_top_p_before_min_p(student):
+    """sample_next applies top-p before min-p (top-p adds up the probabilities min-p has not renormalised)"""
+    # probabilities [0.5, 0.3, 0.2]: top-p 0.6 keeps tokens 0 and 1, then min_p 0.5 keeps both (0.3 >= 0.25);
+    # min-p first leaves [0.625, 0.375], and top-p 0.6 would then keep token 0 only
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.2])).expand(4000, 3)
+    arguments = {"top_p": 0.6, "min_p": 0.5}
+    out = _draw(student, logits, 27, **arguments)
+    expected = torch.tensor([0.625, 0.375, 0.0], dtype=torch.float64)
+    _expect_frequencies(
+        student, out, logits, expected, "sample_next(top_p=0.6, min_p=0.5): apply top-p before min-p", **arguments
+    )
 
 
 @points(2)
 def test_sample_next_distribution(student):
     """sample_next with temperature and top-k draws from the renormalised, tempered top-k distribution"""
-    logits = torch.tensor([2.0, 1.0, 0.0, 3.0, -1.0])
-    n = 20_000
-    out = student.sample_next(logits.expand(n, 5), temperature=2.0, top_k=3, generator=_generator(23))
-    expect_tensor(out, dtype=torch.int64, shape=(n,))
+    logits = torch.tensor([2.0, 1.0, 0.0, 3.0, -1.0]).expand(20_000, 5)
+    arguments = {"temperature": 2.0, "top_k": 3}
+    out = _draw(student, logits, 23, **arguments)
     expected = torch.softmax(torch.tensor([1.0, 0.5, INF, 1.5, INF], dtype=torch.float64), -1)
-    _check_frequencies(out, expected, "sample_next(temperature=2, top_k=3)")
+    _expect_frequencies(student, out, logits, expected, "sample_next(temperature=2, top_k=3)", **arguments)
+
+
+@points(1)
+def test_sample_next_min_p_distribution(student):
+    """sample_next with temperature and min-p draws from the renormalised tokens above the tempered bar"""
+    logits = torch.tensor([2.0, 1.0, 0.0, 3.0, -1.0]).expand(20_000, 5)
+    arguments = {"temperature": 2.0, "min_p": 0.3}
+    out = _draw(student, logits, 28, **arguments)
+    # tempered logits [1, 0.5, 0, 1.5, -0.5]: ratios to the top exp(-0.5) = 0.61, exp(-1) = 0.37, exp(-1.5) = 0.22,
+    # exp(-2) = 0.14, so min_p 0.3 keeps tokens 3, 0 and 1
+    expected = torch.softmax(torch.tensor([1.0, 0.5, INF, 1.5, INF], dtype=torch.float64), -1)
+    _expect_frequencies(student, out, logits, expected, "sample_next(temperature=2, min_p=0.3)", **arguments)
 
 
 @points(1)
@@ -423,3 +612,24 @@ def test_sample_next_shape_and_invalid(student):
         student.sample_next(torch.zeros(4), temperature=0.0)
     with pytest.raises(ValueError):
         student.sample_next(torch.zeros(4), top_p=2.0)
+
+
+# ================================================================ predictions (constants the student writes before running)
+
+
+@points(1)
+def test_predicted_top_p_count(student):
+    """PREDICT_TOP_P_KEPT: how many tokens top-p keeps of [0.5, 0.3, 0.12, 0.08] with p = 0.85"""
+    expect_prediction(student.PREDICT_TOP_P_KEPT, 3, "PREDICT_TOP_P_KEPT")
+
+
+@points(1)
+def test_predicted_min_p_count(student):
+    """PREDICT_MIN_P_KEPT: how many tokens min-p keeps of [0.5, 0.3, 0.12, 0.08] with min_p = 0.25"""
+    expect_prediction(student.PREDICT_MIN_P_KEPT, 2, "PREDICT_MIN_P_KEPT")
+
+
+@points(1)
+def test_predicted_filter_with_a_fixed_count(student):
+    """PREDICT_SAME_COUNT: the filter that keeps as many tokens on the flat prompt as on the peaked one"""
+    expect_prediction(student.PREDICT_SAME_COUNT, "top-k", "PREDICT_SAME_COUNT")

@@ -4,7 +4,6 @@ They use small inputs you can check by hand. The hidden tests check the same rul
 other inputs: batch dimensions, ties, -inf, float16/bfloat16, untouched inputs, seeded generators.
 """
 
-
 import pytest
 import torch
 
@@ -81,8 +80,13 @@ def test_temperature_divides(student):
     """apply_temperature divides the logits by the temperature"""
     out = student.apply_temperature(torch.tensor([1.0, -2.0, 4.0]), 2.0)
     expect_tensor(out, dtype=torch.float32, shape=(3,))
-    torch.testing.assert_close(out, torch.tensor([0.5, -1.0, 2.0]), rtol=0, atol=1e-6,
-                               msg="apply_temperature(logits, 2.0) should be logits / 2")
+    torch.testing.assert_close(
+        out,
+        torch.tensor([0.5, -1.0, 2.0]),
+        rtol=0,
+        atol=1e-6,
+        msg="apply_temperature(logits, 2.0) should be logits / 2",
+    )
 
 
 @points(1)
@@ -154,6 +158,39 @@ def test_top_p_invalid_p_raises(student):
         student.top_p_filter(torch.tensor([1.0, 2.0]), 0.0)
 
 
+# ---------------------------------------------------------------- min-p
+
+
+@points(1)
+def test_min_p_keeps_tokens_above_the_bar(student):
+    """min_p_filter keeps the tokens at least min_p times as likely as the most likely one"""
+    logits = torch.log(torch.tensor([0.1, 0.5, 0.3, 0.05, 0.05]))
+    out = student.min_p_filter(logits, 0.25)
+    expect_tensor(out, dtype=torch.float32, shape=(5,))
+    kept = torch.isfinite(out).tolist()
+    assert kept == [False, True, True, False, False], (
+        f"probabilities [0.1, 0.5, 0.3, 0.05, 0.05], min_p=0.25: the bar is 0.25 * 0.5 = 0.125, so tokens 1 and 2 "
+        f"are kept, the others removed; kept mask was {kept}"
+    )
+    torch.testing.assert_close(out[1:3], logits[1:3], msg="kept tokens must keep their original logits")
+
+
+@points(1)
+def test_min_p_zero_keeps_everything(student):
+    """min_p = 0 keeps every token"""
+    logits = torch.tensor([2.0, 0.0, -40.0])
+    out = student.min_p_filter(logits, 0.0)
+    expect_tensor(out, dtype=torch.float32, shape=(3,))
+    assert out.tolist() == logits.tolist(), f"min_p=0 must keep all tokens unchanged; got {out.tolist()}"
+
+
+@points(1)
+def test_min_p_invalid_raises(student):
+    """min_p = 1.5 raises ValueError"""
+    with pytest.raises(ValueError):
+        student.min_p_filter(torch.tensor([1.0, 2.0]), 1.5)
+
+
 # ---------------------------------------------------------------- sample_next
 
 
@@ -174,3 +211,12 @@ def test_sample_next_is_reproducible(student):
     second = student.sample_next(logits, temperature=0.7, top_p=0.9, generator=_generator(4))
     expect_tensor(first, dtype=torch.int64, shape=(50,))
     assert first.tolist() == second.tolist(), "the same seeded generator must give the same draws"
+
+
+@points(1)
+def test_sample_next_min_p_cuts_the_tail(student):
+    """sample_next with min_p never draws a token below the bar"""
+    logits = torch.log(torch.tensor([0.6, 0.3, 0.06, 0.04])).expand(500, 4)
+    out = student.sample_next(logits, min_p=0.2, generator=_generator(5))
+    expect_tensor(out, dtype=torch.int64, shape=(500,))
+    assert set(out.tolist()) <= {0, 1}, "with min_p=0.2 the bar is 0.2 * 0.6 = 0.12: only tokens 0 and 1 may be drawn"

@@ -7,8 +7,9 @@ rules (SPEC §5, §5.2) on other inputs.
 import pytest
 import torch
 
-from grader.testing import expect_tensor, points
+from grader.testing import expect_tensor, helper_module, points
 
+pipeline = helper_module(__file__, "own_pipeline.py")
 INF = float("-inf")
 HISTORY = [0, 1, 0, 2, 0, 0]  # a, b, a, c, a, a
 LOGITS = [0.8, 0.9, 0.1, 0.4]
@@ -23,8 +24,13 @@ def test_scales_worked_example(student):
     """penalty_scales reproduces the lecture's k = [1.6, 1.3, 1.3, 1.0]"""
     k = student.penalty_scales(HISTORY, 4, frequency_penalty=1.1, presence_penalty=1.2)
     expect_tensor(k, dtype=torch.float32, shape=(4,))
-    torch.testing.assert_close(k, torch.tensor([1.6, 1.3, 1.3, 1.0]), rtol=0, atol=1e-5,
-                               msg=f"expected k = [1.6, 1.3, 1.3, 1.0] (tolerance 1e-5), got {k.tolist()}")
+    torch.testing.assert_close(
+        k,
+        torch.tensor([1.6, 1.3, 1.3, 1.0]),
+        rtol=0,
+        atol=1e-5,
+        msg=f"expected k = [1.6, 1.3, 1.3, 1.0] (tolerance 1e-5), got {k.tolist()}",
+    )
 
 
 @points(1)
@@ -41,12 +47,22 @@ def test_apply_worked_example(student):
     out = student.apply_penalties(torch.tensor(LOGITS), HISTORY, frequency_penalty=1.1, presence_penalty=1.2)
     expect_tensor(out, dtype=torch.float32, shape=(4,))
     # exact values 0.8/1.6, 0.9/1.3, 0.1/1.3, 0.4/1: tolerance 1e-5
-    torch.testing.assert_close(out, torch.tensor([0.5, 0.9 / 1.3, 0.1 / 1.3, 0.4]), rtol=0, atol=1e-5,
-                               msg=f"expected logits [0.5, 0.6923, 0.0769, 0.4] (no shift: no logit is negative), got {out.tolist()}")
+    torch.testing.assert_close(
+        out,
+        torch.tensor([0.5, 0.9 / 1.3, 0.1 / 1.3, 0.4]),
+        rtol=0,
+        atol=1e-5,
+        msg=f"expected logits [0.5, 0.6923, 0.0769, 0.4] (no shift: no logit is negative), got {out.tolist()}",
+    )
     probs = torch.softmax(out.double(), -1)
     # the lecture's rounded probabilities: tolerance 0.002 accepts [0.2651, 0.3213, 0.1737, 0.2399] and [0.265, 0.320, 0.174, 0.240]
-    torch.testing.assert_close(probs, torch.tensor([0.2651, 0.3213, 0.1737, 0.2399], dtype=torch.float64),
-                               rtol=0, atol=0.002, msg="the probabilities should be [0.2651, 0.3213, 0.1737, 0.2399]")
+    torch.testing.assert_close(
+        probs,
+        torch.tensor([0.2651, 0.3213, 0.1737, 0.2399], dtype=torch.float64),
+        rtol=0,
+        atol=0.002,
+        msg="the probabilities should be [0.2651, 0.3213, 0.1737, 0.2399]",
+    )
 
 
 @points(2)
@@ -54,8 +70,13 @@ def test_apply_shifts_negative_logits(student):
     """with a negative logit, apply_penalties first subtracts the minimum, so the penalty lowers the token"""
     out = student.apply_penalties(torch.tensor([1.0, -0.5, -2.0]), [1, 1], frequency_penalty=1.5)
     expect_tensor(out, dtype=torch.float32, shape=(3,))
-    torch.testing.assert_close(out, torch.tensor([3.0, 0.75, 0.0]), rtol=0, atol=1e-5,
-                               msg=f"shift by the minimum (-2) to [3, 1.5, 0], then divide by k = [1, 2, 1]: expected [3, 0.75, 0], got {out.tolist()}")
+    torch.testing.assert_close(
+        out,
+        torch.tensor([3.0, 0.75, 0.0]),
+        rtol=0,
+        atol=1e-5,
+        msg=f"shift by the minimum (-2) to [3, 1.5, 0], then divide by k = [1, 2, 1]: expected [3, 0.75, 0], got {out.tolist()}",
+    )
 
 
 @points(1)
@@ -68,7 +89,43 @@ def test_scale_not_positive_raises(student):
 @points(2)
 def test_sample_with_penalties_changes_greedy_choice(student):
     """with top_k=1, sample_with_penalties picks the most likely token after the penalties"""
-    out = student.sample_with_penalties(torch.tensor(LOGITS), HISTORY, top_k=1, frequency_penalty=1.1,
-                                        presence_penalty=1.2, generator=_generator(0))
-    expect_tensor(out, dtype=torch.int64, shape=())
-    assert out.item() == 1, f"after the penalties token 1 (b) has the largest logit, 0.6923; got token {out.item()}"
+    only_b = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    pipeline.check_draws(
+        student, torch.tensor(LOGITS), HISTORY, only_b,
+        "after the penalties token 1 (b) has the largest logit, 0.6923, so top_k=1 must pick it", 0,
+        top_k=1, frequency_penalty=1.1, presence_penalty=1.2,
+    )  # fmt: skip
+
+
+@points(1)
+def test_repetition_penalty_worked_example(student):
+    """repetition_penalty (CTRL's) divides the positive logits of the tokens in the history"""
+    out = student.repetition_penalty(torch.tensor(LOGITS), HISTORY, 1.3)
+    expect_tensor(out, dtype=torch.float32, shape=(4,))
+    expected = torch.tensor([0.8 / 1.3, 0.9 / 1.3, 0.1 / 1.3, 0.4])
+    assert torch.allclose(out, expected, rtol=0, atol=1e-5), (
+        f"a, b and c occur in the history, d does not: expected [0.8/1.3, 0.9/1.3, 0.1/1.3, 0.4] "
+        f"(how often a token occurred does not matter), got {out.tolist()}"
+    )
+
+
+@points(1)
+def test_repetition_penalty_multiplies_negative_logits(student):
+    """repetition_penalty multiplies a negative logit by the penalty, so the token still loses probability"""
+    out = student.repetition_penalty(torch.tensor([1.0, -0.5, -2.0]), [1, 1], 2.0)
+    expect_tensor(out, dtype=torch.float32, shape=(3,))
+    assert torch.allclose(out, torch.tensor([1.0, -1.0, -2.0]), rtol=0, atol=1e-6), (
+        f"token 1 occurred and its logit -0.5 is negative: multiply it by 2 to get -1.0; got {out.tolist()}"
+    )
+
+
+@points(1)
+def test_additive_penalties_worked_example(student):
+    """additive_penalties subtracts frequency * count + presence * [count > 0]"""
+    out = student.additive_penalties(torch.tensor(LOGITS), HISTORY, frequency_penalty=0.1, presence_penalty=0.2)
+    expect_tensor(out, dtype=torch.float32, shape=(4,))
+    expected = torch.tensor([0.8 - 0.4 - 0.2, 0.9 - 0.1 - 0.2, 0.1 - 0.1 - 0.2, 0.4])
+    assert torch.allclose(out, expected, rtol=0, atol=1e-5), (
+        f"counts [4, 1, 1, 0]: expected [0.8 - 0.4 - 0.2, 0.9 - 0.1 - 0.2, 0.1 - 0.1 - 0.2, 0.4] = "
+        f"{[round(x, 4) for x in expected.tolist()]}, got {out.tolist()}"
+    )

@@ -8,6 +8,7 @@ which name the symptom (a step, a number of positions, a difference) without the
 
 import torch
 
+from grader.answers import expect_prediction
 from grader.testing import expect_number, expect_tensor, helper_module, points
 
 kv = helper_module(__file__, "kv_support.py")
@@ -177,3 +178,19 @@ def test_generate_zero_new_tokens(student):
     ids = kv.prompt(2, 4, seed=18)
     out = kv.check_result(kv.run_generate(student, recorder, ids, 0), ids, 0)
     assert torch.equal(out, ids)
+
+
+# ---------------------------------------------------------------- predictions (constants written before running)
+
+
+@points(1)
+def test_predicted_speedup_trend(student):
+    """PREDICT_SPEEDUP: how the cache's speed-up changes as the context grows"""
+    expect_prediction(student.PREDICT_SPEEDUP, "grow", "PREDICT_SPEEDUP")
+
+
+@points(1)
+def test_predicted_cache_size(student):
+    """PREDICT_CACHE_MB: the bfloat16 KV cache of the course model, batch 8, 1024 positions, in megabytes (within 2%)"""
+    exact = 2 * 9 * 8 * 64 * 1024 * 8 * 2 / 1e6
+    expect_prediction(student.PREDICT_CACHE_MB, exact, "PREDICT_CACHE_MB", tolerance=0.02 * exact)

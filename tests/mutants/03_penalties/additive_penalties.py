@@ -1,4 +1,5 @@
 """penalties subtracted from the logits (OpenAI-style) instead of the lecture's division by k"""
+# symptom: subtracted the penalties
 
 
 def apply_penalties(logits, history, frequency_penalty=1.0, presence_penalty=1.0):

@@ -1,4 +1,5 @@
 """apply_penalties multiplies by k instead of dividing"""
+# symptom: multiplied by k instead of dividing
 
 
 def apply_penalties(logits, history, frequency_penalty=1.0, presence_penalty=1.0):

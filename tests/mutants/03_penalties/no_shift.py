@@ -1,4 +1,5 @@
 """apply_penalties divides without shifting: negative logits move toward 0 and become MORE likely"""
+# symptom: divided by k without first shifting
 
 
 def apply_penalties(logits, history, frequency_penalty=1.0, presence_penalty=1.0):

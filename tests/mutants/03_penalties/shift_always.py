@@ -1,4 +1,5 @@
 """apply_penalties always subtracts the minimum, even when no logit is negative"""
+# symptom: no logit is negative, so apply_penalties must not shift
 
 
 def apply_penalties(logits, history, frequency_penalty=1.0, presence_penalty=1.0):

@@ -1,0 +1,126 @@
+"""Questions in words and numbers (SPEC §6): prediction constants graded by tests, written answers collected from
+markdown cells for a person to grade (grader/answers.py), in a batch's answers.csv and on Gradescope."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course.build import joined_source
+from course.kit import ROOT
+from course.notebook import read_notebook
+from grader.answers import PLACEHOLDER, Question, answers_table, expect_prediction, questions, written_answers
+from grader.cli import main
+from grader.errors import GraderError
+from grader.gradescope import manual_questions, written_answer_entries
+
+sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
+from submissions import ASSIGNMENTS, notebook  # noqa: E402
+
+ASKING = ["02_sampling", "03_penalties", "04_kv_cache"]
+
+
+def _notebook(*cells: tuple[str, str]) -> nbformat.NotebookNode:
+    make = {"markdown": nbformat.v4.new_markdown_cell, "code": nbformat.v4.new_code_cell}
+    return nbformat.v4.new_notebook(cells=[make[kind](source) for kind, source in cells])
+
+
+def test_answers_are_the_markdown_cells_that_name_a_question():
+    answers = written_answers(
+        _notebook(
+            ("markdown", "#### Answer: why-min-p\nThe bar moves with the top probability."),
+            ("markdown", "## ANSWER : Use-Lightly\n" + PLACEHOLDER),  # the placeholder only: no answer
+            ("code", "# Answer: why-min-p\nx = 1"),  # a code cell is never an answer
+            ("markdown", "Some notes.\n#### Answer: why-min-p\nnot an answer: the marker is not the first line"),
+            ("markdown", "\n#### answer: WHY-MIN-P\nAnd top-p adds up mass."),  # split over two cells: joined
+        )
+    )
+    assert answers == {"why-min-p": "The bar moves with the top probability.\n\nAnd top-p adds up mass."}
+
+
+def test_each_declared_question_has_one_answer_cell_in_the_student_notebook():
+    for assignment in ASKING:
+        asked = {q.name for q in questions(ROOT / "grader" / "assignments" / assignment)}
+        assert asked, f"{assignment} declares no written question"
+        cells = read_notebook(ROOT / "assignments" / f"{assignment}.ipynb").cells
+        texts = [joined_source(c.source).strip() for c in cells if c.cell_type == "markdown"]
+        markers = [text.splitlines()[0] for text in texts if text]
+        named = sorted(m.split(":", 1)[1].strip() for m in markers if m.lower().startswith("#### answer:"))
+        assert named == sorted(asked), f"{assignment}: answer cells {named}, declared questions {sorted(asked)}"
+
+
+def test_a_questions_file_that_is_not_a_list_of_questions_is_one_sentence(tmp_path):
+    (tmp_path / "questions.json").write_text(json.dumps({"questions": [{"name": "a b", "points": 1, "question": "?"}]}))
+    with pytest.raises(GraderError, match="a name of its own"):
+        questions(tmp_path)
+    (tmp_path / "questions.json").write_text("[1, 2]")
+    with pytest.raises(GraderError, match="is not a list of written questions"):
+        questions(tmp_path)
+    assert questions(tmp_path / "elsewhere") == []
+
+
+def test_the_answers_table_quotes_formulas_and_says_which_notebook_could_not_be_read():
+    asked = [Question("why", 2.0, "Why?"), Question("how", 1.0, "How?")]
+    text = answers_table([("ann", {"why": "=HYPERLINK(1)", "how": "two\nlines"}), ("bo", None)], asked)
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["student", "why (2 points)", "how (1 points)"]
+    assert rows[1] == ["question", "Why?", "How?"]
+    assert rows[2] == ["ann", "'=HYPERLINK(1)", "two\nlines"]
+    assert rows[3] == ["bo", "(the notebook could not be read)", "(the notebook could not be read)"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "right"),
+    [
+        ("Top K", "top-k", True),
+        ("top_k", "top-k", True),
+        ("top-p", "top-k", False),
+        (3, 3, True),
+        (3.0, 3, True),
+        (True, 1, False),  # a bool is not a number here
+        ("3", 3, False),
+        (-1.0000001, -1.0, True),
+        (None, "top-k", False),
+    ],
+)
+def test_a_prediction_is_right_up_to_spelling_and_never_told(value, expected, right):
+    if right:
+        expect_prediction(value, expected, "PREDICT_X", tolerance=1e-6)
+    else:
+        with pytest.raises(AssertionError) as failure:
+            expect_prediction(value, expected, "PREDICT_X", tolerance=1e-6)
+        assert str(expected) not in str(failure.value).replace(repr(value), "")
+
+
+def test_gradescope_lists_manual_questions_and_shows_each_answer_received():
+    assert "why-min-p (2 points)" in manual_questions("02_sampling")
+    assert manual_questions("01_training") == ""  # it asks none
+    asked = questions(ROOT / "grader" / "assignments" / "02_sampling")
+    entries = written_answer_entries(asked, {"why-min-p": "because"})
+    assert [(e["score"], e["max_score"], e["output"]) for e in entries] == [(0, 0, "because")]
+    assert "no answer" in written_answer_entries(asked, None)[0]["output"]
+
+
+@pytest.mark.slow
+def test_a_batch_writes_one_answers_file_for_the_teaching_assistants(tmp_path):
+    tests = tmp_path / "tests" / "00_example"
+    shutil.copytree(ASSIGNMENTS / "00_example", tests)
+    (tests / "questions.json").write_text(json.dumps({"questions": [{"name": "why", "points": 2, "question": "Why?"}]}))
+    folder = tmp_path / "class"
+    folder.mkdir()
+    answered = notebook(folder / "ann.ipynb")
+    with_answer = nbformat.read(answered, as_version=4)
+    with_answer.cells.append(nbformat.v4.new_markdown_cell("#### Answer: why\nBecause the bar moves."))
+    nbformat.write(with_answer, answered)
+    notebook(folder / "bo.ipynb")
+    command = ["batch", str(folder), "--assignment", "00_example", "--tests-dir", str(tests.parent), "--quiet"]
+    assert main([*command, "--timeout", "3"]) == 0
+    rows = list(csv.reader((folder / "results" / "answers.csv").open(newline="")))
+    assert rows == [["student", "why (2 points)"], ["question", "Why?"], ["ann", "Because the bar moves."], ["bo", ""]]
