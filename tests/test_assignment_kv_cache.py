@@ -23,6 +23,8 @@ SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "04_kv_cache.ipynb"
 SUPPORT = ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py"
 
+TOTAL_POINTS = 102  # 100 for the code, 2 for the predictions (PREDICT_... constants)
+
 
 kv = helper_module(SUPPORT, SUPPORT.name)  # the same module object the grader's tests use
 
@@ -193,7 +195,7 @@ def _lost_points(results) -> list[str]:
 @pytest.mark.slow
 def test_solution_scores_full_marks(tmp_path):
     results, total = _grade(SOLUTION, tmp_path)
-    assert results["score"] == total == 100, _lost_points(results)
+    assert results["score"] == total == TOTAL_POINTS, _lost_points(results)
     assert any(t["visibility"] != "visible" for t in results["tests"])  # hidden tests ran too
 
 
@@ -214,15 +216,16 @@ def test_generate_written_to_the_one_argument_call_scores_full_marks(tmp_path):
     path = tmp_path / "04_kv_cache-one-argument.ipynb"
     nbformat.write(notebook, path)
     results, total = _grade(path, tmp_path)
-    assert results["score"] == total == 100, _lost_points(results)
+    assert results["score"] == total == TOTAL_POINTS, _lost_points(results)
 
 
 @pytest.mark.slow
 def test_blank_assignment_scores_zero(tmp_path):
     results, total = _grade(ASSIGNMENT, tmp_path)
-    assert total == 100
+    assert total == TOTAL_POINTS
     assert results["score"] == 0, [t["name"] for t in results["tests"] if t["score"] > 0]
-    assert all("not implemented yet" in t["output"] for t in results["tests"]), [t["output"] for t in results["tests"]]
+    unanswered = [t["output"] for t in results["tests"] if "not implemented yet" not in t["output"]]
+    assert len(unanswered) == 2 and all("PREDICT_" in output for output in unanswered), unanswered
 
 
 @pytest.mark.slow
