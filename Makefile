@@ -29,7 +29,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 
 test: $(VENV)/.installed
-	@echo "make test: lint, the assignments' freshness, then every test: about 19 minutes on 2 CPU cores (make test-fast: about 1 minute)"
+	@echo "make test: lint, the assignments' freshness, then every test: about 18 minutes on 2 CPU cores (make test-fast: about 1 minute)"
 	@$(MAKE) --no-print-directory lint
 	$(VENV)/bin/course build --check
 	$(PY) -m pytest -q
@@ -43,3 +43,10 @@ bench: $(VENV)/.installed
 	$(PY) bench/probe_overhead.py
 	$(PY) bench/decode.py
 	$(PY) bench/grade_throughput.py
+
+# The lectures as reveal.js decks: lectures/slides/NN_name.slides.html, each notebook executed on the checkpoint
+# the lectures find ($COURSE_CHECKPOINT, runs/course, runs/laptop or runs/tiny). reveal.js is fetched once with npm
+# into lectures/slides/assets so that the decks work offline (without npm they load it from the web).
+.PHONY: slides
+slides: $(VENV)/.installed
+	$(PY) -m course.lectures --out lectures/slides $(sort $(wildcard lectures/*.ipynb))

@@ -24,7 +24,7 @@ import torch
 from course import kit
 from course.checkpoint import has_train_state, load_checkpoint
 from course.errors import UserError
-from course.generation import generate
+from course.generation import generate, until_eos
 from course.notebook import load_notebook, require
 
 GRADED = ["01_training", "02_sampling", "03_penalties", "04_kv_cache"]
@@ -60,10 +60,12 @@ def continuations(checkpoint: Path, max_new_tokens: int, seed: int) -> dict[str,
             logits, history, top_p=0.9, frequency_penalty=1.2, presence_penalty=1.2, generator=generator
         ),
     }
-    return {
-        name: tokenizer.decode(generate(model, prompt, max_new_tokens, next_token)[0, prompt.shape[1] :].tolist())
-        for name, next_token in ways.items()
-    }
+
+    def continuation(next_token) -> str:
+        ids = generate(model, prompt, max_new_tokens, next_token, eos_id=tokenizer.eot_id)[0].tolist()
+        return tokenizer.decode(until_eos(ids[prompt.shape[1] :], tokenizer.eot_id))
+
+    return {name: continuation(next_token) for name, next_token in ways.items()}
 
 
 def side_by_side(columns: dict[str, str], width: int = 32) -> str:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from course.device import DEVICE_CHOICES, autocast, resolve_device
 from course.errors import UserError
+from course.loss import token_nll_
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
@@ -88,7 +88,7 @@ def perplexity(
         rows = torch.from_numpy(rows).to(device)
         with autocast(device):
             logits = model(rows[:, :-1])
-        nll = F.cross_entropy(logits.float().transpose(1, 2), rows[:, 1:], reduction="none")
+        nll = token_nll_(logits.float().flatten(0, 1), rows[:, 1:].flatten()).view(len(batch), length)
         first_scored = torch.tensor([first for _, first in batch], device=device)
         mask = torch.arange(length, device=device)[None, :] >= first_scored[:, None]
         total_nll += nll[mask].sum().item()

@@ -51,9 +51,16 @@ NOTEBOOK_OF = {
 
 @torch.no_grad()
 def generate(
-    model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, next_token: NextToken
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    max_new_tokens: int,
+    next_token: NextToken,
+    eos_id: int | None = None,
 ) -> torch.Tensor:
     """The prompt (batch, positions) followed by `max_new_tokens` ids chosen by `next_token`.
+
+    With `eos_id` (SPEC 5.3), a row that emits it is finished and its later positions are `eos_id`; the loop
+    ends early, with a shorter result, once every row has finished.
 
     Without a cache, each step re-runs the model on the last `block_size` positions (the context),
     so generation goes on past the context length. The model is put in eval mode for the loop and
@@ -68,6 +75,7 @@ def generate(
     ids = prompt_ids
     was_training = model.training
     model.eval()
+    finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
     try:
         for _ in range(max_new_tokens):
             logits = model(ids[:, -block_size:])[:, -1, :]
@@ -76,10 +84,21 @@ def generate(
                 raise UserError(f"next_token must return integer ids of shape ({batch},), not {_describe(chosen)}")
             if not bool(((chosen >= 0) & (chosen < logits.shape[-1])).all()):
                 raise UserError(f"next_token returned ids outside the vocabulary 0..{logits.shape[-1] - 1}")
-            ids = torch.cat([ids, chosen.to(device=ids.device, dtype=torch.long)[:, None]], dim=1)
+            chosen = chosen.to(device=ids.device, dtype=torch.long)
+            if eos_id is not None:
+                chosen = chosen.masked_fill(finished, eos_id)
+                finished |= chosen == eos_id
+            ids = torch.cat([ids, chosen[:, None]], dim=1)
+            if bool(finished.all()):
+                break
     finally:
         model.train(was_training)
     return ids
+
+
+def until_eos(ids: list[int], eos_id: int) -> list[int]:
+    """`ids` up to, not including, the first `eos_id`: the text of a document that ended."""
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
 
 
 def _describe(value) -> str:
@@ -205,8 +224,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         generator.manual_seed(args.seed)
     next_token = next_token_from(function, sampler, args, generator, notebook)
-    ids = generate(model, torch.tensor([prompt]), args.max_new_tokens, next_token)[0].tolist()
-    print(args.prompt + tokenizer.decode(ids[len(prompt) :]) if args.prompt else tokenizer.decode(ids[1:]))
+    ids = generate(model, torch.tensor([prompt]), args.max_new_tokens, next_token, eos_id=tokenizer.eot_id)[0].tolist()
+    print(args.prompt + tokenizer.decode(until_eos(ids[len(prompt) :], tokenizer.eot_id)))
     return 0
 
 

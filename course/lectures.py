@@ -92,9 +92,38 @@ def describe(model, path) -> str:
     )
 
 
+# Figures on a projector: a base font large enough to read from the back (the figure functions size their text
+# relative to it), titles wrapped at the figure's edge.
+LECTURE_STYLE = {"font.size": 13.0, "figure.titlesize": "large", "axes.titlesize": "medium", "legend.fontsize": "small"}
+
+
+def use_lecture_style() -> None:
+    """Set matplotlib's defaults for the lecture figures (call once, after importing pyplot)."""
+    plt.rcParams.update(LECTURE_STYLE)
+
+
 def show_token(token: str) -> str:
     """A token string with its whitespace made visible, for axis labels."""
     return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def _wrapped(text: str, width_inches: float, fontsize) -> str:
+    """`text` broken into lines that fit `width_inches` at `fontsize` (a character is about 0.55 em wide)."""
+    import textwrap
+
+    from matplotlib.font_manager import FontProperties
+
+    points = FontProperties(size=fontsize).get_size_in_points()
+    chars = max(20, int(width_inches * 72 / (0.55 * points)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
+def _suptitle(fig, text: str, fontsize="large", **kwargs) -> None:
+    fig.suptitle(_wrapped(text, fig.get_figwidth(), fontsize), fontsize=fontsize, **kwargs)
+
+
+def _title(ax, text: str, fontsize="medium") -> None:
+    ax.set_title(_wrapped(text, ax.get_position().width * ax.figure.get_figwidth(), fontsize), fontsize=fontsize)
 
 
 def _probs(logits: torch.Tensor) -> np.ndarray:
@@ -126,16 +155,16 @@ def sorted_distributions(panels: Sequence[tuple[str, torch.Tensor]], token_strin
             ax.annotate(
                 f"{show_token(tok)} {p[order[i]]:.2f}",
                 (r, p[order[i]]),
-                fontsize=8,
-                xytext=(6, -4 - 9 * i),
+                fontsize="small",
+                xytext=(6, -4 - 13 * i),
                 textcoords="offset points",
             )
         top1, top10 = p[order[0]], p[order[:10]].sum()
-        ax.set_title(f"“…{prompt[-40:]}”\ntop-1 {top1:.0%}, top-10 {top10:.0%} of the mass", fontsize=10)
+        _title(ax, f"“…{prompt[-40:]}”\ntop-1 {top1:.0%}, top-10 {top10:.0%} of the mass", fontsize="medium")
         ax.set_xlabel(f"rank of the token (all {len(p):,} tokens)")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("probability")
-    fig.suptitle(spread_verdict(panels))
+    _suptitle(fig, spread_verdict(panels))
     fig.tight_layout()
     return fig
 
@@ -181,7 +210,7 @@ def temperature_bars(
     ax.set_xlabel("candidate next token (ranked at T = 1)")
     ax.set_ylabel("probability")
     ax.legend()
-    ax.set_title(temperature_verdict(logits, temperatures, apply_temperature), fontsize=10)
+    _title(ax, temperature_verdict(logits, temperatures, apply_temperature), fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -237,18 +266,60 @@ def cut_plots(
                 twin.axhline(p, color="tab:orange", ls="--", lw=1)
                 twin.set_ylim(0, 1.02)
                 twin.set_ylabel("cumulative probability", color="tab:orange")
-            ax.legend(loc="lower left", fontsize=8)
-            ax.set_title(f"{name} on “…{prompt[-28:]}”", fontsize=10)
-    kept = [
-        [int(torch.isfinite(f(logits)).sum()) for f in (lambda x: top_k_filter(x, k), lambda x: top_p_filter(x, p))]
-        for _, logits in panels
-    ]
-    fig.suptitle(
-        f"top-k (k = {k}) keeps {' and '.join(f'{n:,}' for n, _ in kept)} tokens; "
-        f"top-p (p = {p}) keeps {' and '.join(f'{n:,}' for _, n in kept)}"
-    )
+            ax.legend(loc="lower left", fontsize="small")
+            _title(ax, f"{name} on “…{prompt[-28:]}”", fontsize="medium")
+    _suptitle(fig, cut_verdict(panels, top_k_filter, top_p_filter, k, p), fontsize="medium")
     fig.tight_layout()
     return fig
+
+
+def kept_counts(logits: torch.Tensor, top_k_filter: Callable, top_p_filter: Callable, k: int, p: float):
+    """How many tokens top-k (k) and top-p (p) keep of one distribution: (top-k's, top-p's)."""
+    return tuple(int(torch.isfinite(cut).sum()) for cut in (top_k_filter(logits, k), top_p_filter(logits, p)))
+
+
+def cut_verdict(panels, top_k_filter: Callable, top_p_filter: Callable, k: int = 10, p: float = 0.9) -> str:
+    """What the cuts did to each prompt's distribution, measured: whether top-p kept fewer tokens than top-k on
+    one prompt and more on another (it adapts to the shape), with the counts."""
+    kept = [kept_counts(logits, top_k_filter, top_p_filter, k, p) for _, logits in panels]
+    listed = "; ".join(
+        f"after “…{prompt[-24:]}” top-k keeps {n_k:,}, top-p {n_p:,}" for (prompt, _), (n_k, n_p) in zip(panels, kept)
+    )
+    if any(n_p < n_k for n_k, n_p in kept) and any(n_p > n_k for n_k, n_p in kept):
+        return f"Top-p (p = {p}) adapts to the shape, top-k (k = {k}) does not: {listed}"
+    if all(n_p == n_k for n_k, n_p in kept):
+        return f"Top-p (p = {p}) and top-k (k = {k}) keep as many tokens here: {listed}"
+    more = all(n_p >= n_k for n_k, n_p in kept)
+    return (
+        f"Top-p (p = {p}) keeps {'more' if more else 'fewer'} tokens than top-k (k = {k}) after each prompt: {listed}"
+    )
+
+
+def repetition_verdict(fractions: dict[str, float], n: int = 4, loop: float = 0.5) -> str:
+    """One sentence from each strategy's fraction of repeated n-grams: `loop` or more is called a loop."""
+    listed = ", ".join(f"{name} {f:.0%}" + (" (a loop)" if f >= loop else "") for name, f in fractions.items())
+    return f"Share of repeated {n}-grams in each continuation: {listed}."
+
+
+def gltr_verdict(top10: dict[str, float], human: str, full_sampling: str, margin: float = 0.05) -> str:
+    """Which texts look more predictable to the model than the human one (a larger share of their tokens in its
+    top 10, by more than `margin`), and, when the facts say so, that truncation and not sampling itself makes
+    machine text stand out. `top10`: {text name: share of its tokens of rank 1-10}."""
+    others = [name for name in top10 if name != human]
+    above = [name for name in others if top10[name] > top10[human] + margin]
+    parts = [f"{name} {top10[name]:.0%}" for name in [human, *others]]
+    sentence = f"Share of tokens in the model's top 10: {', '.join(parts)}. "
+    if above:
+        sentence += f"More predictable to the model than the human text: {', '.join(above)}. "
+    else:
+        sentence += f"No sample is more predictable to the model than the human text (by {margin:.0%} or more). "
+    truncated = [name for name in others if name != full_sampling]
+    if full_sampling not in above and truncated and all(name in above for name in truncated):
+        sentence += (
+            f"The full-distribution sample ({full_sampling}) is not: its draws from the tail look human to this "
+            "model. Truncation is what makes machine text predictable, and that is the signal GLTR reads."
+        )
+    return sentence.strip()
 
 
 def penalty_example(names: Sequence[str], logits, new_logits, k, probs, new_probs):
@@ -264,12 +335,13 @@ def penalty_example(names: Sequence[str], logits, new_logits, k, probs, new_prob
         ax.set_xticks(x, [f"{n}\nk={float(kk):.1f}" for n, kk in zip(names, k)])
         ax.set_xlabel("token (and its multiplier k)")
         ax.set_ylabel(label)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize="small")
     loss = np.asarray(probs) - np.asarray(new_probs)
     most = int(np.argmax(loss))
-    fig.suptitle(
+    _suptitle(
+        fig,
         f"Penalties divide each logit by k: '{names[most]}' (k = {float(k[most]):.1f}) loses the most probability, "
-        f"{float(loss[most]):.3f}"
+        f"{float(loss[most]):.3f}",
     )
     fig.tight_layout()
     return fig
@@ -288,10 +360,11 @@ def kv_timing(lengths, with_cache_ms, without_cache_ms, name: str = "the model")
     ax.grid(alpha=0.3)
     ax.legend()
     grow = (without_cache_ms[-1] / without_cache_ms[0], with_cache_ms[-1] / with_cache_ms[0])
-    ax.set_title(
+    _title(
+        ax,
         f"{name}\nfrom {lengths[0]} to {lengths[-1]} tokens of context the next token costs {grow[0]:.1f}x more "
         f"without the cache, {grow[1]:.1f}x with it",
-        fontsize=10,
+        fontsize="medium",
     )
     fig.tight_layout()
     return fig
@@ -340,7 +413,7 @@ def gltr_text(token_strings: Sequence[str], ranks, title: str, width: float = 11
         f"rank {low}-{high if high != math.inf else '∞'}: {fractions[name]:.0%}" for (name, low, high) in GLTR_BUCKETS
     ]
     ax.legend(handles, labels, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle(title, y=1 - 0.08 / height, fontsize=11, va="top")
+    _suptitle(fig, title, y=1 - 0.08 / height, fontsize="large", va="top")
     return fig
 
 
@@ -376,65 +449,186 @@ def gltr_histograms(results: dict[str, tuple[torch.Tensor, torch.Tensor]]):
     axes[0].set_xticks(np.arange(4), [f"rank {lo}-{hi if hi != math.inf else '∞'}" for _, lo, hi in GLTR_BUCKETS])
     axes[0].set_ylabel("fraction of tokens")
     axes[0].set_xlabel("GLTR bucket")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize="small")
     axes[1].set_xlabel("surprisal −log₂ p (bits)")
     axes[1].set_ylabel("tokens")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize="small")
     top10 = ", ".join(f"{name} {gltr_buckets(r)['top 10']:.0%}" for name, (r, _) in results.items())
-    fig.suptitle(f"Share of tokens in the model's own top 10: {top10}", fontsize=11)
+    _suptitle(fig, f"Share of tokens in the model's own top 10: {top10}", fontsize="large")
     fig.tight_layout()
     return fig
 
 
+# How the logit-lens figures tell the blocks apart: each segment (the change one block makes) is shaded and marked by
+# the kind of block that made it.
+SEGMENT_STYLE = {"attn": ("tab:blue", "o", "attention block"), "mlp": ("tab:orange", "s", "MLP block")}
+
+
+def segment_kind(site: str) -> str:
+    """'attn' or 'mlp' for a logit-lens site ('attn 3', 'mlp 3'); ValueError for any other site."""
+    kind = site.split()[0]
+    if kind not in SEGMENT_STYLE:
+        raise ValueError(f"expected a site 'attn N' or 'mlp N', got {site!r}")
+    return kind
+
+
+def _mark_segments(ax, sites: Sequence[str]) -> None:
+    """Shade the segment leading to each site by the kind of block that made it (legend entries once)."""
+    for s, site in enumerate(sites):
+        color, _, label = SEGMENT_STYLE[segment_kind(site)]
+        ax.axvspan(s - 0.5, s + 0.5, color=color, alpha=0.08, lw=0, label=label if s < 2 else None)
+
+
+def standardized(logits: torch.Tensor) -> torch.Tensor:
+    """Each stage's logits minus their mean, over their standard deviation (last dimension): the shape of each
+    stage's distribution of logits, comparable across stages whose scales differ."""
+    logits = torch.as_tensor(logits).float()
+    return (logits - logits.mean(-1, keepdim=True)) / logits.std(-1, keepdim=True).clamp_min(1e-12)
+
+
 def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, ranks, all_logits, context: str):
-    """The three 'Logit Evolution' figures in one: the final top tokens' logits (left) and ranks (middle)
-    after every block, and the logit histogram at each stage (right)."""
+    """The three 'Logit Evolution' figures in one, for one position: the final top tokens' logits (left) and
+    ranks (middle) after every attention (circles, blue band) and MLP (squares, orange band) block, and the
+    histogram of all logits at each stage, standardised per stage (right), with the final top token marked."""
     logits, ranks, all_logits = (torch.as_tensor(t).cpu() for t in (logits, ranks, all_logits))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.8))
     x = np.arange(len(sites))
-    for j, label in enumerate(token_labels):
-        axes[0].plot(x, logits[:, j], "o-", ms=3, label=show_token(label))
-        axes[1].plot(x, ranks[:, j], "o-", ms=3, label=show_token(label))
+    kinds = [segment_kind(site) for site in sites]
+    for ax, values in ((axes[0], logits), (axes[1], ranks)):
+        _mark_segments(ax, sites)
+        for j, label in enumerate(token_labels):
+            line = ax.plot(x, values[:, j], "-", lw=1.2, label=show_token(label))[0]
+            for kind, (_, marker, _) in SEGMENT_STYLE.items():
+                at = [s for s in x if kinds[s] == kind]
+                ax.plot(at, values[at, j], marker, color=line.get_color(), ms=4, ls="none")
     axes[0].set_ylabel("logit")
-    axes[0].set_title(f"Logits of the final top {len(token_labels)} tokens", fontsize=10)
+    _title(axes[0], f"Logits of the final top {len(token_labels)} tokens", fontsize="medium")
     axes[1].set_yscale("log")
     axes[1].invert_yaxis()
     axes[1].set_ylabel("rank (1 = top, log scale)")
     settled = len(sites) - 1
     while settled > 0 and int(ranks[settled - 1, 0]) == 1:
         settled -= 1
-    axes[1].set_title(f"Their ranks: “{show_token(token_labels[0])}” is top-1 from {sites[settled]} on", fontsize=10)
+    _title(
+        axes[1], f"Their ranks: “{show_token(token_labels[0])}” is top-1 from {sites[settled]} on", fontsize="medium"
+    )
     for ax in axes[:2]:
         _label_sites(ax, sites)
         ax.set_xlabel("residual stream after block")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, title="final top tokens", title_fontsize=8)
-    cmap = plt.get_cmap("viridis")
-    lo, hi = float(all_logits.min()), float(all_logits.max())
+        ax.set_xlim(-0.5, len(sites) - 0.5)
+    z = standardized(all_logits)
+    top = int(torch.as_tensor(all_logits)[-1].argmax())
+    cmap = plt.get_cmap("viridis", len(sites))
+    lo, hi = float(z.min()), float(z.max())
     for s in range(len(sites)):
         axes[2].hist(
-            all_logits[s].numpy(),
-            bins=80,
+            z[s].numpy(),
+            bins=60,
             range=(lo, hi),
+            density=True,
             histtype="step",
-            color=cmap(s / max(1, len(sites) - 1)),
-            label=sites[s] if s in (0, len(sites) - 1) or len(sites) <= 8 else None,
+            color=cmap(s),
+            ls="-" if kinds[s] == "attn" else "--",
         )
+        axes[2].plot(z[s, top], 2e-5, SEGMENT_STYLE[kinds[s]][1], color=cmap(s), ms=6)
     axes[2].set_yscale("log")
-    axes[2].set_xlabel("logit")
-    axes[2].set_ylabel("tokens")
-    axes[2].legend(fontsize=7, title="after block", title_fontsize=7)
-    spread = all_logits.std(-1)
-    axes[2].set_title(
-        f"All {all_logits.size(-1):,} logits: spread (std) {spread[0]:.1f} after {sites[0]}, "
-        f"{spread[-1]:.1f} after {sites[-1]}",
-        fontsize=10,
+    axes[2].set_ylim(bottom=1e-5)
+    axes[2].set_xlabel("logit, standardised per stage\n(dashed: after an MLP block)")
+    axes[2].set_ylabel("density")
+    stages = fig.colorbar(
+        plt.cm.ScalarMappable(norm=plt.Normalize(-0.5, len(sites) - 0.5), cmap=cmap), ax=axes[2], pad=0.02
     )
-    fig.suptitle(
-        f"Logit lens: what the model would predict after “…{context[-60:]}” if it stopped after each block", fontsize=11
+    stages.set_ticks(range(len(sites)), labels=sites)
+    stages.ax.tick_params(labelsize="small")
+    _title(
+        axes[2],
+        f"“{show_token(token_labels[0])}” (markers): {z[0, top]:+.1f} → {z[-1, top]:+.1f} std from the mean",
+        fontsize="medium",
     )
-    fig.tight_layout()
+    tokens = [line for line in axes[0].get_lines() if not line.get_label().startswith("_")]
+    segments = list(axes[0].patches[: min(2, len(axes[0].patches))])
+    fig.legend(
+        tokens + segments,
+        [h.get_label() for h in tokens + segments],
+        loc="lower center",
+        ncol=len(tokens) + len(segments),
+        fontsize="small",
+        frameon=False,
+    )
+    _suptitle(
+        fig,
+        f"Logit lens after “…{context[-50:]}”: the prediction if the model stopped after each block",
+        fontsize="large",
+    )
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below
     return fig
+
+
+def kv_substitution_verdict(
+    late: Sequence[int], d_true: float, d_prev: float, d_rand: float, tolerance: float = 0.01
+) -> str:
+    """What substituting the late layers' keys and values did, from the changes in loss (nats per token) with
+    the true next token, the previous token and a random token as the source. Changes within `tolerance`
+    count as none."""
+    layers = ", ".join(map(str, late))
+    sentence = (
+        f"Replacing the late layers' ({layers}) keys and values at every earlier position by those computed from "
+        f"the true next token changes the loss by {d_true:+.3f} nats; the previous-token control by {d_prev:+.3f}, "
+        f"the random-token control by {d_rand:+.3f}. "
+    )
+    if d_true < -tolerance:
+        return sentence + (
+            "Handing the late layers the true next token *helps*: later positions read the model's guess there "
+            "and profit from a better one."
+        )
+    if d_true > tolerance:
+        return sentence + (
+            "The substitution hurts: later positions rely on what the late layers computed from the token at t "
+            "itself, not only on a guess of t + 1."
+        )
+    sentence += "Later positions lose nothing when the late layers at position t carry the real token t + 1"
+    if d_rand <= tolerance:
+        return sentence + (
+            ", but a random token costs them little too: later positions barely read these layers' keys and "
+            "values here, so the experiment says little."
+        )
+    sentence += ", while a random token hurts. "
+    if abs(d_prev) <= tolerance:
+        sentence += (
+            "But a one-step shift the *other* way costs nothing either: this model barely uses which token sits "
+            "at which earlier position in those layers, so the experiment cannot tell 'the guess' from 'the "
+            "context as a bag of tokens' here."
+        )
+    return sentence.strip()
+
+
+def embedding_verdict(
+    unchanged: float, true_next: float, random_next: float, from_layer: int, n_layer: int, tolerance: float = 0.01
+) -> str:
+    """What replacing the late activations by the next token's embedding did (losses in nats per token: the
+    unchanged model's, with the true next token's embedding, with a random token's), in one paragraph. Losses
+    within `tolerance` of each other count as equal."""
+    layers = f"layer {from_layer}" if from_layer == n_layer - 1 else f"layers {from_layer}-{n_layer - 1}"
+    sentence = (
+        f"With every earlier position's residual replaced, where it enters layer {from_layer}, by the embedding of "
+        f"the token that follows it ({layers} then compute that position's keys and values), the validation loss "
+        f"is {true_next:.3f} nats per token ({true_next - unchanged:+.3f}); with a random token's embedding "
+        f"{random_next:.3f} ({random_next - unchanged:+.3f}). "
+    )
+    if true_next <= unchanged + tolerance:
+        return sentence + (
+            "Later positions lose nothing: as far as this test can tell, what they read from the late layers of "
+            "earlier positions is the next token."
+        )
+    if true_next < random_next - tolerance:
+        return sentence + (
+            "The true next token serves later positions better than a random one, but worse than what the model "
+            "computed there: the late layers carry more than a guess of the next token."
+        )
+    return sentence + (
+        "The true next token serves later positions no better than a random one: what they read from the late "
+        "layers is not the identity of the next token."
+    )
 
 
 def head_kl_heatmap(table: torch.Tensor):
@@ -448,7 +642,7 @@ def head_kl_heatmap(table: torch.Tensor):
             f"{value:.3f}",
             ha="center",
             va="center",
-            fontsize=8,
+            fontsize="small",
             color="white" if value > 0.6 * float(table.max()) else "black",
         )
     ax.set_xticks(range(table.size(1)))
@@ -458,10 +652,11 @@ def head_kl_heatmap(table: torch.Tensor):
     fig.colorbar(im, ax=ax, label="KL(original ‖ ablated), nats")
     layer, head = divmod(int(table.argmax()), table.size(1))
     share = float(table.max() / table.sum())
-    ax.set_title(
+    _title(
+        ax,
         f"Zeroing one head before c_proj: layer {layer} head {head} matters most\n"
         f"({share:.0%} of the summed KL over all {table.numel()} heads)",
-        fontsize=10,
+        fontsize="medium",
     )
     fig.tight_layout()
     return fig
@@ -483,16 +678,17 @@ def lens_rank_curves(sites: Sequence[str], current: torch.Tensor, following: tor
         _label_sites(ax, sites)
         ax.set_xlabel("residual stream after block")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize="small")
     top1 = [
         ((r.flatten() == 1).float().mean().item(), (f.flatten() == 1).float().mean().item())
         for r, f in zip(current, following)
     ]
     crossing = next((site for site, (c, n) in zip(sites, top1) if n > c), None)
-    fig.suptitle(
+    _suptitle(
+        fig,
         "Logit lens over validation text: position t predicts the next token more often than it shows its own "
         + (f"from {crossing} on" if crossing else "at no stage"),
-        fontsize=11,
+        fontsize="large",
     )
     fig.tight_layout()
     return fig
@@ -506,9 +702,9 @@ def entropy_histograms(entropies: dict[str, torch.Tensor], vocab_size: int):
     ax.axvline(math.log2(vocab_size), color="k", ls=":", lw=1)
     ax.set_xlabel(f"entropy of the next-token distribution (bits; uniform = {math.log2(vocab_size):.1f})")
     ax.set_ylabel("positions")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     means = ", ".join(f"{2 ** torch.as_tensor(h).float().mean().item():.0f}" for h in entropies.values())
-    ax.set_title(f"Mean entropy ≈ as uncertain as a choice among {means} equally likely tokens (2^H)", fontsize=10)
+    _title(ax, f"Mean entropy ≈ as uncertain as a choice among {means} equally likely tokens (2^H)", fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -545,15 +741,20 @@ def sampling_panel(
     ax.bar(range(len(order)), before[order].numpy(), color=colors, label="probability before the cut")
     ax.plot(range(len(order)), after[order].numpy(), "k.", label="probability when sampling (renormalised)")
     ax.set_xticks(
-        range(len(order)), [show_token(s) for s in token_strings(order.tolist())], rotation=60, ha="right", fontsize=8
+        range(len(order)),
+        [show_token(s) for s in token_strings(order.tolist())],
+        rotation=60,
+        ha="right",
+        fontsize="small",
     )
     ax.set_xlabel(f"the {len(order)} most likely tokens (green: kept, grey: cut)")
     ax.set_ylabel("probability")
-    ax.legend(fontsize=8)
-    ax.set_title(
+    ax.legend(fontsize="small")
+    _title(
+        ax,
         f"{title}T={temperature:g}, top-k={top_k or 'off'}, top-p={top_p:g}, penalty={penalty:g}: "
         f"kept {int(kept.sum()):,} of {len(kept):,} tokens holding {float(before[kept].sum()):.0%} of the mass",
-        fontsize=10,
+        fontsize="medium",
     )
     fig.tight_layout()
     return fig
@@ -607,3 +808,175 @@ def widget_panel(draw: Callable, **controls):
     panel = widgets.VBox([widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:]), out])
     display(panel)
     return panel
+
+
+# ------------------------------------------------------------------ slides
+
+# The web libraries nbconvert's reveal.js template loads, as npm packages, and the files of each a deck needs.
+# A deck exported beside a folder `assets/` holding them works offline; without it, it loads them from the web.
+SLIDE_ASSETS = {
+    "reveal.js@4.0.2": ("dist/", "plugin/notes/"),
+    "requirejs@2.3.7": ("require.js",),
+    "jquery@2.2.4": ("dist/jquery.min.js",),
+}
+ASSETS = "assets"
+# Hidden from the slides: the code of cells tagged `remove-input` (their output stays), whole `remove-cell` cells.
+HIDE_INPUT, HIDE_CELL = "remove-input", "remove-cell"
+
+
+def slides_path(notebook: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    return Path(out_dir) / f"{Path(notebook).stem}.slides.html"
+
+
+def fetch_slide_assets(out_dir: str | os.PathLike) -> Path:
+    """Put the files of SLIDE_ASSETS in `out_dir/assets/<package>/`, fetched with `npm pack` (the npm
+    registry must be reachable), so that the decks in `out_dir` work without network. Returns the folder."""
+    import shutil
+    import subprocess
+    import tarfile
+    import tempfile
+
+    from course.errors import UserError
+    from course.kit import atomic_folder
+
+    npm = shutil.which("npm")
+    if npm is None:
+        raise UserError("npm not found: install Node.js to fetch reveal.js for offline decks")
+    target = Path(out_dir) / ASSETS
+    with tempfile.TemporaryDirectory() as download, atomic_folder(target) as staging:
+        result = subprocess.run(
+            [npm, "pack", "--silent", *SLIDE_ASSETS], cwd=download, capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+            raise UserError(f"npm pack {' '.join(SLIDE_ASSETS)} failed: {last}")
+        for spec, wanted in SLIDE_ASSETS.items():
+            name, version = spec.rsplit("@", 1)
+            with tarfile.open(Path(download) / f"{name}-{version}.tgz") as archive:
+                members = [
+                    m for m in archive.getmembers() if m.isfile() and m.name.removeprefix("package/").startswith(wanted)
+                ]
+                for member in members:
+                    member.name = f"{name}/{member.name.removeprefix('package/')}"
+                archive.extractall(staging, members=members, filter="data")
+    return target
+
+
+def provide_slide_assets(out_dir: str | os.PathLike, fetch: bool = True) -> Path:
+    """`out_dir/assets` for offline decks: kept if there, else copied from the kit's lectures/slides/assets (made
+    by `make slides`), else (with `fetch`) fetched with npm. UserError when there is none."""
+    import shutil
+
+    from course.errors import UserError
+
+    target = Path(out_dir) / ASSETS
+    kit_copy = ROOT / "lectures" / "slides" / ASSETS
+    if target.is_dir():
+        return target
+    if kit_copy.is_dir() and kit_copy.resolve() != target.resolve():
+        from course.kit import atomic_folder
+
+        with atomic_folder(target) as staging:
+            shutil.copytree(kit_copy, staging, dirs_exist_ok=True)
+        return target
+    if not fetch:
+        raise UserError(f"no reveal.js in {kit_copy}: `python -m course.lectures` (no notebook) fetches it with npm")
+    return fetch_slide_assets(out_dir)
+
+
+def slides_html(notebook, assets: str | None = None) -> str:
+    """An executed notebook (a NotebookNode) as a reveal.js deck, with the code of `remove-input` cells and the
+    whole of `remove-cell` cells left out. `assets`: a URL or relative path to a folder made by
+    `fetch_slide_assets` (else the libraries are loaded from the web)."""
+    from nbconvert import SlidesExporter
+    from traitlets.config import Config
+
+    config = Config()
+    config.TagRemovePreprocessor.enabled = True
+    config.TagRemovePreprocessor.remove_input_tags = {HIDE_INPUT}
+    config.TagRemovePreprocessor.remove_cell_tags = {HIDE_CELL}
+    config.SlidesExporter.reveal_scroll = True  # a slide taller than the screen scrolls instead of being cut off
+    config.SlidesExporter.reveal_number = "c/t"  # slide numbers, to refer to in questions
+    config.SlidesExporter.exclude_input_prompt = True  # no "In [3]:" beside the code that stays
+    config.SlidesExporter.exclude_output_prompt = True
+    if assets is not None:
+        config.SlidesExporter.reveal_url_prefix = f"{assets}/reveal.js"
+        config.SlidesExporter.require_js_url = f"{assets}/requirejs/require.js"
+        config.SlidesExporter.jquery_url = f"{assets}/jquery/dist/jquery.min.js"
+    body, _ = SlidesExporter(config=config).from_notebook_node(notebook)
+    return body
+
+
+def execute_lecture(notebook: str | os.PathLike, timeout: int = 600):
+    """Run a lecture notebook top to bottom in a fresh kernel (in its own folder) and return it with its outputs.
+    Raises UserError naming the cell when one fails (a missing checkpoint: the lecture's own message)."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    from course.errors import UserError
+
+    path = Path(notebook)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as e:  # missing file, not JSON, not a notebook
+        raise UserError(f"expected a Jupyter notebook at {path} ({e.__class__.__name__})") from None
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
+    try:
+        client.execute(env=env)
+    except CellExecutionError as e:
+        raise UserError(f"{path.name} stopped in a cell: {e.ename}: {e.evalue}") from None
+    return nb
+
+
+def export_slides(notebook: str | os.PathLike, out_dir: str | os.PathLike, timeout: int = 600):
+    """Execute the lecture `notebook` and write its deck to `out_dir/<name>.slides.html` (atomically). The deck
+    uses the libraries in `out_dir/assets` when they are there (see `fetch_slide_assets`). Returns
+    `(deck path, executed notebook)`."""
+    from course.kit import write_atomically
+
+    nb = execute_lecture(notebook, timeout)
+    local = (Path(out_dir) / ASSETS / "reveal.js" / "dist" / "reveal.js").is_file()
+    deck = slides_path(notebook, out_dir)
+    write_atomically(deck, slides_html(nb, ASSETS if local else None))
+    return deck, nb
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m course.lectures [--out DIR] [NOTEBOOK...]` (what `make slides` runs); without a notebook it
+    only fetches reveal.js into DIR/assets."""
+    import argparse
+    import sys
+
+    from course.errors import UserError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m course.lectures", description="Execute lecture notebooks and export them as reveal.js decks."
+    )
+    parser.add_argument("notebooks", nargs="*", help="lecture notebooks (.ipynb)")
+    parser.add_argument("--out", default=str(ROOT / "lectures" / "slides"), help="folder for the decks")
+    parser.add_argument(
+        "--online", action="store_true", help="load reveal.js from the web instead of fetching it next to the decks"
+    )
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    try:
+        if not args.online:
+            try:
+                print(f"reveal.js for offline decks: {provide_slide_assets(out)}")
+            except UserError as e:
+                print(f"{e}; the decks will load reveal.js from the web", file=sys.stderr)
+        for notebook in args.notebooks:
+            deck, _ = export_slides(notebook, out)
+            print(f"wrote {deck}")
+    except UserError as e:
+        print(f"python -m course.lectures: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,7 +12,9 @@ Everything here goes through the model's own instrumentation (`course.model.Prob
 - `token_ranks`, `gltr_buckets`: GLTR (Gehrmann et al. 2019): each token's rank under the model and its
   surprisal in bits, bucketed into ranks 1-10, 11-100, 101-1000 and beyond.
 - `entropy_bits`: entropy of next-token distributions.
-- `lens_ranks`, `kv_substitution_loss`: the "do late layers look at the model's own guess?" experiment.
+- `lens_ranks`, `kv_substitution_loss`, `embedding_substitution_loss`, `sample_with_embedding_substitution`:
+  the "do late layers only hold a guess of the next token?" experiments (the last two replace, or interpolate,
+  the late activations of earlier positions by the true next token's embedding, on text and while sampling).
 
 All functions run under `torch.no_grad()` and accept ids of shape `(positions,)` or `(batch, positions)`.
 """
@@ -340,6 +342,21 @@ class SubstitutingCache:
         self.length += n
 
 
+def _loss_with_past_kv(model: GPT, inputs, targets, layers, keys, values, reduction: str = "mean"):
+    """Cross-entropy of `targets` decoding `inputs` one position at a time, the past positions' keys and values in
+    `layers` replaced by the recorded `keys`/`values` (see SubstitutingCache): the mean (a float), or with
+    `reduction="none"` each target's, `(batch, positions)`."""
+    cache = SubstitutingCache(layers, keys, values)
+    logits = []
+    for t in range(inputs.size(1)):
+        logits.append(model(inputs[:, t : t + 1], cache=cache))
+        cache.advance(1)
+    logits = torch.cat(logits, dim=1)
+    if reduction == "none":
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item()
+
+
 @torch.no_grad()
 def kv_substitution_loss(model: GPT, ids, layers: Iterable[int], source: torch.Tensor | None = None) -> float:
     """Mean cross-entropy (nats per token) of predicting `ids[:, 1:]` from `ids[:, :-1]` when, in `layers`,
@@ -359,10 +376,108 @@ def kv_substitution_loss(model: GPT, ids, layers: Iterable[int], source: torch.T
         if source.shape != inputs.shape:
             raise ValueError(f"source must have shape {tuple(inputs.shape)}, got {tuple(source.shape)}")
         model(source, cache=recorder)
-    cache = SubstitutingCache(layers, recorder.keys, recorder.values)
-    logits = []
-    for t in range(inputs.size(1)):
-        logits.append(model(inputs[:, t : t + 1], cache=cache))
-        cache.advance(1)
-    logits = torch.cat(logits, dim=1)
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item()
+    return _loss_with_past_kv(model, inputs, targets, layers, recorder.keys, recorder.values)
+
+
+@dataclasses.dataclass
+class _EmbeddingMix(Probe):
+    """A probe that, where the residual stream enters layer `layer`, moves each position's residual a fraction
+    `alpha` of the way to the embedding of `tokens[:, t]`, scaled to the residual's own norm."""
+
+    layer: int = 0
+    tokens: torch.Tensor | None = None
+    alpha: float = 0.0
+    wte: torch.Tensor | None = None
+
+    def visit(self, site: str, x: torch.Tensor) -> torch.Tensor:
+        x = super().visit(site, x)
+        if site == f"mlp {self.layer - 1}":
+            e = self.wte[self.tokens[:, : x.size(1)]]
+            e = e * (x.norm(dim=-1, keepdim=True) / e.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+            x = torch.lerp(x, e, self.alpha)
+        return x
+
+
+def _check_mix(model: GPT, from_layer: int, alpha: float) -> None:
+    if not 1 <= from_layer < model.config.n_layer:
+        raise ValueError(
+            f"from_layer must be in 1..{model.config.n_layer - 1} (a layer after the first), got {from_layer}"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
+@torch.no_grad()
+def _mixed_past_kv(model: GPT, inputs: torch.Tensor, next_tokens: torch.Tensor, from_layer: int, alpha: float):
+    """Keys and values of a forward over `inputs` whose residual entering `from_layer` is mixed toward the
+    embedding of `next_tokens` (see _EmbeddingMix)."""
+    recorder = RecordingCache()
+    previous = model.probe
+    model.probe = _EmbeddingMix(
+        layer=from_layer, tokens=next_tokens, alpha=float(alpha), wte=model.transformer.wte.weight
+    )
+    try:
+        model(inputs, cache=recorder)
+    finally:
+        model.probe = previous
+    return recorder.keys, recorder.values
+
+
+@torch.no_grad()
+def embedding_substitution_loss(
+    model: GPT, ids, from_layer: int, alpha: float = 1.0, source: torch.Tensor | None = None, reduction: str = "mean"
+):
+    """The late-layer question asked the way the lecture's note proposes. Mean cross-entropy (nats per token) of
+    predicting `ids[:, 1:]` when every *earlier* position t's residual stream, where it enters layer `from_layer`,
+    is interpolated (`alpha` = 0: unchanged, 1: replaced) toward the embedding of the true next token
+    `ids[:, t + 1]` (or of `source[:, t]`), scaled to the residual's norm; the layers from `from_layer` on then
+    compute that position's keys and values from it. The position being predicted keeps its own, so nothing
+    it could not see leaks in. If the late layers at t only held a guess of token t + 1, the real one should
+    serve later positions as well. `reduction="none"`: each target's cross-entropy, `(batch, positions - 1)`."""
+    _check_mix(model, from_layer, alpha)
+    ids, _ = _as_batch(ids)
+    ids = ids.to(_device(model))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    source = targets if source is None else torch.as_tensor(source, dtype=torch.long).to(ids.device)
+    if source.shape != inputs.shape:
+        raise ValueError(f"source must have shape {tuple(inputs.shape)}, got {tuple(source.shape)}")
+    keys, values = _mixed_past_kv(model, inputs, source, from_layer, alpha)
+    layers = range(from_layer, model.config.n_layer)
+    return _loss_with_past_kv(model, inputs, targets, layers, keys, values, reduction)
+
+
+class _PrefilledCache:
+    """A `course.model.KVCacheProtocol` for one forward after recorded keys and values: the new positions
+    attend over the recorded ones and their own; nothing is stored."""
+
+    def __init__(self, keys: dict[int, torch.Tensor], values: dict[int, torch.Tensor]):
+        self.keys, self.values = keys, values
+
+    def __len__(self) -> int:
+        return next(iter(self.keys.values())).size(2)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        return torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
+
+
+@torch.no_grad()
+def sample_with_embedding_substitution(
+    model: GPT, prompt_ids, n: int, pick, from_layer: int, alpha: float = 1.0
+) -> torch.Tensor:
+    """Generate `n` tokens after `prompt_ids` (batch, positions) with `pick(logits (batch, vocab), ids) -> ids
+    (batch,)`, where at every step each earlier position's residual entering `from_layer` is interpolated toward
+    the embedding of the token that actually followed it (as in `embedding_substitution_loss`). `alpha = 0` is
+    ordinary generation. Re-runs the past at each step (quadratic: for short lecture samples)."""
+    _check_mix(model, from_layer, alpha)
+    ids, _ = _as_batch(prompt_ids)
+    ids = ids.to(_device(model))
+    for _ in range(n):
+        context = ids[:, -model.config.block_size :]
+        if context.size(1) == 1:
+            logits = model(context)
+        else:
+            keys, values = _mixed_past_kv(model, context[:, :-1], context[:, 1:], from_layer, alpha)
+            logits = model(context[:, -1:], cache=_PrefilledCache(keys, values))
+        chosen = torch.as_tensor(pick(logits[:, -1], ids)).to(ids.device, torch.long).view(-1)
+        ids = torch.cat([ids, chosen[:, None]], dim=1)
+    return ids

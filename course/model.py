@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course.loss import linear_cross_entropy
+
 
 @dataclass
 class GPTConfig:
@@ -31,7 +33,7 @@ class GPTConfig:
 PRESETS = {
     # ~1.8M parameters (1.6M of them the 24k-token embedding): trains on 2 CPU cores in under 3 minutes.
     "tiny": dict(block_size=128, n_layer=4, n_head=4, n_embd=64),
-    # ~4M parameters: the best text 30 minutes of a 2-core laptop CPU buy (bench/RESULTS.md).
+    # ~5.9M parameters: the best text 30 minutes of a 2-core laptop CPU buy (bench/RESULTS.md).
     "laptop": dict(block_size=256, n_layer=6, n_head=6, n_embd=192),
     # ~35M parameters: the lecture's model, trained on a GPU.
     "course": dict(block_size=1024, n_layer=9, n_head=8, n_embd=512),
@@ -56,6 +58,34 @@ class KVCacheProtocol(Protocol):
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def __len__(self) -> int: ...
+
+
+class AttendFunction(Protocol):
+    """The attention step, `attend(q, k, v, key_mask) -> y` (SPEC 5.3; `causal_attention` is the library's).
+
+    q: (batch, heads, T, head_dim), the queries of T new positions that come after S - T cached ones
+    k, v: (batch, heads, S, head_dim), the keys and values of all S positions, oldest first
+    key_mask: None, or (batch, S) bool, False at keys no query may see (the padding of a batch)
+    returns y: (batch, heads, T, head_dim), softmax(q k^T / sqrt(head_dim)) v where new query i sees the keys
+    0 .. S - T + i that key_mask allows. A query that may see no key at all (a padding position) gets any
+    finite output.
+    """
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, /): ...
+
+
+def causal_attention(q, k, v, key_mask=None):
+    """The library's `AttendFunction`: PyTorch's fused attention (a query that sees no key gets zeros)."""
+    T, S = q.size(2), k.size(2)
+    if key_mask is None and T == S:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if key_mask is None and T == 1:
+        return F.scaled_dot_product_attention(q, k, v)  # the newest position sees everything
+    # T new queries after S - T cached positions: query i sees keys 0 .. S - T + i (and none that key_mask hides)
+    mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+    if key_mask is not None:
+        mask = mask & key_mask[:, None, None, :]  # (batch, 1, T, S): the same for every head
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 @dataclass
@@ -92,7 +122,15 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for every head at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
 
-    def forward(self, x, layer: int, cache: KVCacheProtocol | None = None, probe: Probe | None = None):
+    def forward(
+        self,
+        x,
+        layer: int,
+        cache: KVCacheProtocol | None = None,
+        probe: Probe | None = None,
+        attend: AttendFunction = causal_attention,
+        key_mask: torch.Tensor | None = None,
+    ):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
@@ -100,15 +138,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             # The keys and values of earlier positions do not change: keep them, attend over all.
             k, v = cache.update(layer, k, v)
-        S = k.size(2)
-        if T == S:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v)  # the newest position sees everything
-        else:
-            # T new queries after S - T cached positions: query i sees keys 0 .. S - T + i.
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = attend(q, k, v, key_mask)
         if probe is not None and layer in probe.ablate_heads:
             keep = torch.ones(self.n_head, 1, 1, dtype=y.dtype, device=y.device)
             keep[probe.ablate_heads[layer]] = 0
@@ -136,8 +166,16 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x, layer: int, cache: KVCacheProtocol | None = None, probe: Probe | None = None):
-        x = x + self.attn(self.ln_1(x), layer, cache, probe)
+    def forward(
+        self,
+        x,
+        layer: int,
+        cache: KVCacheProtocol | None = None,
+        probe: Probe | None = None,
+        attend: AttendFunction = causal_attention,
+        key_mask: torch.Tensor | None = None,
+    ):
+        x = x + self.attn(self.ln_1(x), layer, cache, probe, attend, key_mask)
         if probe is not None:
             x = probe.visit(f"attn {layer}", x)
         x = x + self.mlp(self.ln_2(x))
@@ -177,11 +215,22 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
-    def forward(self, idx: torch.Tensor, cache: KVCacheProtocol | None = None) -> torch.Tensor:
-        """ids (batch, positions) -> logits (batch, positions, vocab).
+    def forward(
+        self,
+        idx: torch.Tensor,
+        cache: KVCacheProtocol | None = None,
+        attend: AttendFunction | None = None,
+        positions: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """ids (batch, positions) -> logits (batch, positions, vocab); with `targets` (the next ids, same shape as
+        `idx`), training's mean cross-entropy instead, computed without keeping every logit (course/loss.py).
 
         With a cache (see `KVCacheProtocol`), positions are numbered from len(cache) and every
         attention layer calls cache.update(layer, k, v) and attends over what it returns.
+        A batch of prompts of different lengths (SPEC 5.3) gives each row its own `positions` (batch, T)
+        and a `key_mask` (batch, len(cache) + T), False at padding; `attend` replaces the attention step.
         """
         B, T = idx.shape
         start = len(cache) if cache is not None else 0
@@ -189,12 +238,28 @@ class GPT(nn.Module):
             raise ValueError(
                 f"positions {start}..{start + T - 1} do not fit the context length {self.config.block_size}"
             )
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        if positions is None:
+            positions = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        else:
+            self._check_batch_argument("positions", positions, (B, T), torch.long)
+            if not bool(((positions >= 0) & (positions < self.config.block_size)).all()):
+                raise ValueError(f"positions must lie in 0..{self.config.block_size - 1} (the context length)")
+        if key_mask is not None:
+            self._check_batch_argument("key_mask", key_mask, (B, start + T), torch.bool)
+        x = self.transformer.wte(idx) + self.transformer.wpe(positions)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, layer, cache, self.probe)
+            x = block(x, layer, cache, self.probe, attend or causal_attention, key_mask)
         x = self.transformer.ln_f(x)
+        if targets is not None:
+            return linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
         logits = self.lm_head(x)
         if self.probe is not None and self.probe.logit_bias is not None:
             logits = logits + self.probe.logit_bias
         return logits.float()
+
+    @staticmethod
+    def _check_batch_argument(name: str, value, shape: tuple[int, int], dtype: torch.dtype) -> None:
+        if type(value) is not torch.Tensor or value.shape != shape or value.dtype != dtype:
+            is_tensor = isinstance(value, torch.Tensor)
+            what = f"a {value.dtype} tensor of shape {tuple(value.shape)}" if is_tensor else f"a {type(value).__name__}"
+            raise ValueError(f"{name} must be a {dtype} tensor of shape {shape}, not {what}")

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from course.checkpoint import (
@@ -50,24 +49,24 @@ from course.evaluate import format_perplexity, keep_freed_memory, perplexity, po
 from course.model import GPT, PRESETS, preset
 from course.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, check_vocab_size
 
-# Per-preset defaults for every option left unset, from the sweep in bench/RESULTS.md. tiny: under 3 minutes on
-# 2 CPU cores; laptop: about 30 minutes there (two threads); course: a GPU.
-# cpu_threads: the tiny model's matrices are too small to share between cores; a second thread mostly
-# waits for the first, and on a busy machine it spins, several times slower than one thread alone.
+# Per-preset defaults for every option left unset, from the sweeps in bench/RESULTS.md. tiny: under 3 minutes on
+# 2 CPU cores; laptop: about 30 minutes there; course: a GPU.
+# cpu_threads: two threads run the tiny step 1.5x faster than one on an idle 2-core machine (with the fused loss
+# of course/loss.py); on a busy machine a second thread spins, so pass --cpu-threads 1 there.
 PRESET_DEFAULTS = {
     "tiny": dict(
-        max_steps=500,
+        max_steps=1200,
         batch_size=8,
         lr=4e-3,
         warmup_steps=30,
-        eval_every=250,
-        save_every=250,
+        eval_every=300,
+        save_every=300,
         eval_tokens=16384,
-        cpu_threads=1,
+        cpu_threads=2,
         vocab_size=DEFAULT_VOCAB_SIZE,
     ),
     "laptop": dict(
-        max_steps=4000,
+        max_steps=3000,
         batch_size=8,
         lr=2e-3,
         warmup_steps=200,
@@ -260,8 +259,7 @@ def train_step(model, optimizer, batches, config: TrainConfig, lr: float, device
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             with autocast(device):
-                logits = model(inputs)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+                loss = model(inputs, targets=targets)
             scaler.scale(loss / len(batches)).backward()
         total += loss.item()
     scaler.unscale_(optimizer)

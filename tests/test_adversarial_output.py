@@ -180,7 +180,7 @@ def test_the_recorder_stops_a_model_loop_at_its_limit_and_records_it_once(record
 
 # ---------------------------------------------------------------- 04's exposed model, through the grader
 
-GENERATE_TESTS = 5  # test_visible.py's tests of generate: 29 of the 53 visible points
+GENERATE_TESTS = 6  # test_visible.py's tests of generate: 33 of the 69 visible points
 
 
 @pytest.mark.slow
@@ -197,7 +197,7 @@ def test_a_generate_that_abuses_the_model_fails_fast_with_a_sentence(tmp_path, c
     """The student's own clock says how long the grader took to refuse; before the bounds, the batch of
     100,000 ran the model for tens of seconds per test and the endless loop ran into the 60 s time limit."""
     hostile = (
-        "def generate(model, prompt_ids, max_new_tokens, next_token=greedy, use_cache=True):\n"
+        "def generate(model, prompt_ids, max_new_tokens, next_token=greedy, use_cache=True, eos_id=None):\n"
         "    started = time.monotonic()\n"
         "    try:\n"
         f"        {call}\n"
@@ -212,7 +212,7 @@ def test_a_generate_that_abuses_the_model_fails_fast_with_a_sentence(tmp_path, c
     nbformat.write(solution, path)
     results = grade(path, find_assignment("04_kv_cache", None), visible_only=True)
     failed = [entry["output"] for entry in results["tests"] if entry["status"] == "failed"]
-    assert len(failed) == GENERATE_TESTS and results["score"] == results["max_score"] - 29
+    assert len(failed) == GENERATE_TESTS and results["score"] == results["max_score"] - 33
     for output in failed:
         assert re.search(sentence, output), output
         seconds = float(re.search(r"refused after ([\d.]+) s", output).group(1))

@@ -1,7 +1,8 @@
 """The 04_kv_cache assignment: the solution is right and follows the kit's one next_token contract, the
-grader's trusted helpers see what they claim, the solution notebook scores 100% (also when written to the
-earlier one-argument next_token call) and the blank assignment 0 (slow: real grading), and the solution
-notebook runs from top to bottom in a couple of minutes (slow)."""
+grader's trusted helpers see what they claim (the attention checks name each known mistake, the batch checks
+find wrong masks, positions and histories), the solution notebook scores 100% (and, written to the earlier
+one-argument next_token call, loses only the history test) and the blank assignment 0 (slow: real grading),
+and the solution notebook runs from top to bottom in a couple of minutes (slow)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "04_kv_cache.ipynb"
 SUPPORT = ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py"
 
-TOTAL_POINTS = 102  # 100 for the code, 2 for the predictions (PREDICT_... constants)
+PREDICTIONS = 5  # PREDICT_... constants, a point each
+TOTAL_POINTS = 162  # 157 for the code, 5 for the predictions
 
 
 kv = helper_module(SUPPORT, SUPPORT.name)  # the same module object the grader's tests use
@@ -158,9 +160,137 @@ def test_assignment_is_blank_and_solution_is_not():
         blank["KVCache"]()
     with pytest.raises(NotImplementedError):
         blank["generate"](kv.small_model(), kv.prompt(1, 3), 2)
+    with pytest.raises(NotImplementedError):
+        blank["attend"](*kv.attention_inputs(1, 1, 2, 2, 4, seed=0))
+    with pytest.raises(NotImplementedError):
+        blank["left_pad"]([[1, 2], [3]])
+    with pytest.raises(NotImplementedError):
+        blank["generate_batch"](kv.small_model(), [[1, 2], [3]], 2)
     assert "greedy" in blank  # given, not graded here
     text = ASSIGNMENT.read_text()
     assert "self.filled[layer] = n + new" not in text and "BEGIN SOLUTION" not in text
+
+
+# ---------------------------------------------------------------- attend, stopping and batches, in process
+
+
+@pytest.mark.parametrize("batch, heads, new, keys, head_dim", [(1, 2, 5, 5, 4), (2, 3, 1, 7, 8), (2, 2, 3, 9, 16)])
+def test_solution_attend_matches_pytorch_attention(solution, batch, heads, new, keys, head_dim):
+    q, k, v = kv.attention_inputs(batch, heads, new, keys, head_dim, seed=keys)
+    key_mask = torch.ones(batch, keys, dtype=torch.bool)
+    key_mask[0, :2] = False  # row 0 starts with two padding keys
+    causal = torch.ones(new, keys, dtype=torch.bool).tril(diagonal=keys - new)
+    for mask in (None, key_mask):
+        expected = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=causal if mask is None else causal & mask[:, None, None, :]
+        )
+        assert (solution["attend"](q, k, v, mask) - expected).abs().max() <= 1e-5
+        assert kv.attend_problem(solution["attend"](q, k, v, mask), q, k, v, mask) is None
+
+
+def test_the_model_runs_a_padded_batch_as_each_row_alone(solution):
+    """The library's own attention (no attend given) with per-row positions and a key mask, with and without a
+    cache: padding changes nothing (fp32, within kv.TOLERANCE); bad positions or masks are one sentence."""
+    model = kv.small_model(seed=9)
+    rows = [[5, 17, 3, 40, 8], [22, 9], [61, 0, 12]]
+    ids = torch.tensor([[0] * (5 - len(row)) + row for row in rows])
+    key_mask = torch.tensor([[False] * (5 - len(row)) + [True] * len(row) for row in rows])
+    positions = (key_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    with torch.no_grad():
+        whole = model(ids, positions=positions, key_mask=key_mask)
+        cache = solution["KVCache"]()
+        first = model(ids[:, :3], cache=cache, positions=positions[:, :3], key_mask=key_mask[:, :3])
+        rest = model(ids[:, 3:], cache=cache, positions=positions[:, 3:], key_mask=key_mask)
+        for i, row in enumerate(rows):
+            alone = model(torch.tensor([row]))[0]
+            for logits in (whole, torch.cat([first, rest], dim=1)):
+                assert (logits[i, 5 - len(row) :] - alone).abs().max() <= kv.TOLERANCE
+        with pytest.raises(ValueError, match=r"positions must be a torch.int64 tensor of shape \(3, 5\)"):
+            model(ids, positions=positions[:, 1:], key_mask=key_mask)
+        with pytest.raises(ValueError, match=r"positions must lie in 0..15"):
+            model(ids, positions=positions + 15, key_mask=key_mask)
+        with pytest.raises(
+            ValueError, match=r"key_mask must be a torch.bool tensor of shape \(3, 5\), not a torch.int64"
+        ):
+            model(ids, positions=positions, key_mask=key_mask.long())
+
+
+def test_attend_problem_names_each_known_mistake():
+    """Each mistake of kv_support.MISTAKES, computed on inputs where it changes the output, is the one named."""
+    q, k, v = kv.attention_inputs(2, 2, 3, 6, 8, seed=3)
+    key_mask = torch.tensor([[False, True, True, True, True, True], [True] * 6])
+    for mistake, knobs in kv.MISTAKES:
+        wrong = kv.reference_attention(q, k, v, key_mask, **knobs(8, 3, 6))[0].float()
+        problem = kv.attend_problem(wrong, q, k, v, key_mask)
+        assert problem is not None and problem.endswith(mistake), (mistake, problem)
+    padded = torch.tensor([[False, False, False, False, True, True], [True] * 6])  # row 0's query 0 sees no key
+    nan = kv.reference_attention(q, k, v, padded)[0].float()
+    nan[0, :, 0] = float("nan")
+    assert "NaN for queries that see no key" in kv.attend_problem(nan, q, k, v, padded)
+
+
+def test_cut_at_eos_fills_finished_rows_and_ends_with_the_last():
+    ids = torch.tensor([[1, 5, 9, 5, 7], [2, 3, 4, 9, 8]])
+    assert kv.cut_at_eos(ids, 1, 9).tolist() == [[1, 5, 9, 9], [2, 3, 4, 9]]
+    assert kv.cut_at_eos(ids, 1, 5).tolist() == [[1, 5, 5, 5, 5], [2, 3, 4, 9, 8]]  # row 1 never emits 5: no end
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_solution_stops_at_eos(solution, use_cache):
+    model = kv.small_model(seed=21)
+    ids = kv.prompt(2, 5, seed=21)
+    eos_id, expected = kv.eos_for_every_row(model, ids, 12)
+    assert expected.size(1) < 5 + 12 and (expected[:, -1] == eos_id).all()  # the case stops early, rows apart
+    assert not torch.equal(*(expected[row, 5:] == eos_id for row in range(2)))
+    out = solution["generate"](model, ids, 12, eos_id=eos_id, use_cache=use_cache)
+    kv.expect_stopped(out, expected, eos_id)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_solution_batch_equals_one_prompt_at_a_time(solution, use_cache):
+    """SPEC 5.3: for greedy decoding, row i equals generate(model, tensor([prompts[i]]), ...); within and past the
+    context length, with a presence penalty (the history), and with eos_id."""
+    model = kv.small_model(seed=23)
+    prompts = [[7, 1, 30, 22, 5], [40], [12, 9, 33], kv.prompt(1, 15, seed=2)[0].tolist()]
+    first_row = solution["generate"](model, torch.tensor([prompts[0]]), 3)[0].tolist()
+    stop = first_row[-1]  # the first row's third new token: with it as eos_id, that row stops early
+    for new, next_token, eos_id in ((6, None, None), (10, presence_penalised_greedy, None), (10, None, stop)):
+        rule = {} if next_token is None else {"next_token": next_token}
+        out = solution["generate_batch"](model, prompts, new, eos_id=eos_id, use_cache=use_cache, **rule)
+        for prompt, row in zip(prompts, out):
+            alone = solution["generate"](model, torch.tensor([prompt]), new, eos_id=eos_id, **rule)[0].tolist()
+            assert row == alone, (prompt, new, eos_id)
+    assert len(out[0]) <= len(prompts[0]) + 3  # eos_id stopped the first row early
+
+
+def test_batch_checks_name_wrong_masks_positions_and_histories(solution):
+    """In process: the batch checks turn a wrong generate_batch into the feedback students read."""
+    model = kv.small_model(seed=23)
+    prompts = [[7, 1, 30, 22, 5], [40], [12, 9, 33]]
+    left_pad, generate_batch = solution["left_pad"], solution["generate_batch"]
+
+    def run(**overrides):
+        """generate_batch with some of the solution's helpers replaced; (recorder, picker, rows)."""
+        namespace = generate_batch.__globals__
+        saved = {name: namespace[name] for name in overrides}
+        namespace.update(overrides)
+        try:
+            recorder, picker = kv.Recorder(model), kv.Picker()
+            rows = generate_batch(recorder, prompts, 4, next_token=picker)
+        finally:
+            namespace.update(saved)
+        return recorder, picker, rows
+
+    def padded_start(rows, pad_id=0):
+        ids, key_mask, _ = left_pad(rows, pad_id)
+        return ids, key_mask, torch.arange(ids.size(1)).expand_as(ids)
+
+    recorder, _, _ = run(left_pad=padded_start)
+    assert "the padding takes no position" in kv.batch_run_problems(recorder, prompts)[0]
+    recorder, picker, rows = run()
+    assert kv.batch_run_problems(recorder, prompts) == [] and kv.batch_history_problem(picker, prompts, rows) is None
+    picker.histories[0] = torch.cat([torch.zeros(1, 2, dtype=torch.long), picker.histories[0]], dim=1)
+    assert "no row's prompt and tokens so far" in kv.batch_history_problem(picker, prompts, rows)
 
 
 # ---------------------------------------------------------------- real grading (slow)
@@ -199,24 +329,26 @@ def test_solution_scores_full_marks(tmp_path):
     assert any(t["visibility"] != "visible" for t in results["tests"])  # hidden tests ran too
 
 
-# the solution as written before next_token took the history: greedy(logits) and next_token(logits)
-ONE_ARGUMENT_CALL = {
-    "def greedy(logits, history=None):": "def greedy(logits):",
-    "next_token(logits[:, -1, :], ids)": "next_token(logits[:, -1, :])",
-}
+# the solution's generate as written before next_token took the history: next_token(logits)
+ONE_ARGUMENT_CALL = ("next_token(logits[:, -1, :], ids)", "next_token(logits[:, -1, :])")
+HISTORY_TEST = (
+    "with the cache and past the context length, next_token(logits, history) gets the prompt and every token so far"
+)
 
 
 @pytest.mark.slow
-def test_generate_written_to_the_one_argument_call_scores_full_marks(tmp_path):
+def test_generate_written_to_the_one_argument_call_loses_only_the_history_test(tmp_path):
     notebook = nbformat.read(SOLUTION, as_version=4)
-    for old, new in ONE_ARGUMENT_CALL.items():
-        cells = [cell for cell in notebook.cells if old in cell.source]
-        assert len(cells) == 1, f"the solution has no single cell with {old!r}"
-        cells[0].source = cells[0].source.replace(old, new)
+    old, new = ONE_ARGUMENT_CALL
+    cells = [cell for cell in notebook.cells if old in cell.source]
+    assert len(cells) == 1, f"the solution has no single cell with {old!r}"
+    cells[0].source = cells[0].source.replace(old, new)
     path = tmp_path / "04_kv_cache-one-argument.ipynb"
     nbformat.write(notebook, path)
     results, total = _grade(path, tmp_path)
-    assert results["score"] == total == TOTAL_POINTS, _lost_points(results)
+    lost = [t for t in results["tests"] if t["score"] < t["max_score"]]
+    assert total == TOTAL_POINTS and [t["name"] for t in lost] == [HISTORY_TEST], lost
+    assert "history" in lost[0]["output"]
 
 
 @pytest.mark.slow
@@ -225,7 +357,7 @@ def test_blank_assignment_scores_zero(tmp_path):
     assert total == TOTAL_POINTS
     assert results["score"] == 0, [t["name"] for t in results["tests"] if t["score"] > 0]
     unanswered = [t["output"] for t in results["tests"] if "not implemented yet" not in t["output"]]
-    assert len(unanswered) == 2 and all("PREDICT_" in output for output in unanswered), unanswered
+    assert len(unanswered) == PREDICTIONS and all("PREDICT_" in output for output in unanswered), unanswered
 
 
 @pytest.mark.slow
@@ -251,4 +383,6 @@ def test_solution_notebook_runs_top_to_bottom(tmp_path):
     assert images == 2, f"expected the time and the memory plots, found {images} images"
     text = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
     assert "is not implemented yet" not in text and "same tokens: True" in text
+    assert "the same as one at a time: True" in text and "use_cache=False: 6225 positions" in text
+    assert "use_cache=True: 149 positions" in text and "padding: 0.630 of the cached positions" in text
     assert elapsed < 240, f"the notebook took {elapsed:.0f} s"

@@ -54,6 +54,28 @@ def test_generate_keeps_prompt_and_adds_tokens():
     assert torch.equal(generate(tiny_gpt(), prompt, 0, argmax), prompt)
 
 
+def test_rows_that_emit_eos_are_finished_and_the_loop_ends_when_all_are():
+    """SPEC 5.3: a finished row is filled with eos_id; the result is shorter once every row has finished."""
+    eos, steps = 3, []
+    scripted = [torch.tensor([eos, 5]), torch.tensor([7, 6]), torch.tensor([8, eos]), torch.tensor([9, 9])]
+
+    def script(logits, history):
+        steps.append(history.shape[1])
+        return scripted[len(steps) - 1]
+
+    prompt = torch.tensor([[1, 2], [2, 1]])
+    out = generate(tiny_gpt(), prompt, 10, script, eos_id=eos)
+    assert out.tolist() == [[1, 2, eos, eos, eos], [2, 1, 5, 6, eos]]  # row 0's 7 and 8 replaced by eos
+    assert steps == [2, 3, 4]  # three steps, not ten
+    assert generate(tiny_gpt(), prompt, 4, lambda logits, history: torch.tensor([eos, eos])).shape == (
+        2,
+        6,
+    )  # no eos_id
+    assert course.generation.until_eos([4, 5, eos, 6, eos], eos) == [4, 5] and course.generation.until_eos(
+        [4], eos
+    ) == [4]
+
+
 def test_generate_crops_the_context_past_block_size():
     model = tiny_gpt(block_size=8)
     seen = []
@@ -206,9 +228,18 @@ def test_prompt_longer_than_the_context(stand_in_checkpoint, sampler):
         course_generate("--prompt", "x" * 17, "--sampler", str(sampler))
 
 
-def test_empty_prompt_starts_a_new_document(stand_in_checkpoint, sampler, capsys):
+def test_empty_prompt_starts_a_new_document_and_stops_at_its_end(stand_in_checkpoint, sampler, capsys, monkeypatch):
+    eot = course.checkpoint.load_checkpoint(stand_in_checkpoint)[1].eot_id
+    calls = []
+
+    def spy(model, prompt_ids, *args, **kwargs):
+        calls.append((prompt_ids.tolist(), kwargs.get("eos_id")))
+        return generate(model, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(course.generation, "generate", spy)
     course_generate("--prompt", "", "--greedy", "--max-new-tokens", "3", "--sampler", str(sampler))
-    assert len(capsys.readouterr().out) == 3 + 1
+    assert calls == [([[eot]], eot)]
+    assert len(capsys.readouterr().out) <= 3 + 1  # at most 3 byte tokens, fewer if the document ended
 
 
 def test_without_sampler_the_solution_notebook_is_used_or_asked_for(stand_in_checkpoint, tmp_path, monkeypatch, capsys):

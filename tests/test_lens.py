@@ -211,3 +211,53 @@ def test_kv_substitution_changes_the_loss_without_leaking(model, ids):
     assert lens.kv_substitution_loss(model, first, layers=(1, 2)) == pytest.approx(
         lens.kv_substitution_loss(model, first, layers=()), rel=1e-6
     )
+
+
+def test_embedding_substitution_at_alpha_zero_is_the_plain_loss(model, ids):
+    plain = lens.kv_substitution_loss(model, ids, layers=())
+    assert lens.embedding_substitution_loss(model, ids, from_layer=2, alpha=0.0) == pytest.approx(plain, rel=1e-5)
+    assert model.probe is None
+
+
+def test_embedding_substitution_changes_the_loss_without_leaking(model, ids):
+    plain = lens.kv_substitution_loss(model, ids, layers=())
+    replaced = lens.embedding_substitution_loss(model, ids, from_layer=1, alpha=1.0)
+    assert abs(replaced - plain) > 1e-3
+    # the first prediction has no past to replace; the second's past is position 0 only
+    first = ids[:, :2]
+    assert lens.embedding_substitution_loss(model, first, from_layer=1) == pytest.approx(
+        lens.kv_substitution_loss(model, first, layers=()), rel=1e-6
+    )
+    # No leak: the last position's prediction must not depend on the last token (its own target). One row per
+    # token x of the vocabulary, ending in x: if the prediction is the same in every row, exp(-cross-entropy) at
+    # the last target, summed over the rows, is its total probability, 1 (float32: 1e-4).
+    rows = ids[:1].repeat(VOCAB, 1)
+    rows[:, -1] = torch.arange(VOCAB)
+    last = lens.embedding_substitution_loss(model, rows, from_layer=1, reduction="none")[:, -1]
+    assert last.neg().exp().sum().item() == pytest.approx(1.0, abs=1e-4)
+    assert last.std() > 0.1  # ...and the rows do differ: the prediction is not uniform
+
+
+def test_embedding_substitution_rejects_bad_settings(model, ids):
+    with pytest.raises(ValueError, match="from_layer"):
+        lens.embedding_substitution_loss(model, ids, from_layer=0)
+    with pytest.raises(ValueError, match="alpha"):
+        lens.embedding_substitution_loss(model, ids, from_layer=1, alpha=1.5)
+
+
+def test_sampling_with_embedding_substitution(model):
+    from course.generation import generate
+
+    prompt = torch.tensor([[3]])
+
+    def greedy(logits, history):
+        return logits.argmax(-1)
+
+    plain = generate(model, prompt, 8, greedy)
+    assert torch.equal(
+        lens.sample_with_embedding_substitution(model, prompt, 8, greedy, from_layer=1, alpha=0.0), plain
+    )
+    replaced = lens.sample_with_embedding_substitution(model, prompt, 8, greedy, from_layer=1, alpha=1.0)
+    # the first new token has no earlier position to change; later ones do (this seeded model changes course)
+    assert replaced.shape == plain.shape and torch.equal(replaced[:, :2], plain[:, :2])
+    assert not torch.equal(replaced, plain)

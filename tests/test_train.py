@@ -267,16 +267,17 @@ def test_bad_command_lines_get_one_line_and_exit_2(argv, fragment, tmp_path, mon
     assert fragment.format(tmp=tmp_path) in err
 
 
-# The tiny preset's promise (bench/RESULTS.md, "The tiny preset, retuned"): 500 steps, 167 s on this project's
-# 2-core machine when quiet (timed there, not here: a test shares the machine), and a deterministic 700.6 per
-# WikiText word on the whole validation split. (Issue 14 asks for at most 455; not reached, see RESULTS.md.)
-TINY_MAX_VALID_PERPLEXITY_PER_WORD = 720
+# The tiny preset's promise (bench/RESULTS.md, "The tiny preset, third retune"): 1,200 steps on two threads, 158 s
+# on this project's 2-core machine when quiet (timed there, not here: a test shares the machine), and 489.9 per
+# WikiText word on the whole validation split; the bound leaves 6% for other CPUs' rounding. (Issue 14 asks for at
+# most 455; not reached, see RESULTS.md.)
+TINY_MAX_VALID_PERPLEXITY_PER_WORD = 520
 
 
 @pytest.mark.slow
 def test_course_train_tiny_defaults_reach_the_promised_perplexity(tmp_path, wikitext2_dir, course_cli):
-    """The demo's promise: the tiny preset's defaults train a model that `course eval` scores at most 720 per
-    word on validation, less than half the unigram baseline's perplexity per token, and print text."""
+    """The demo's promise: the tiny preset's defaults train a model that `course eval` scores at most 520 per
+    word on validation, under 40% of the unigram baseline's perplexity per token, and print text."""
     assert course_cli("prepare", "--data-dir", str(wikitext2_dir)).returncode == 0
     out = tmp_path / "tiny"
     result = course_cli("train", "--preset", "tiny", "--out", str(out), "--data-dir", str(wikitext2_dir))
@@ -290,7 +291,7 @@ def test_course_train_tiny_defaults_reach_the_promised_perplexity(tmp_path, wiki
         float, re.search(r"perplexity ([\d.]+) per token, ([\d.]+) per word", scored.stdout).groups()
     )
     assert per_word <= TINY_MAX_VALID_PERPLEXITY_PER_WORD, scored.stdout
-    assert per_token <= unigram / 1.8, (per_token, unigram)
+    assert per_token <= unigram / 2.5, (per_token, unigram)
 
 
 @pytest.mark.slow

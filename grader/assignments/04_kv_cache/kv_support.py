@@ -1,5 +1,7 @@
 """Trusted helpers of the 04_kv_cache tests: the real model wrapped in a recorder, a trusted next_token,
 the uncached reference (the library's own loop), and the checks that turn what was recorded into feedback.
+The student's `attend` (the attention step) is checked as data in, data out, and inside the model, where
+every call is compared with the trusted attention on the same queries, keys and values.
 
 How the tests observe decoding where student code cannot rewrite it: the test runs the real course
 model HERE, in the grader, wrapped in a `Recorder` and exposed to the student's `generate`. When the
@@ -14,8 +16,9 @@ the call returns.
 The model runs here, on ids the student chose, so the recorder bounds that work before the model
 sees them: int64 ids, at most MAX_BATCH rows, from one to block_size positions (the model itself
 refuses positions past its context, counting the cached ones), every id in the vocabulary, and at most
-FORWARDS_PER_CALL_NEEDED times the forwards the test asks for. A refusal is a ValueError or TypeError
-whose sentence the test's feedback repeats.
+FORWARDS_PER_CALL_NEEDED times the forwards the test asks for; `positions` and `key_mask` of exactly the
+shape and dtype the ids call for (the model checks them), `attend` a function of the notebook. A refusal is
+a ValueError or TypeError whose sentence the test's feedback repeats.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from course.model import GPT, GPTConfig
 from grader.rpc import StudentObject
 from grader.testing import StudentError, expect_tensor, expose, type_name
 
-TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (SPEC 5.3)
+TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (SPEC 5.3); also attend's fp32 outputs
 SMALL = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
 MAX_BATCH = 8  # the tests' prompts have at most 3 rows; a generate never runs more rows than its prompt has
 FORWARDS_PER_CALL_NEEDED = 10  # a generate may call the model this many times the calls it needs, no more
+MAX_NEXT_TOKEN_ELEMENTS = 1 << 16  # the most logits or history ids one next_token call is given (tests need < 1000)
 
 
 def small_model(seed: int = 0, **overrides) -> GPT:
@@ -67,6 +71,11 @@ class Forward:
     run_through_cache: int | None = None  # positions this cache had been given before, as seen here
     max_diff: float | None = None  # largest difference from a full recomputation without a cache
     error: str | None = None
+    positions_given: torch.Tensor | None = None  # the per-row positions the student passed, if any
+    key_mask: torch.Tensor | None = None  # the key mask the student passed, if any
+    attend_problem: str | None = None  # the first attend call that differed from the trusted attention
+    position_problem: str | None = None  # per-row positions that do not count each row's tokens from 0
+    row_diffs: list[float] | None = None  # with a key mask: each row's largest difference from running it alone
 
 
 class Recorder:
@@ -94,15 +103,17 @@ class Recorder:
         )
         return expose(self, methods=("__call__", "forward"), attributes={"config": config})
 
-    def forward(self, idx, cache=None):
-        return self(idx, cache=cache)
+    def forward(self, idx, cache=None, attend=None, positions=None, key_mask=None):
+        return self(idx, cache=cache, attend=attend, positions=positions, key_mask=key_mask)
 
-    def __call__(self, idx, cache=None):
+    def __call__(self, idx, cache=None, attend=None, positions=None, key_mask=None):
         if self.max_forwards is not None and len(self.forwards) > self.max_forwards:
             raise ValueError(self.forwards[-1].error)  # recorded once, at the first call past the limit
         record = Forward(index=len(self.forwards), with_cache=cache is not None)
         self.forwards.append(record)
         refusal = self._refusal(idx)
+        if refusal is None and attend is not None and not callable(attend):
+            refusal = TypeError(f"the model was called with attend={type_name(attend)}; pass your attend function")
         if refusal is not None:
             record.error = str(refusal)
             raise refusal
@@ -114,10 +125,16 @@ class Recorder:
             )
             raise ValueError(record.error)
         record.ids = idx.clone()
+        most = idx.size(0) * self.block_size  # what the model accepts at most; it checks the exact shapes
+        record.positions_given = (
+            positions.clone() if type(positions) is torch.Tensor and positions.numel() <= most else None
+        )
+        record.key_mask = key_mask.clone() if type(key_mask) is torch.Tensor and key_mask.numel() <= most else None
         spy = None if cache is None else CacheSpy(cache, record, self._update_methods)
+        attention = None if attend is None else AttendSpy(attend, record)
         try:
             with torch.no_grad():
-                logits = self.model(idx, cache=spy)
+                logits = self.model(idx, cache=spy, attend=attention, positions=positions, key_mask=key_mask)
         except StudentError as error:  # the student's cache failed inside the model's attention
             record.error = record.error or str(error)
             raise
@@ -125,7 +142,11 @@ class Recorder:
             record.error = record.error or f"{type(error).__name__}: {error}"
             raise
         if cache is not None:
-            self._check_against_full(record, cache, idx, logits)
+            context = self._context_through(record, cache, idx)
+        else:
+            context = idx if attend is not None or positions is not None or key_mask is not None else None
+        if context is not None:
+            self._check_against_full(record, context, logits)
         return logits
 
     def _refusal(self, idx) -> Exception | None:
@@ -154,7 +175,8 @@ class Recorder:
             return ValueError(f"the model was called with token id {outside[0].item()}; ids run from 0 to {vocab - 1}")
         return None
 
-    def _check_against_full(self, record: Forward, cache, idx, logits) -> None:
+    def _context_through(self, record: Forward, cache, idx) -> torch.Tensor | None:
+        """Every id that went through `cache`, this forward's last; None when len(cache) disagrees with them."""
         key = handle_key(cache)
         before = self._contexts.pop(key, None)
         record.run_through_cache = 0 if before is None else before.size(1)
@@ -163,12 +185,45 @@ class Recorder:
         elif before is not None and before.size(1) == record.cached and before.size(0) == idx.size(0):
             context = torch.cat([before, idx], dim=1)
         else:
-            return  # len(cache) disagrees with what went through it: reported by the checks
+            return None  # len(cache) disagrees with what went through it: reported by the checks
         self._contexts[key] = context
-        if context.size(1) <= self.block_size:
-            with torch.no_grad():
-                full = self.model(context)[:, -idx.size(1) :]
-            record.max_diff = (logits - full).abs().max().item()
+        return context
+
+    def _check_against_full(self, record: Forward, context, logits) -> None:
+        """Compare the forward's logits with the model run without a cache: on the whole context, or, with a key
+        mask, on each row's own tokens (what the mask keeps) alone."""
+        T = logits.size(1)
+        if record.key_mask is None:
+            if context.size(1) <= self.block_size:
+                with torch.no_grad():
+                    full = self.model(context)[:, -T:]
+                record.max_diff = (logits - full).abs().max().item()
+            return
+        kept = record.key_mask  # (batch, S), checked by the model
+        new_kept = kept[:, -T:]
+        counted = kept.long().cumsum(dim=1)[:, -T:] - 1  # each kept token's place among its row's tokens
+        given = record.positions_given
+        if given is None:
+            given = torch.arange(context.size(1) - T, context.size(1)).expand(kept.size(0), T)
+        for row in range(kept.size(0)):
+            right, got = counted[row][new_kept[row]], given[row][new_kept[row]]
+            if not torch.equal(right, got):
+                record.position_problem = (
+                    f"row {row}'s tokens were given positions {got.tolist()}, but they are its tokens {right.tolist()} "
+                    "(counting from 0): number each row's own tokens from 0, the padding takes no position"
+                )
+                break
+        diffs = []
+        for row in range(kept.size(0)):
+            tokens, n_new = context[row][kept[row]], int(new_kept[row].sum())
+            if n_new and tokens.numel() <= self.block_size:
+                with torch.no_grad():
+                    alone = self.model(tokens[None])[0, -n_new:]
+                diffs.append((logits[row][new_kept[row]] - alone).abs().max().item())
+            else:
+                diffs.append(0.0)
+        record.row_diffs = diffs
+        record.max_diff = max(diffs)
 
 
 class CacheSpy:
@@ -210,6 +265,117 @@ class CacheSpy:
         return result
 
 
+class AttendSpy:
+    """What the real model gets as its attention step: calls the student's attend, checks what it returns before the
+    model uses it, and records the first call whose output differs from the trusted attention's."""
+
+    def __init__(self, attend, record: Forward):
+        self.attend, self.record, self.calls = attend, record, 0
+
+    def __call__(self, q, k, v, key_mask):
+        layer, self.calls = self.calls, self.calls + 1
+        y = self.attend(q, k, v, key_mask)
+        if type(y) is not torch.Tensor or y.shape != q.shape or y.dtype != q.dtype:
+            self.record.error = f"attend returned {describe(y)}; it should return {describe(q)}, the shape of q"
+            raise ValueError(self.record.error)
+        if self.record.attend_problem is None:
+            problem = attend_problem(y, q, k, v, key_mask)
+            if problem is not None:
+                self.record.attend_problem = (
+                    f"in layer {layer} (T = {q.size(2)} new queries, S = {k.size(2)} keys), {problem}"
+                )
+        return y
+
+
+def describe(value) -> str:
+    if type(value) is torch.Tensor:
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type_name(value)}"
+
+
+# ---------------------------------------------------------------- attention, right and wrong
+
+
+def reference_attention(q, k, v, key_mask=None, *, scale=None, softmax_dim=-1, diagonal=None, key_mask_rule="keep"):
+    """softmax(q k^T / sqrt(head_dim)) v in float64, new query i seeing keys 0 .. S - T + i that key_mask keeps; and
+    which queries see any key at all, (batch, heads, T). The keywords reproduce mistakes (see MISTAKES)."""
+    T, S = q.size(2), k.size(2)
+    scores = q.double() @ k.double().transpose(-2, -1) * (q.size(3) ** -0.5 if scale is None else scale)
+    causal = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T if diagonal is None else diagonal)
+    visible = causal.expand(q.size(0), 1, T, S)
+    if key_mask is not None and key_mask_rule != "ignore":
+        kept = key_mask if key_mask_rule == "keep" else ~key_mask
+        visible = visible & kept[:, None, None, :]
+    weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=softmax_dim).nan_to_num(0.0)
+    return weights @ v.double(), visible.any(dim=-1).expand(q.size(0), q.size(1), T)
+
+
+# (what the output matches, the keywords of reference_attention that reproduce it, given head_dim, T and S)
+MISTAKES = [
+    ("scores not divided by sqrt(head_dim)", lambda d, T, S: dict(scale=1.0)),
+    ("scores divided by head_dim instead of sqrt(head_dim)", lambda d, T, S: dict(scale=1.0 / d)),
+    ("scores multiplied by sqrt(head_dim) instead of divided", lambda d, T, S: dict(scale=d**0.5)),
+    ("a softmax over the queries (dim -2) instead of over the keys (dim -1)", lambda d, T, S: dict(softmax_dim=-2)),
+    (
+        "a causal mask that is not offset by the cached positions: new query i sees keys 0 .. i instead of "
+        "0 .. S - T + i",
+        lambda d, T, S: dict(diagonal=0),
+    ),  # fmt: skip
+    ("no causal mask: the new queries also see the keys after them", lambda d, T, S: dict(diagonal=S)),
+    ("a causal mask one key short: query i does not see its own key", lambda d, T, S: dict(diagonal=S - T - 1)),
+    ("attention that ignores key_mask: the padding is attended", lambda d, T, S: dict(key_mask_rule="ignore")),
+    (
+        "key_mask read the wrong way round: True is a key to keep, False is padding",
+        lambda d, T, S: dict(key_mask_rule="flip"),
+    ),  # fmt: skip
+]
+
+
+def attend_problem(y, q, k, v, key_mask) -> str | None:
+    """What is wrong with attend's output `y` for these inputs, naming the mistake when it is a known one; None when
+    it is right (within TOLERANCE) for every query that sees a key and finite for those that see none."""
+    right, sees = reference_attention(q, k, v, key_mask)
+    finite = torch.isfinite(y).all(dim=-1)
+    if not bool(finite.all()):
+        if bool(finite[sees].all()):
+            return (
+                "attend returned NaN for queries that see no key at all (padding positions): a softmax over scores "
+                "that are all -inf is NaN, and NaN spreads through the next layer (0 x NaN is NaN); give such "
+                "queries a finite output, for example zeros"
+            )
+        return "attend returned NaN or infinity for queries that see keys"
+    if not bool(sees.any()):
+        return None
+    diff = (y.double() - right)[sees].abs().max().item()
+    if diff <= TOLERANCE:
+        return None
+    for mistake, knobs in MISTAKES:
+        wrong = reference_attention(q, k, v, key_mask, **knobs(q.size(3), q.size(2), k.size(2)))[0]
+        if (wrong - right)[sees].abs().max().item() > TOLERANCE and (y.double() - wrong)[sees].abs().max() <= TOLERANCE:
+            return f"attend's output differs from softmax(q k^T / sqrt(head_dim)) v by {diff:.3g}: it matches {mistake}"
+    return (
+        f"attend's output differs from softmax(q k^T / sqrt(head_dim)) v by {diff:.3g} (new query i of T sees the keys "
+        "0 .. S - T + i that key_mask keeps)"
+    )
+
+
+def attention_inputs(batch, heads, new, keys, head_dim, seed, dtype=torch.float32):
+    """Seeded q (batch, heads, new, head_dim) and k, v (batch, heads, keys, head_dim)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, new, head_dim, generator=g, dtype=dtype)
+    k = torch.randn(batch, heads, keys, head_dim, generator=g, dtype=dtype)
+    v = torch.randn(batch, heads, keys, head_dim, generator=g, dtype=dtype)
+    return q, k, v
+
+
+def check_attend(student, q, k, v, key_mask=None) -> None:
+    """The student's attend on these inputs, checked against the trusted attention; the feedback names the mistake."""
+    y = student.attend(q, k, v, key_mask) if key_mask is not None else student.attend(q, k, v)
+    expect_tensor(y, dtype=q.dtype, shape=tuple(q.shape), what="attend's output")
+    problem = attend_problem(y, q, k, v, key_mask)
+    assert problem is None, f"with T = {q.size(2)} new queries after {k.size(2) - q.size(2)} cached keys, {problem}"
+
+
 class Picker:
     """A trusted next_token (`course.generation.NextToken`): records the logits it is given, and the history
     when it is given one; picks greedily, or the second most likely token.
@@ -224,14 +390,27 @@ class Picker:
         self.histories: list = []
         self.chosen: list[torch.Tensor] = []
         self.problem: str | None = None
+        self.max_calls: int | None = None  # set by `call_decoder` from the number of tokens it asks for
 
     def exposed(self):
         return expose(self)
 
     def __call__(self, logits, history=None):
+        if self.max_calls is not None and len(self.seen) >= self.max_calls:
+            self.problem = self.problem or (
+                f"next_token was called more than {self.max_calls} times, {FORWARDS_PER_CALL_NEEDED} times what this "
+                "test needs: call it once per row and new token"
+            )
+            raise ValueError(self.problem)
         if type(logits) is not torch.Tensor:
             self.problem = self.problem or f"next_token was given a {type(logits).__name__}, not a tensor of logits"
             raise TypeError(self.problem)
+        for what, given in (("logits", logits), ("a history", history)):
+            if type(given) is torch.Tensor and given.numel() > MAX_NEXT_TOKEN_ELEMENTS:
+                self.problem = self.problem or (
+                    f"next_token was given {what} of shape {tuple(given.shape)}, far more than this test's rows need"
+                )
+                raise ValueError(self.problem)
         if logits.dim() != 2:
             self.problem = self.problem or (
                 f"next_token was given logits of shape {tuple(logits.shape)}: it takes the last position's "
@@ -267,12 +446,26 @@ def run_generate(
     student, recorder: Recorder, prompt_ids, max_new_tokens, picker: Picker | None = None, timeout=60, **kwargs
 ):
     """Call the student's generate with the recorded model; on failure, say what the recorder saw."""
-    recorder.max_forwards = FORWARDS_PER_CALL_NEEDED * prompt_ids.size(0) * (max_new_tokens + 1)
-    args = [recorder.exposed(), prompt_ids, max_new_tokens]
+    return call_decoder(student, "generate", recorder, prompt_ids, prompt_ids.size(0), max_new_tokens, picker,
+                        timeout, kwargs)  # fmt: skip
+
+
+def run_generate_batch(
+    student, recorder: Recorder, prompts: list[list[int]], max_new_tokens, picker=None, timeout=60, **kwargs
+):
+    """Call the student's generate_batch with the recorded model; on failure, say what the recorder saw."""
+    return call_decoder(student, "generate_batch", recorder, prompts, len(prompts), max_new_tokens, picker, timeout,
+                        kwargs)  # fmt: skip
+
+
+def call_decoder(student, function, recorder, prompts, batch, max_new_tokens, picker, timeout, kwargs):
+    recorder.max_forwards = FORWARDS_PER_CALL_NEEDED * batch * (max_new_tokens + 1)
+    args = [recorder.exposed(), prompts, max_new_tokens]
     if picker is not None:
+        picker.max_calls = recorder.max_forwards
         kwargs["next_token"] = picker.exposed()
     try:
-        out = student.with_timeout(timeout).generate(*args, **kwargs)
+        out = getattr(student.with_timeout(timeout), function)(*args, **kwargs)
     except StudentError as error:
         failed = next((f for f in recorder.forwards if f.error), None)
         if failed is not None:
@@ -285,7 +478,7 @@ def run_generate(
             detail = f"; it failed in the model call of step {failed.index} ({describe_forward(failed)})"
             if failed.error.split(": ", 1)[-1] not in str(error):
                 detail += f": {failed.error}"
-            raise AssertionError(f"generate failed: {error}{detail}{hint}") from None
+            raise AssertionError(f"{function} failed: {error}{detail}{hint}") from None
         raise
     return out
 
@@ -349,7 +542,9 @@ def cached_run_problems(recorder: Recorder, prompt_ids, max_new_tokens, out, pic
     for f in forwards:
         if f.error:
             found.append((f.index, 1, f"step {f.index} ({describe_forward(f)}) failed: {f.error}"))
-        if f.max_diff is not None and not f.max_diff <= TOLERANCE:
+        if f.attend_problem:
+            found.append((f.index, 2, f"at step {f.index}, {f.attend_problem}"))
+        elif f.max_diff is not None and not f.max_diff <= TOLERANCE:
             found.append((f.index, 2, f"at step {f.index} the logits the model computed with your cache differ from a "
                                       f"full recomputation without it by {f.max_diff:.3g}: update should return, for "
                                       "its layer, the keys and the values of every position so far, oldest first, "
@@ -418,3 +613,173 @@ def checked_update(cache, layer: int, k: torch.Tensor, v: torch.Tensor, what: st
     expect_tensor(k_all, dtype=k.dtype, what=f"the keys returned by {what}")
     expect_tensor(v_all, dtype=v.dtype, what=f"the values returned by {what}")
     return k_all, v_all
+
+
+# ---------------------------------------------------------------- stopping and batches
+
+
+def cut_at_eos(ids: torch.Tensor, prompt_length: int, eos_id: int) -> torch.Tensor:
+    """SPEC 5.3's stopping applied to decoding that did not stop: after a row's first eos_id its tokens are eos_id,
+    and the result ends where the last row finished (rows of a batch do not see each other, so this is what a
+    generate that stops gives)."""
+    new = ids[:, prompt_length:].clone()
+    ends = []
+    for row in new:
+        hits = (row == eos_id).nonzero()
+        ends.append(int(hits[0]) + 1 if hits.numel() else None)
+        if hits.numel():
+            row[int(hits[0]) :] = eos_id
+    length = new.size(1) if None in ends else max(ends, default=0)
+    return torch.cat([ids[:, :prompt_length], new[:, :length]], dim=1)
+
+
+def reference_rows(model: GPT, prompts, max_new_tokens, eos_id=None, rule="greedy") -> list[list[int]]:
+    """generate_batch's expected result: each prompt decoded alone by the library's loop, cut after its first eos_id."""
+    rows = []
+    for p in prompts:
+        ids, _ = reference(model, torch.tensor([p]), max_new_tokens, rule)
+        row = ids[0].tolist()
+        new = row[len(p) :]
+        if eos_id is not None and eos_id in new:
+            new = new[: new.index(eos_id) + 1]
+        rows.append(row[: len(p)] + new)
+    return rows
+
+
+def check_rows(out, prompts, max_new_tokens) -> list[list[int]]:
+    """generate_batch's result as data: a list with one list of ints per prompt, each starting with its prompt."""
+    assert type(out) is list and len(out) == len(prompts), (
+        f"generate_batch should return a list of {len(prompts)} lists of ids (one per prompt), not {describe(out)}"
+        + (f" of length {len(out)}" if type(out) is list else "")
+    )
+    for i, (row, p) in enumerate(zip(out, prompts)):
+        assert type(row) is list and all(type(t) is int for t in row), (
+            f"row {i} of generate_batch's result should be a list of Python ints, not {describe(row)}"
+            + (" holding other things" if type(row) is list else "")
+        )
+        assert row[: len(p)] == p, f"row {i} of generate_batch's result does not start with prompt {i}"
+        assert len(row) <= len(p) + max_new_tokens, (
+            f"row {i} has {len(row) - len(p)} new tokens, more than max_new_tokens = {max_new_tokens}"
+        )
+    return out
+
+
+def rows_problem(out, expected) -> str | None:
+    """The first row that differs from decoding its prompt alone, and where."""
+    for i, (got, want) in enumerate(zip(out, expected)):
+        if got != want:
+            at = next((j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            if got == want[:at] or want == got[:at]:
+                return (f"row {i} has {len(got)} ids where decoding its prompt alone gives {len(want)}"
+                        + (" (cut it just after its first eos_id)" if len(got) > len(want) else ""))  # fmt: skip
+            return f"row {i} differs from decoding its prompt alone (generate of that row), first at id {at} of the row"
+    return None
+
+
+def batch_run_problems(recorder: Recorder, prompts, use_cache: bool = True) -> list[str]:
+    """What is wrong with the forwards of a generate_batch run, earliest step first (empty when all is right)."""
+    forwards = [f for f in recorder.forwards if f.positions is not None]
+    if not forwards:
+        failed = next((f.error for f in recorder.forwards if f.error), None)
+        return [failed or "generate_batch never called the model"]
+    lengths = [len(p) for p in prompts]
+    first = forwards[0]
+    block = recorder.block_size
+    if use_cache and not first.with_cache:
+        return ["the first forward ran without a cache: with use_cache=True, pass a KVCache to the model"]
+    if not use_cache and any(f.with_cache for f in forwards):
+        return ["with use_cache=False, a forward passed a cache to the model"]
+    if len(set(lengths)) > 1 and first.key_mask is None:
+        return ["the model was called without a key_mask on prompts of different lengths: every row attends to its "
+                "padding; pass key_mask (batch, positions so far), False at the padding"]  # fmt: skip
+    if first.key_mask is not None and first.key_mask.shape == first.ids.shape:  # the model checked it against the cache
+        for row, p in enumerate(prompts):
+            kept = first.ids[row][first.key_mask[row]].tolist()
+            if kept != p[-block:]:
+                return [f"in the first forward, the key_mask of row {row} keeps {len(kept)} ids that are not prompt "
+                        f"{row} ({len(p)} ids): it should be True exactly at the prompt's tokens, False at the "
+                        "padding"]  # fmt: skip
+    found = []
+    seen = first.positions
+    for f in forwards:
+        where = f"at step {f.index}"
+        if f.error:
+            found.append(f"{where} the forward failed: {f.error}")
+        if f.position_problem:
+            found.append(f"{where}, {f.position_problem}")
+        if f.attend_problem:
+            found.append(f"{where}, {f.attend_problem}")
+        if f.row_diffs is not None:
+            row = max(range(len(f.row_diffs)), key=f.row_diffs.__getitem__)
+            if not f.row_diffs[row] <= TOLERANCE:
+                found.append(f"{where}, row {row}'s logits differ by {f.row_diffs[row]:.3g} from running that row's "
+                             "tokens alone: check the key mask, the positions and attend")  # fmt: skip
+        if use_cache and f is not first and seen < block:
+            if not f.with_cache or f.positions != 1:
+                found.append(f"{where} the model ran {f.positions} positions "
+                             f"{'with' if f.with_cache else 'without'} a cache; after the prompts, each step should "
+                             "run one new position per row, with the cache")  # fmt: skip
+            seen += 1
+    return found
+
+
+def eos_case(model: GPT, prompt_ids, max_new_tokens, row: int, step: int):
+    """An eos_id that `row` emits first at new token `step` (greedy, no stopping), and the expected result with it."""
+    ids, _ = reference(model, prompt_ids, max_new_tokens)
+    P = prompt_ids.size(1)
+    eos_id = int(ids[row, P + step])
+    assert eos_id not in ids[row, P : P + step].tolist(), "the test's eos case is not the row's first eos"
+    return eos_id, cut_at_eos(ids, P, eos_id)
+
+
+def eos_for_every_row(model: GPT, prompt_ids, max_new_tokens):
+    """An eos_id that every row emits (greedy, no stopping), the one that ends the generation earliest, and the
+    expected result with it."""
+    ids, _ = reference(model, prompt_ids, max_new_tokens)
+    P = prompt_ids.size(1)
+    rows = [row.tolist() for row in ids[:, P:]]
+    common = set(rows[0]).intersection(*rows[1:])
+    assert common, "the test's prompts share no token to stop at"
+    eos_id = min(sorted(common), key=lambda t: max(row.index(t) for row in rows))
+    return eos_id, cut_at_eos(ids, P, eos_id)
+
+
+def expect_stopped(out, expected: torch.Tensor, eos_id: int) -> None:
+    """generate's result with eos_id equals `expected` (cut_at_eos), with feedback that says which rule it broke."""
+    expect_tensor(out, dtype=torch.int64, what="generate's result")
+    batch, length = expected.shape
+    assert out.dim() == 2 and out.size(0) == batch, f"generate's result should have {batch} rows, not {describe(out)}"
+    if out.size(1) > length:
+        raise AssertionError(f"every row had emitted eos_id after {length} ids, but the result has {out.size(1)}: "
+                             "once every row has finished, stop (the result is then shorter)")  # fmt: skip
+    if out.size(1) < length:
+        raise AssertionError(f"generation stopped after {out.size(1)} ids, but a row had not emitted eos_id yet: "
+                             "stop only once every row has finished")  # fmt: skip
+    for row in range(batch):
+        for at in range(length):
+            if out[row, at] != expected[row, at]:
+                if expected[row, at] == eos_id and eos_id in expected[row, :at].tolist():
+                    raise AssertionError(f"row {row} kept generating after it emitted eos_id: a finished row's later "
+                                         "positions should all be eos_id")  # fmt: skip
+                raise AssertionError(f"row {row} differs from decoding without stopping at id {at}, before it finished")
+
+
+def batch_history_problem(picker: Picker, prompts, out) -> str | None:
+    """generate_batch's next_token calls should get, once per unfinished row and step, that row's ids so far."""
+    for history in picker.histories:
+        if type(history) is not torch.Tensor or history.dim() != 2:
+            return f"next_token was given a history that is {describe(history)}, not ids of shape (1, length)"
+        if history.size(0) != 1:
+            return (f"next_token was given a history of {history.size(0)} rows: call it once per row, with that row's "
+                    "own logits (1, vocab) and history (1, its length); rows have different lengths, and padding in a "
+                    "history counts as tokens the row has seen")  # fmt: skip
+    expected = sorted(tuple(row[: len(p) + step]) for p, row in zip(prompts, out) for step in range(len(row) - len(p)))
+    got = sorted(tuple(h[0].tolist()) for h in picker.histories)
+    if got != expected:
+        wrong = next((h for h in got if h not in set(expected)), None)
+        if wrong is not None:
+            return (f"next_token was given a history of {len(wrong)} ids that is no row's prompt and tokens so far "
+                    "(padding in it, or a token missing): give each row its own prompt and the tokens it has chosen")  # fmt: skip
+        return (f"next_token was called {len(got)} times with a history; it should be called {len(expected)} times, once "
+                "per unfinished row and step")  # fmt: skip
+    return None

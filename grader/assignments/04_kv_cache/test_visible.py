@@ -1,10 +1,11 @@
 """Visible tests of 04_kv_cache: shipped with the assignment, run by `grader check("04_kv_cache")`.
 
-Your `generate` drives the real course model, which runs in the grader: the tests see every forward
-your code asks for (how many positions, with which cache) and compare each step with decoding
-without a cache. The model is small (2 layers, 2 heads, head_dim 8, context length 16).
-The hidden tests check the same rules on other cases: past the context length, batches, other
-`next_token` functions, other shapes.
+Your `generate` and `generate_batch` drive the real course model, which runs in the grader: the tests
+see every forward your code asks for (how many positions, with which cache, key mask and positions),
+compare each step with decoding without a cache, and compare every call of your `attend` with the
+attention it should compute. The model is small (2 layers, 2 heads, head_dim 8, context length 16).
+The hidden tests check the same rules on other cases: past the context length, batches, stopping,
+the history next_token gets, other `next_token` functions, other shapes.
 """
 
 import torch
@@ -182,3 +183,41 @@ def test_generate_without_cache_reruns_the_context(student):
             f"context ({5 + step} positions)"
         )
     assert torch.equal(out, expected), "without the cache the tokens differ from greedy decoding of the whole context"
+
+
+# ---------------------------------------------------------------- attend, stopping, batches
+
+
+@points(3)
+def test_attend_without_a_cache(student):
+    """attend with T = S (nothing cached): softmax(q k^T / sqrt(head_dim)) v under the causal mask"""
+    kv.check_attend(student, *kv.attention_inputs(1, 2, 5, 5, 4, seed=50))
+
+
+@points(3)
+def test_attend_one_new_query(student):
+    """attend with one new query after 6 cached keys: it sees all 7 keys"""
+    kv.check_attend(student, *kv.attention_inputs(1, 2, 1, 7, 4, seed=51))
+
+
+@points(4)
+def test_generate_stops_at_eos(student):
+    """generate(..., eos_id=...): once the row emits eos_id, generation ends (the result is then shorter)"""
+    model = kv.small_model(seed=4)
+    ids = kv.prompt(1, 4, seed=4)
+    eos_id, expected = kv.eos_case(model, ids, 10, row=0, step=3)
+    out = kv.run_generate(student, kv.Recorder(model), ids, 10, eos_id=eos_id)
+    kv.expect_stopped(out, expected, eos_id)
+
+
+@points(6)
+def test_generate_batch_matches_one_prompt_at_a_time(student):
+    """generate_batch on prompts of 4, 2 and 7 ids: each row is what generate gives for its prompt alone"""
+    model = kv.small_model(seed=20)
+    prompts = [[3, 14, 15, 9], [2, 6], [5, 3, 5, 8, 9, 7, 9]]
+    recorder = kv.Recorder(model)
+    out = kv.check_rows(kv.run_generate_batch(student, recorder, prompts, 6), prompts, 6)
+    problems = kv.batch_run_problems(recorder, prompts)
+    assert not problems, problems[0]
+    problem = kv.rows_problem(out, kv.reference_rows(model, prompts, 6))
+    assert problem is None, problem
