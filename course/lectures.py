@@ -853,12 +853,16 @@ def fetch_slide_assets(out_dir: str | os.PathLike) -> Path:
         for spec, wanted in SLIDE_ASSETS.items():
             name, version = spec.rsplit("@", 1)
             with tarfile.open(Path(download) / f"{name}-{version}.tgz") as archive:
-                members = [
-                    m for m in archive.getmembers() if m.isfile() and m.name.removeprefix("package/").startswith(wanted)
-                ]
-                for member in members:
-                    member.name = f"{name}/{member.name.removeprefix('package/')}"
-                archive.extractall(staging, members=members, filter="data")
+                for member in archive.getmembers():
+                    inner = member.name.removeprefix("package/")
+                    if not (member.isfile() and inner.startswith(wanted)):
+                        continue
+                    if Path(inner).is_absolute() or ".." in Path(inner).parts:
+                        raise UserError(f"npm pack {spec}: the archive holds an unsafe path {member.name!r}")
+                    # regular files only, written by hand: tarfile's extraction filters need Python 3.11.4 or later
+                    destination = Path(staging, name, inner)
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    destination.write_bytes(archive.extractfile(member).read())
     return target
 
 
