@@ -166,15 +166,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(
-        self,
-        x,
-        layer: int,
-        cache: KVCacheProtocol | None = None,
-        probe: Probe | None = None,
-        attend: AttendFunction = causal_attention,
-        key_mask: torch.Tensor | None = None,
-    ):
+    def forward(self, x, layer: int, cache=None, probe=None, attend=causal_attention, key_mask=None):
         x = x + self.attn(self.ln_1(x), layer, cache, probe, attend, key_mask)
         if probe is not None:
             x = probe.visit(f"attn {layer}", x)
