@@ -968,6 +968,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
+        missing = [notebook for notebook in args.notebooks if not Path(notebook).is_file()]
+        if missing:
+            raise UserError(f"expected a Jupyter notebook at {missing[0]}, found none")
         if not args.online:
             try:
                 print(f"reveal.js for offline decks: {provide_slide_assets(out)}")

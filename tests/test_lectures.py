@@ -155,6 +155,9 @@ def test_export_of_a_missing_notebook_is_one_line(tmp_path):
     assert "\n" not in str(error.value)
     assert lectures.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path), "--online"]) == 2
     assert not list(tmp_path.glob("*.html"))
+    # checked before anything is fetched or written
+    assert lectures.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path / "decks")]) == 2
+    assert not (tmp_path / "decks").exists()
 
 
 def simple_top_k(logits, k):
