@@ -1,7 +1,8 @@
-"""The fused training loss (course/loss.py) against PyTorch's cross-entropy, side by side in one run.
+"""The training step's two fusions, side by side in one run: the fused loss (course/loss.py) against PyTorch's
+cross-entropy, and AdamW's fused update against its for-loop one.
 
-Both run the real training step of a preset on CPU (AdamW, clipping) on random ids, alternating in rounds so
-that a busy machine slows both alike; each round times a few steps, and the table keeps each one's best round.
+Each variant runs the real training step of a preset on CPU (AdamW, clipping) on random ids, alternating in rounds
+so that a busy machine slows all alike; each round times a few steps, and the table keeps each one's best round.
 
     python bench/fused_loss.py [--presets tiny,laptop] [--rounds 8] [--threads 1]
 """
@@ -30,6 +31,12 @@ class PlainLoss(torch.nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
 
+def for_loop_twin(optimizer: torch.optim.AdamW) -> torch.optim.AdamW:
+    """The same AdamW (groups, rates, betas) updating one parameter at a time, as before torch 2.4 on the CPU."""
+    groups = [{key: value for key, value in group.items() if key != "fused"} for group in optimizer.param_groups]
+    return torch.optim.AdamW(groups, fused=False, foreach=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="tiny,laptop")
@@ -40,29 +47,35 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     print(
-        f"| preset | vocab | batch x context | PyTorch's loss, ms/step | fused, ms/step | speed-up |  ({args.threads} thread(s))"
+        "| preset | vocab | batch x context | PyTorch's loss, ms/step | fused loss, for-loop AdamW | both fused "
+        f"| speed-up of the loss | of AdamW |  ({args.threads} thread(s))"
     )
-    print("|---|---:|---|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
     for name in args.presets.split(","):
         vocab = PRESET_DEFAULTS[name]["vocab_size"]
         torch.manual_seed(0)
         model = GPT(preset(name, vocab))
-        config = TrainConfig(preset=name, batch_size=PRESET_DEFAULTS[name]["batch_size"]).resolved()
-        optimizer = make_optimizer(model, config, device)
+        config = TrainConfig(preset=name).resolved()
+        fused_adamw = make_optimizer(model, config, device)
         rows = torch.randint(0, vocab, (config.batch_size, model.config.block_size + 1))
         batches = [(rows[:, :-1], rows[:, 1:])]
-        variants = {"plain": PlainLoss(model), "fused": model}
+        variants = {
+            "plain loss": (PlainLoss(model), fused_adamw),
+            "for-loop AdamW": (model, for_loop_twin(fused_adamw)),
+            "both fused": (model, fused_adamw),
+        }
         best = dict.fromkeys(variants, float("inf"))
         for _ in range(args.rounds):
-            for label, module in variants.items():
+            for label, (module, optimizer) in variants.items():
                 train_step(module, optimizer, batches, config, config.lr, device)  # warm-up
                 started = time.perf_counter()
                 for _ in range(args.steps):
                     train_step(module, optimizer, batches, config, config.lr, device)
                 best[label] = min(best[label], (time.perf_counter() - started) / args.steps)
+        plain, loop, fused = (1000 * best[label] for label in variants)
         print(
-            f"| {name} | {vocab:,} | {config.batch_size} x {model.config.block_size} | {1000 * best['plain']:.0f} "
-            f"| {1000 * best['fused']:.0f} | {best['plain'] / best['fused']:.2f}x |"
+            f"| {name} | {vocab:,} | {config.batch_size} x {model.config.block_size} | {plain:.0f} | {loop:.0f} "
+            f"| {fused:.0f} | {plain / fused:.2f}x | {loop / fused:.2f}x |"
         )
 
 

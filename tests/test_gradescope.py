@@ -41,7 +41,7 @@ def test_setup_creates_a_virtual_environment_and_installs_torch_for_the_cpu_firs
     assert "apt-get install -y python3-venv" in setup_sh  # Debian and Ubuntu without venv's pip bootstrap
     installs = pip_installs(setup_sh)
     assert all(line.startswith('"$python" -m pip install') for line in installs)  # never the system Python's pip
-    assert installs[1] == "\"$python\" -m pip install 'torch>=2.2' --index-url https://download.pytorch.org/whl/cpu"
+    assert installs[1] == "\"$python\" -m pip install 'torch>=2.4' --index-url https://download.pytorch.org/whl/cpu"
     assert installs[-1] == '"$python" -m pip install --no-deps .'
     for script in ("setup.sh", "run_autograder"):
         assert subprocess.run(["bash", "-n", str(root / "source" / script)]).returncode == 0, f"{script} is not bash"
