@@ -50,3 +50,8 @@ bench: $(VENV)/.installed
 .PHONY: slides
 slides: $(VENV)/.installed
 	$(PY) -m course.lectures --out lectures/slides $(sort $(wildcard lectures/*.ipynb))
+
+# The same, and the README's figures (docs/figures/NAME.png): the images of the lecture cells tagged figure:NAME.
+.PHONY: figures
+figures: $(VENV)/.installed
+	$(PY) -m course.lectures --out lectures/slides --figures docs/figures $(sort $(wildcard lectures/*.ipynb))

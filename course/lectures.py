@@ -822,6 +822,8 @@ SLIDE_ASSETS = {
 ASSETS = "assets"
 # Hidden from the slides: the code of cells tagged `remove-input` (their output stays), whole `remove-cell` cells.
 HIDE_INPUT, HIDE_CELL = "remove-input", "remove-cell"
+# A cell tagged `figure:NAME` draws a figure the README shows: `--figures DIR` writes its image to DIR/NAME.png.
+FIGURE_TAG = "figure:"
 
 
 def slides_path(notebook: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -949,13 +951,32 @@ def export_slides(notebook: str | os.PathLike, out_dir: str | os.PathLike, timeo
     return deck, nb
 
 
+def tagged_figures(nb) -> dict[str, bytes]:
+    """{NAME: PNG bytes} of an executed notebook's cells tagged `figure:NAME` (each cell's last image)."""
+    import base64
+
+    from course.errors import UserError
+
+    figures = {}
+    for index, cell in enumerate(nb.cells):
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if not tag.startswith(FIGURE_TAG):
+                continue
+            images = [out["data"]["image/png"] for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+            if not images:
+                raise UserError(f"cell {index} is tagged {tag} but drew no image")
+            figures[tag.removeprefix(FIGURE_TAG)] = base64.b64decode(images[-1])
+    return figures
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m course.lectures [--out DIR] [NOTEBOOK...]` (what `make slides` runs); without a notebook it
-    only fetches reveal.js into DIR/assets."""
+    """`python -m course.lectures [--out DIR] [--figures DIR] [NOTEBOOK...]` (what `make slides` and
+    `make figures` run); without a notebook it only fetches reveal.js into DIR/assets."""
     import argparse
     import sys
 
     from course.errors import UserError
+    from course.kit import write_atomically
 
     parser = argparse.ArgumentParser(
         prog="python -m course.lectures", description="Execute lecture notebooks and export them as reveal.js decks."
@@ -965,6 +986,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--online", action="store_true", help="load reveal.js from the web instead of fetching it next to the decks"
     )
+    parser.add_argument("--figures", metavar="DIR", help="also write the images of cells tagged figure:NAME here")
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
@@ -977,8 +999,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             except UserError as e:
                 print(f"{e}; the decks will load reveal.js from the web", file=sys.stderr)
         for notebook in args.notebooks:
-            deck, _ = export_slides(notebook, out)
+            deck, executed = export_slides(notebook, out)
             print(f"wrote {deck}")
+            for name, png in tagged_figures(executed).items() if args.figures else ():
+                figure = Path(args.figures) / f"{name}.png"
+                write_atomically(figure, png)
+                print(f"wrote {figure}")
     except UserError as e:
         print(f"python -m course.lectures: error: {e}", file=sys.stderr)
         return e.exit_code

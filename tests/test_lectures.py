@@ -3,6 +3,7 @@ and export to slides that hide the code an audience need not read."""
 
 from __future__ import annotations
 
+import base64
 import html
 import os
 import re
@@ -149,6 +150,21 @@ def test_slides_use_local_reveal_when_given():
     assert "unpkg.com" not in body
 
 
+def test_tagged_figures_are_each_cells_last_image_and_a_tag_without_one_is_refused():
+    def png_output(payload: bytes):
+        return nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(payload).decode()})
+
+    drawn = nbformat.v4.new_code_cell("draw()", metadata={"tags": ["remove-input", "figure:cuts"]})
+    drawn.outputs = [png_output(b"first"), nbformat.v4.new_output("stream", text="x\n"), png_output(b"last")]
+    untagged = nbformat.v4.new_code_cell("draw()")
+    untagged.outputs = [png_output(b"not a README figure")]
+    assert lectures.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, untagged])) == {"cuts": b"last"}
+
+    blank = nbformat.v4.new_code_cell("print(1)", metadata={"tags": ["figure:lens"]})
+    with pytest.raises(UserError, match="cell 1 is tagged figure:lens but drew no image"):
+        lectures.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, blank]))
+
+
 def test_export_of_a_missing_notebook_is_one_line(tmp_path):
     with pytest.raises(UserError, match="expected a Jupyter notebook") as error:
         lectures.export_slides(tmp_path / "nowhere.ipynb", tmp_path)
@@ -272,3 +288,5 @@ def test_lecture_runs_and_exports_to_slides(path, tiny_checkpoint, wikitext2_dir
         if "image/png" in out.get("data", {})
     ]
     assert shown and body.count('src="data:image/png;base64,') >= len(shown)
+    # the README's figures (`make figures`) are images of this run
+    assert all(png.startswith(b"\x89PNG") for png in lectures.tagged_figures(nb).values())
