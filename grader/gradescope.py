@@ -62,8 +62,10 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 # Gradescope runs this as root for every submission; it writes results/results.json.
 set -uo pipefail
 root="${{{variable}:-/autograder}}"
+# source/ holds the hidden tests: closed to every other user, the workers' uid among them
 chmod -R go-rwx "$root/source" 2>/dev/null
 mkdir -p "$root/results" && chmod 700 "$root/results"
+cd "$root"  # python -m puts the current folder first on sys.path: the kit comes from the environment only
 exec "$root/venv/bin/python" -m grader.gradescope {name}
 """
 

@@ -1,9 +1,14 @@
 """Who a worker runs as, and what it may use.
 
 `Limits` are the worker's resource limits. `WorkerUser.claim()`, run as root, gives a grading a uid
-and gid of its own (never a real account's, never one a concurrent grading holds), so its worker can
-neither signal nor read anything of the grader's, and `kill_all` ends every process of that uid,
-detached or not. Not run as root there is no uid to claim: the worker has the grader's own rights.
+and gid of its own, so its worker can neither signal nor read anything of the grader's, and `kill_all`
+ends every process of that uid, detached or not. A uid is claimed only when it belongs to no one: no
+account or group has it (the system's user database, whatever it draws on), no range of subordinate ids
+handed to users for their own namespaces contains it, no process runs with it in any of its ids, no file
+in the folders every user may write to is owned by it, and no concurrent grading holds it. When the
+grading ends, what its workers left in those folders (possible only without namespaces) is removed, so
+that the next grading to claim the uid finds nothing of this one's. Not run as root there is no uid to
+claim: the worker has the grader's own rights.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WORKER_UIDS = range(40000, 60000)  # no account uses them; inside a user namespace's usual 65536
+WORKER_UIDS = range(40000, 60000)  # below the usual subordinate ranges (100000 and up), inside a user namespace's 65536
 CLAIMS_FOLDER = Path("/run/grader-worker-uids")  # root only: one locked file per uid in use
+SHARED_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")  # where any uid may create files
+SUBORDINATE_IDS = ("/etc/subuid", "/etc/subgid")
 
 
 WORKER_MEMORY_BYTES = 4 * 2**30  # without a container limit
@@ -99,7 +106,7 @@ class WorkerUser:
     @classmethod
     @contextmanager
     def claim(cls):
-        """A uid that no other grading holds, for as long as the `with` block; None unless root.
+        """A uid that belongs to no one, for as long as the `with` block; None unless root.
 
         The claim is an flock on a file named after the uid: the kernel drops it when the holder dies.
         """
@@ -109,9 +116,12 @@ class WorkerUser:
         import fcntl
 
         claims = _root_only_folder(CLAIMS_FOLDER)
+        subordinate = _subordinate_ranges()
         start = os.getpid()
         for offset in range(len(WORKER_UIDS)):
             uid = WORKER_UIDS[(start + offset) % len(WORKER_UIDS)]
+            if _has_an_owner(uid, subordinate):
+                continue
             fd = os.open(claims / str(uid), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,14 +129,17 @@ class WorkerUser:
                 os.close(fd)
                 continue
             user = cls(uid, uid)
-            user.kill_all()  # a grading killed before it could clean up may have left processes of this uid
-            if user.processes():  # still there: they could signal our workers; take another uid
+            if user.processes() or user.files_left():  # someone uses it after all (a process, or a file of its own)
                 os.close(fd)
                 continue
             try:
                 yield user
             finally:
-                os.close(fd)
+                try:
+                    user.kill_all()
+                    user.remove_files_left()
+                finally:
+                    os.close(fd)
             return
         raise RuntimeError("every worker uid is in use")
 
@@ -169,15 +182,86 @@ class WorkerUser:
         return denied
 
     def processes(self) -> list[int]:
-        """The live processes of this uid: a process whose main thread has exited while other threads
-        run shows as a zombie in /proc/PID/status, so its threads (/proc/PID/task) are what counts."""
+        """The live processes with this uid or gid as any of their ids (real, effective, saved, file system): a
+        process whose main thread has exited while other threads run shows as a zombie in /proc/PID/status, so
+        its threads (/proc/PID/task) are what counts."""
         found = []
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
                 status = _status(entry.path)
-                if status is not None and int(status["Uid"].split()[0]) == self.uid and _alive(entry.path, status):
+                if status is None:
+                    continue
+                ids = {int(i) for i in status["Uid"].split()} | {int(i) for i in status["Gid"].split()}
+                if (self.uid in ids or self.gid in ids) and _alive(entry.path, status):
                     found.append(int(entry.name))
         return found
+
+    def files_left(self) -> list[str]:
+        """The entries of the folders every user may write to that this uid or gid owns."""
+        found = []
+        for folder in _shared_folders():
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if info.st_uid == self.uid or info.st_gid == self.gid:
+                    found.append(entry.path)
+        return found
+
+    def remove_files_left(self) -> None:
+        """Remove what this uid made in the shared folders. Called once every process of the uid is dead, so
+        nothing can swap what is removed for a link meanwhile; rmtree never follows one anyway."""
+        import shutil
+
+        for path in self.files_left():
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def _has_an_owner(uid: int, subordinate: list[range]) -> bool:
+    """Whether an account or group has this id, or a range of subordinate ids holds it."""
+    import grp
+    import pwd
+
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+            return True
+        except KeyError:
+            pass
+    return any(uid in ids for ids in subordinate)
+
+
+def _subordinate_ranges() -> list[range]:
+    """The ranges of /etc/subuid and /etc/subgid (`name:first:count` lines): ids handed to users for the files
+    and processes of their own user namespaces."""
+    ranges = []
+    for path in SUBORDINATE_IDS:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.strip().split(":")
+            if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                ranges.append(range(int(fields[1]), int(fields[1]) + int(fields[2])))
+    return ranges
+
+
+def _shared_folders() -> list[str]:
+    import tempfile
+
+    return list(dict.fromkeys([*SHARED_FOLDERS, tempfile.gettempdir()]))
 
 
 def _status(proc_path: str) -> dict[str, str] | None:

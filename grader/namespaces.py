@@ -1,38 +1,82 @@
-"""A worker's own view of the machine, built from Linux namespaces (no root needed).
+"""A worker's own machine, built from Linux namespaces (no root needed): it sees an allow-list, nothing else.
 
-    reason = unavailable()                 # once, in the zygote: None where the kernel allows it all
-    enter_namespaces(hidden_folders)       # in each forked worker, before any student code:
-                                           # it is now process 1 of a PID namespace of its own
+    reason = unavailable(view)                   # once, in the zygote: None where the kernel allows it all
+    enter_namespaces(view, workdir)              # in each forked worker, before any student code:
+                                                 # it is now process 1 of namespaces of its own
+
+`view` (grader/isolation.py's `worker_view`, computed by the trusted side) lists what a worker may see: the
+Python installation and the system's libraries, the kit's importable modules, a few device files; all read-only.
+Its own work directory is the only place it may write. Everything else of the machine (the kit's tests,
+solutions and history, the temporary folder with the grader's private copies, /run, the home folders) is not
+hidden: it is absent, because the worker's root folder is a new, empty one into which only the view is mounted.
 
 What each namespace closes, as root and as an ordinary user alike:
+- mount: the new root (`pivot_root`), with the old one detached, so no path leads out of the view.
 - PID: the worker is process 1 of a namespace of its own, and the parent it was forked as stays outside,
   waiting for it. Processes inside can neither see nor signal nor trace anything outside (a fresh /proc
   shows only them), and when process 1 dies, or its parent outside is killed, the kernel kills every
   process inside: a detached grandchild, a process whose main thread has exited, a fork bomb.
-- mount: each folder to hide (the tests, the solutions, a batch's other notebooks) is an empty read-only
-  tmpfs in the worker's view, whatever its mode; nobody else sees a change.
-- user (only when not root, since an ordinary user may create the two above only inside one): the worker
+- network: no interface but a loopback that is down, so no socket of the machine (TCP on loopback, or the
+  abstract Unix sockets, which no folder holds) can be reached.
+- IPC: no System V shared memory or message queue shared with another worker.
+- user (only when not root, since an ordinary user may create the others only inside one): the worker
   keeps its own uid; the capabilities the new namespace gives are dropped again by entering a second,
   nested one, so the student's code cannot undo the mounts.
 
-Where the kernel refuses (a container that forbids unprivileged namespaces, a distribution that lets an
-ordinary user create them but not mount in them), `unavailable()` says why: workers then run without
-them, and the grader prints that reason once (grader/README.md says what it leaves open).
+Where the kernel refuses any of it (a container that forbids namespaces, as Docker's default profile does),
+`unavailable()` says why: workers then run without them, and the grader, before grading for marks, proves
+that they still cannot read a secret (grader/isolation.py) or refuses.
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
+import platform
 import select
 import signal
+from dataclasses import dataclass
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 1 << 14, 1 << 18
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
+    0x00020000,
+    0x08000000,
+    0x10000000,
+    0x20000000,
+    0x40000000,
+)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 1 << 14, 1 << 18
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 1 << 21, 1 << 24
+MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+# statvfs's flags of a mount, and the mount flags that keep them: a remount inside a user namespace must keep
+# every flag the mount was locked with, or the kernel refuses it
+ST_TO_MS = {
+    1: MS_RDONLY,
+    2: MS_NOSUID,
+    4: MS_NODEV,
+    8: MS_NOEXEC,
+    1024: MS_NOATIME,
+    2048: MS_NODIRATIME,
+    4096: MS_RELATIME,
+}
+NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+
+
+@dataclass(frozen=True)
+class View:
+    """What a worker sees. `readable`: files and folders mounted read-only at their own paths; `links`: symbolic
+    links on the way to them (`/lib -> usr/lib`), made again as they are; `mountpoint`: an empty folder of the
+    trusted side's on which the worker's new root is built (in the worker's own mount namespace only)."""
+
+    readable: tuple[str, ...]
+    links: tuple[tuple[str, str], ...]
+    mountpoint: str
 
 
 def _check(result: int, what: str) -> None:
@@ -53,7 +97,7 @@ def _unshare(flags: int) -> None:
                 f.write(text)
 
 
-def unavailable() -> str | None:
+def unavailable(view: View) -> str | None:
     """Why workers cannot have namespaces here, or None when they can: everything a worker does, tried
     in a throwaway child (some kernels let an ordinary user create a namespace but not mount in it)."""
     read_end, write_end = os.pipe()
@@ -61,11 +105,11 @@ def unavailable() -> str | None:
     if child == 0:
         try:
             os.close(read_end)
-            _unshare(CLONE_NEWNS | CLONE_NEWPID)
+            _unshare(NAMESPACES)
             inner = os.fork()  # process 1 of the new PID namespace
             if inner == 0:
                 try:
-                    _private_view([])
+                    _new_root(view, workdir=None)
                     drop_namespace_privileges(entered=True)
                 except OSError as error:
                     os.write(write_end, str(error).encode()[:300])
@@ -83,13 +127,13 @@ def unavailable() -> str | None:
     return reason or None
 
 
-def enter_namespaces(hidden: list[str]) -> None:
+def enter_namespaces(view: View, workdir: str) -> None:
     """Make this process the parent of a worker in namespaces of its own, and return in that worker
-    (only where `unavailable()` found none missing).
+    (only where `unavailable()` found none missing), whose root folder then holds `view` and `workdir`.
 
     The parent stays outside: it waits for the worker and exits with it (never returns), and the worker is
     killed when the parent dies."""
-    _unshare(CLONE_NEWNS | CLONE_NEWPID)
+    _unshare(NAMESPACES)
     alive_read, alive_write = os.pipe()  # closed when the parent dies: how the worker knows it lost the race
     worker = os.fork()
     if worker != 0:
@@ -108,18 +152,69 @@ def enter_namespaces(hidden: list[str]) -> None:
         os._exit(0)
     os.close(alive_read)
     os.setsid()  # a process group without the parent: killpg(0) from inside must not reach it
-    _private_view(hidden)
+    _new_root(view, workdir)
 
 
-def _private_view(hidden: list[str]) -> None:
-    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "making the worker's mounts private")
-    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    _check(_libc.mount(b"proc", b"/proc", b"proc", flags, None), "mounting the worker's own /proc")
-    for folder in hidden:
-        if _libc.mount(b"grader-hidden", os.fsencode(folder), b"tmpfs", flags | MS_RDONLY, b"size=4k,mode=000") != 0:
-            code = ctypes.get_errno()
-            if code != errno.ENOENT:
-                raise OSError(code, f"cannot hide {folder} from the worker: {os.strerror(code)}")
+def _new_root(view: View, workdir: str | None) -> None:
+    """Build the worker's root folder on a new tmpfs and make it the root, the old one detached."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the machine's mounts
+    root = view.mountpoint
+    _mount(b"grader-worker", root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755")
+    for path in view.readable:
+        _bind(path, root + path, MS_RDONLY)
+    for device in DEVICES:
+        _bind(device, root + device, MS_RDONLY)
+    for path, target in view.links:
+        _folder(os.path.dirname(root + path))
+        os.symlink(target, root + path)
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
+        os.symlink(target, f"{root}/dev/{name}")
+    if workdir is not None:
+        _bind(workdir, root + workdir, MS_NOEXEC)  # the only place the worker may write
+    _folder(root + "/proc")
+    _mount(b"proc", root + "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's processes
+    _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(root)
+    number = SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(0, f"pivot_root: no system call number known for {platform.machine()}")
+    _check(_libc.syscall(number, b".", b"."), "pivot_root")  # the old root now lies under the new one...
+    _check(_libc.umount2(b".", MNT_DETACH), "detaching the old root")  # ...and is gone
+    os.chdir("/")
+
+
+def _mount(source, target, kind, flags: int, data=None) -> None:
+    def encode(value):
+        return value if value is None or isinstance(value, bytes) else os.fsencode(value)
+
+    _check(_libc.mount(encode(source), encode(target), encode(kind), flags, encode(data)), f"mount {target}")
+
+
+def _bind(source: str, target: str, extra_flags: int) -> None:
+    """Mount `source` (a file or a folder) at `target`, then remount it with `extra_flags`, no set-uid and no
+    device files, keeping the flags its own mount is locked with."""
+    if os.path.isdir(source):
+        _folder(target)
+    else:
+        _folder(os.path.dirname(target))
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
+    _mount(source, target, None, MS_BIND)
+    locked = os.statvfs(source).f_flag
+    flags = MS_NOSUID | extra_flags | sum(ms for st, ms in ST_TO_MS.items() if locked & st)
+    if source.startswith("/dev/"):
+        flags &= ~MS_NODEV
+    else:
+        flags |= MS_NODEV
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | flags)
+
+
+def _folder(path: str) -> None:
+    os.makedirs(path, mode=0o755, exist_ok=True)
 
 
 def drop_namespace_privileges(entered: bool) -> None:
@@ -127,8 +222,9 @@ def drop_namespace_privileges(entered: bool) -> None:
 
     Root then drops to the worker's uid, which clears every capability. An ordinary user that `entered`
     namespaces holds every capability in the user namespace it made, which would let student code unmount
-    the hiding tmpfs: a nested user namespace leaves them behind (capabilities never reach a parent
-    namespace, and the mounts it inherits are locked). Either way, no exec can gain privileges afterwards."""
+    what it was given or mount what it was not: a nested user namespace leaves them behind (capabilities never
+    reach a parent namespace, and the mounts it inherits are locked). Either way, no exec can gain privileges
+    afterwards."""
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     if entered and os.geteuid() != 0:
         _unshare(0)

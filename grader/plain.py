@@ -2,7 +2,7 @@
 
     reason = sandbox_unavailable()       # None on Linux with fork, send_fds, pidfds and `resource`
     workers = PlainWorkers()             # what a StudentSession asks for workers, like a zygote
-    worker = workers.new_worker(limits, None, ())
+    worker = workers.new_worker(limits, None)
     worker.kill()
 
 The sandbox (sandbox.py, worker.py) forks workers from a zygote, passes sockets between processes and
@@ -161,8 +161,8 @@ class PlainWorkers:
         self.keep_spare = spare
         self.spare = PlainWorker(Limits()) if spare else None
 
-    def new_worker(self, limits: Limits, user=None, hidden: tuple[str, ...] = ()) -> PlainWorker:
-        """A started worker (`user` and `hidden` are the sandbox's: there is neither here)."""
+    def new_worker(self, limits: Limits, user=None) -> PlainWorker:
+        """A started worker (`user` is the sandbox's: there is none here)."""
         worker, self.spare = self.spare, None
         if worker is not None and not (worker.alive() and worker.serves(limits)):
             worker.kill()

@@ -39,17 +39,17 @@ import pytest
 from course.errors import UserError
 from course.kit import ROOT
 from course.notebook import extract_code
+from grader import isolation
 from grader import results as results_file
 from grader.errors import GraderError, StudentError
 from grader.identity import Limits, WorkerUser, limit_address_space
 from grader.plain import PlainWorkers, require_sandbox, sandbox_unavailable
-from grader.results import VISIBLE_FILE, ExpectedTest, Outcome
-from grader.sandbox import Zygote, ZygoteAddress
+from grader.results import VISIBLE_FILE, ExpectedTest, Outcome, printable
+from grader.sandbox import Zygote, ZygoteChannel
 from grader.session import StudentSession
 from grader.testing import POINTS_ATTRIBUTE, StudentView
 
 ASSIGNMENTS_DIR = ROOT / "grader" / "assignments"
-SOLUTIONS_DIR = ROOT / "solutions"
 MAX_REPORT_BYTES = 64 * 2**20  # the grading process's two reports together
 CREDENTIALS = struct.Struct("3i")  # SCM_CREDENTIALS: pid, uid, gid
 SPEC_LENGTH = struct.Struct("!Q")  # the task's length, before the task, on the grading process's channel
@@ -149,7 +149,6 @@ def grade(
         "problem": problem,
         "limits": asdict(limits),
         "results_path": None if results_path is None else str(results_path),
-        "hidden": _hideable((*hidden, assignment, ASSIGNMENTS_DIR, SOLUTIONS_DIR)),
     }
     own_zygote = zygote is None
     with private_copy(Path(assignment)) as tests:
@@ -163,6 +162,9 @@ def grade(
                 collected, finished, stopped = _grade_here(zygote, spec)
             else:
                 with WorkerUser.claim() as user:
+                    if not visible_only:  # grading for marks: first prove that no worker can read a secret
+                        private = isolation.secrets(assignment, tests.parent, *hidden, results_path)
+                        _report_isolation(zygote, user, isolation.verify(zygote, limits, user, private))
                     spec["user"] = None if user is None else [user.uid, user.gid]
                     collected, finished, stopped = _run_grading_process(zygote, spec, user, time_limit)
         finally:
@@ -182,16 +184,27 @@ def grade(
     return results
 
 
-def _hideable(folders) -> list[str]:
-    """The folders a worker can do without: none that holds Python, the kit's code or the temporary folder."""
-    needed = [
-        Path(sys.prefix).resolve(),
-        Path(sys.base_prefix).resolve(),
-        ROOT / "course",
-        Path(tempfile.gettempdir()).resolve(),
-    ]
-    resolved = {Path(folder).resolve() for folder in folders}
-    return sorted(str(f) for f in resolved if not any(n == f or f in n.parents for n in needed))
+def _report_isolation(zygote: Zygote, user: WorkerUser | None, unreadable: list[str]) -> None:
+    """Tell the grader, once per process, when workers are isolated by file modes only (no namespaces), and when
+    they cannot import beyond what the zygote preloads (a Python under /root, seen without namespaces)."""
+    lines = []
+    if not zygote.isolated:
+        lines.append(
+            f"grader: {isolation.setting_of(zygote, user)}: a worker was checked to open none of the grading's "
+            "secret files first"
+        )
+    if unreadable:
+        lines.append(
+            f"grader: warning: the workers cannot read {unreadable[0]}, so student code can import only the modules "
+            "the worker preloads (grader.worker.PRELOADED); make the Python installation readable to all"
+        )
+    for line in lines:
+        if line not in _REPORTED:
+            _REPORTED.add(line)
+            print(printable(line), file=sys.stderr)
+
+
+_REPORTED: set[str] = set()
 
 
 @contextmanager
@@ -216,7 +229,7 @@ def _run_grading_process(
         theirs.close()  # the grading process holds the only other end now
     try:
         with ours:
-            task = json.dumps({**spec, "zygote": zygote.address}).encode()
+            task = json.dumps(spec).encode()
             ours.sendall(SPEC_LENGTH.pack(len(task)) + task)  # a stream: no size limit but the loader's caps
             reports, stopped = _read_reports(ours, grading.pid, time.monotonic() + time_limit)
     finally:
@@ -306,15 +319,16 @@ def _sending_process(ancillary) -> int | None:
     return None
 
 
-def grading_process(channel_fd: int) -> None:
+def grading_process(channel_fd: int, workers: socket.socket) -> None:
     """The grading process (forked by the zygote): it reads its task from the channel `channel_fd`, runs
-    pytest on those tests and reports back the tests it collected and then their outcomes, a JSON line each."""
+    pytest on those tests and reports back the tests it collected and then their outcomes, a JSON line each;
+    it asks the zygote for workers on `workers`."""
     channel = socket.socket(fileno=channel_fd)
     spec = json.loads(_receive_exactly(channel, SPEC_LENGTH.unpack(_receive_exactly(channel, SPEC_LENGTH.size))[0]))
     limits = Limits(**spec["limits"])
     limit_address_space(limits.grading_memory_bytes)  # what student replies can make the trusted side allocate
     user = None if spec["user"] is None else WorkerUser(*spec["user"])
-    session = _student_session(spec, ZygoteAddress(spec["zygote"]), user)
+    session = _student_session(spec, ZygoteChannel(workers), user)
     results_path = None if spec["results_path"] is None else Path(spec["results_path"])
     with open(os.devnull, "w") as quiet, channel, channel.makefile("w", encoding="utf-8") as messages:
         os.dup2(quiet.fileno(), 1)  # pytest's own terminal output is not the report
@@ -328,7 +342,7 @@ def _student_session(spec: dict, workers, user: WorkerUser | None) -> StudentSes
     if spec["statements"] is None:
         return None  # nothing to grade: every test fails with spec["problem"]
     limits = Limits(**spec["limits"])
-    return StudentSession(spec["statements"], limits, workers, user, tuple(spec["hidden"]), spec["unparsed"])
+    return StudentSession(spec["statements"], limits, workers, user, spec["unparsed"])
 
 
 def _receive_exactly(channel: socket.socket, size: int) -> bytes:

@@ -21,9 +21,11 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from grader.errors import GraderError
 from grader.identity import Limits, WorkerUser
 from grader.rpc import TrustedEndpoint
 
@@ -33,60 +35,68 @@ OUTPUT_TAIL_BYTES = 400
 # ---------------------------------------------------------------- the zygote
 
 
-class ZygoteAddress:
-    """Where a zygote listens; what a grading process holds to ask it for workers."""
+class ZygoteChannel:
+    """A channel on which a zygote forks workers: the grader's own (`Zygote`), or the one a grading process was
+    forked with. A socket pair, never an address: only the processes that were handed it can use it."""
 
-    def __init__(self, address: str):
-        self.address = address
+    def __init__(self, sock: socket.socket, isolated: bool = True, namespaces_refused: str | None = None):
+        self.sock = sock
+        self.isolated = isolated  # whether workers get namespaces of their own (grader/namespaces.py)
+        self.namespaces_refused = namespaces_refused  # the kernel's reason where they do not
+        self.lock = threading.Lock()  # one request and its answer at a time (a batch's threads share the channel)
 
-    def new_worker(self, limits: Limits, user: WorkerUser | None, hidden: tuple[str, ...]) -> Worker:
+    def new_worker(self, limits: Limits, user: WorkerUser | None) -> Worker:
         """A worker forked by the zygote (what a StudentSession asks its workers for)."""
-        return Worker(self, limits, user, hidden)
+        return Worker(self, limits, user)
 
     def spawn(self, spec: dict) -> tuple[int, socket.socket]:
         """A new worker: its pid and our end of its connection."""
         message, fds = self._request({"role": "worker", **spec})
         if len(fds) != 1:
-            raise OSError("the zygote sent no connection")
+            raise OSError(f"the zygote sent no connection ({message.get('error', 'no reason given')})")
         return message["pid"], socket.socket(fileno=fds[0])
 
     def _request(self, spec: dict, fds: list[int] = ()) -> tuple[dict, list[int]]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as connection:
-            connection.settimeout(120)  # the first request waits for torch to import
-            connection.connect(self.address)
-            socket.send_fds(connection, [json.dumps(spec).encode()], list(fds))
-            message, received, _, _ = socket.recv_fds(connection, 4096, 1)
-            return json.loads(message), received
+        with self.lock:
+            self.sock.settimeout(120)  # the first request waits for torch to import
+            socket.send_fds(self.sock, [json.dumps(spec).encode()], list(fds))
+            message, received, _, _ = socket.recv_fds(self.sock, 4096, 1)
+        if not message:
+            raise OSError("the zygote has gone")
+        return json.loads(message), received
 
 
-class Zygote(ZygoteAddress):
+class Zygote(ZygoteChannel):
     """A process that has imported torch and forks, in a few milliseconds, a fresh worker or a grading
     process on request. Neither is ever forked from a process that has run torch: OpenMP's thread pool
     does not survive fork, and a child of a process that ran a parallel op can hang in its first one."""
 
     def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="grader-zygote-"))  # 0700: only our user connects
-        super().__init__(str(self.folder / "zygote.sock"))
+        self.folder = Path(tempfile.mkdtemp(prefix="grader-zygote-"))  # 0700: its matplotlib cache, the workers' roots
         self.process: subprocess.Popen | None = None
         self.start()
 
     def start(self) -> None:
-        _warn_if_python_is_unreadable()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        if os.path.exists(self.address):
-            os.unlink(self.address)
-        listener.bind(self.address)
-        listener.listen(64)
-        with listener:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "grader.worker", str(listener.fileno())],
-                pass_fds=[listener.fileno()],
+                [sys.executable, "-m", "grader.worker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
                 stdin=subprocess.PIPE,  # its end of file tells the zygote we are gone
                 stdout=subprocess.DEVNULL,
                 cwd=self.folder,
                 env={**_minimal_environment(), "MPLCONFIGDIR": str(self.folder)},
                 start_new_session=True,
             )
+        ours.settimeout(120)
+        try:
+            hello = json.loads(ours.recv(4096) or b"null")
+        except (OSError, ValueError):
+            hello = None
+        if type(hello) is not dict:
+            ours.close()
+            raise GraderError("the grader's worker process did not start (is torch installed for this Python?)")
+        super().__init__(ours, hello["namespaces_refused"] is None, hello["namespaces_refused"])
 
     def _request(self, spec: dict, fds: list[int] = ()) -> tuple[dict, list[int]]:
         """Restarts the zygote once if it died."""
@@ -94,8 +104,9 @@ class Zygote(ZygoteAddress):
             try:
                 return super()._request(spec, fds)
             except (OSError, ValueError, KeyError):
-                if attempt or self.process.poll() is None and os.path.exists(self.address):
+                if attempt or self.process.poll() is None:
                     raise
+                self.sock.close()
                 self.start()
         raise AssertionError("unreachable")
 
@@ -109,6 +120,7 @@ class Zygote(ZygoteAddress):
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self.sock.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self):
@@ -116,20 +128,6 @@ class Zygote(ZygoteAddress):
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _warn_if_python_is_unreadable() -> None:
-    """Tell the instructor when workers cannot import anything beyond what the zygote preloads."""
-    import torch
-
-    with WorkerUser.claim() as user:
-        denied = user.cannot_read([os.path.dirname(os.__file__), os.path.dirname(torch.__file__)]) if user else []
-    if denied:
-        print(
-            f"grader: warning: the unprivileged worker cannot read {denied[0]}, so student code can import only "
-            "the modules the worker preloads (grader.worker.PRELOADED); make the Python installation readable to all",
-            file=sys.stderr,
-        )
 
 
 def _minimal_environment() -> dict:
@@ -186,14 +184,16 @@ def last_output(workdir: Path) -> str:
 
 
 class Worker:
-    def __init__(self, zygote: ZygoteAddress, limits: Limits, user: WorkerUser | None, hidden: tuple[str, ...] = ()):
+    def __init__(self, zygote: ZygoteChannel, limits: Limits, user: WorkerUser | None, probe: list[str] | None = None):
         self.user = user
         self.workdir = Path(tempfile.mkdtemp(prefix="grader-student-"))
         if user is not None:
             os.chown(self.workdir, user.uid, user.gid)
-        spec = {"workdir": str(self.workdir), "limits": asdict(limits), "hidden": list(hidden)}
+        spec = {"workdir": str(self.workdir), "limits": asdict(limits)}
         if user is not None:
             spec.update(uid=user.uid, gid=user.gid)
+        if probe is not None:  # grader/isolation.py: a worker that only tries to open these paths
+            spec["probe"] = probe
         self.pid, sock = zygote.spawn(spec)
         try:  # the worker is not our child: only a pidfd tells whether its pid is still its own
             self.pidfd = os.pidfd_open(self.pid)

@@ -1,6 +1,6 @@
 """One notebook's code behind the boundary, as the tests see it.
 
-    session = StudentSession(statements, limits, ZygoteAddress(address), user)  # or plain.PlainWorkers()
+    session = StudentSession(statements, limits, zygote_channel, user)  # or plain.PlainWorkers()
     session.call("greedy", (logits,), {}, timeout=10)  # the worker starts and loads on first use
     session.close()                                     # kills the worker's whole process tree
 
@@ -30,15 +30,13 @@ class StudentSession:
         limits: Limits,
         workers,
         user: WorkerUser | None,
-        hidden: tuple[str, ...] = (),
         unparsed: dict[str, str] | None = None,
     ):
         self.statements = statements
         self.unparsed = unparsed or {}  # names of cells that could not be parsed -> why (ExtractedCode.unparsed)
         self.limits = limits
-        self.workers = workers  # where workers come from: a zygote (sandbox.ZygoteAddress) or plain.PlainWorkers
+        self.workers = workers  # where workers come from: a zygote (sandbox.ZygoteChannel) or plain.PlainWorkers
         self.user = user
-        self.hidden = hidden  # folders each worker must not see (the tests, the solutions)
         self.worker = None  # a sandbox.Worker or a plain.PlainWorker: an `endpoint` and `kill()`
         self.names: dict[str, bool] = {}  # name -> callable, as the last load reported
         self.problems: list[str] = []  # what went wrong while loading, for the report
@@ -51,7 +49,7 @@ class StudentSession:
         self._discard_worker()
         if self.failed_loads >= FAILED_LOADS_BEFORE_GIVING_UP:
             raise StudentCrashed(self.load_failure)
-        self.worker = self.workers.new_worker(self.limits, self.user, self.hidden)
+        self.worker = self.workers.new_worker(self.limits, self.user)
         try:
             report = self.worker.endpoint.call(
                 "load",

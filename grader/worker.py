@@ -22,6 +22,7 @@ another student's code, so there is nothing in a worker's memory to steal.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import io
 import json
@@ -29,7 +30,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import types
 
@@ -43,22 +43,21 @@ def main(argv: list[str] | None = None) -> None:
     if argv == ["--plain"]:
         serve_plain()
         return
-    from grader import namespaces
+    _preload(WORKER_SETUP)  # a worker sets itself up with these after it can no longer read the kit's files
+    from grader import isolation, namespaces
 
-    listener = socket.socket(fileno=int(argv[0]))
-    missing = namespaces.unavailable()
-    if missing:
-        print(
-            f"grader: warning: workers get no namespaces of their own here ({missing}): student code can see and "
-            "signal the grader's other processes and read every folder its uid may read (grader/README.md)",
-            file=sys.stderr,
-        )
+    control = socket.socket(fileno=int(argv[0]))
+    os.mkdir("root", 0o700)  # where each worker builds its new root folder, in its own mount namespace only
+    view = isolation.worker_view(os.path.abspath("root"))
+    refused = namespaces.unavailable(view)
+    control.sendall(json.dumps({"namespaces_refused": refused}).encode())  # the grader's first message from us
     os.environ["MPLBACKEND"] = "Agg"  # plots are never shown from a worker
     _preload(GRADING_NEEDS)
     sys.modules["torch"].set_num_threads(1)
-    _zygote_loop(listener, isolated=missing is None, to_preload=[*PRELOADED, *GRADING_PRELOADED])
+    _zygote_loop(control, view if refused is None else None, to_preload=[*PRELOADED, *GRADING_PRELOADED])
 
 
+WORKER_SETUP = ("resource", "grader.isolation", "grader.namespaces", "grader.seccomp")
 GRADING_NEEDS = ("torch", "pytest", "grader.runner")  # before the first grading process is forked
 # torch.testing.assert_close imports torch.distributed.tensor (and sympy) on its first use: 2 s of every grading
 # process's time unless the zygote has it already
@@ -83,19 +82,27 @@ def _preload(modules) -> None:
             pass
 
 
-def _zygote_loop(listener: socket.socket, isolated: bool, to_preload: list[str]) -> None:
+def _zygote_loop(control: socket.socket, view, to_preload: list[str]) -> None:
     """Serve requests; between them, import what workers preload. A grading process is forked at once
-    (its tests collect while the rest loads); a worker only once everything is loaded."""
+    (its tests collect while the rest loads); a worker only once everything is loaded.
+
+    There is no address to connect to: requests come only on `control`, the socket the grader started us with,
+    and on the channel each grading process was forked with, which asks for workers only. A worker holds
+    neither, so nothing a student's code can reach can ask us for anything."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the workers
+    gradings: list[socket.socket] = []
     while True:
-        readable, _, _ = select.select([listener, sys.stdin], [], [], 0 if to_preload else None)
+        waiting = [control, sys.stdin, *gradings]
+        readable, _, _ = select.select(waiting, [], [], 0 if to_preload else None)
         if sys.stdin in readable and not os.read(sys.stdin.fileno(), 1):
             return  # the grader that started us is gone
-        if listener in readable:
-            connection, _ = listener.accept()
-            with connection:
-                _serve_spawn_request(listener, connection, isolated, to_preload)
-        elif to_preload:
+        for channel in (c for c in readable if c is not sys.stdin):
+            if not _serve_request(channel, channel is control, gradings, view, to_preload):
+                if channel is control:
+                    return
+                gradings.remove(channel)
+                channel.close()
+        if not readable and to_preload:
             _preload_more(to_preload, everything=False)
 
 
@@ -109,60 +116,76 @@ def _preload_more(to_preload: list[str], everything: bool) -> None:
         gc.freeze()
 
 
-def _serve_spawn_request(
-    listener: socket.socket, connection: socket.socket, isolated: bool, to_preload: list[str]
-) -> None:
-    pid, uid, gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    if uid != os.geteuid():
-        return  # only the user who started the zygote may ask for workers
-    connection.settimeout(5)
+def _serve_request(channel: socket.socket, from_grader: bool, gradings: list, view, to_preload: list[str]) -> bool:
+    """One request: a grading process (from the grader only), or a worker; False when the channel has closed."""
     try:
-        message, fds, _, _ = socket.recv_fds(connection, 65536, 1)
+        message, fds, _, _ = socket.recv_fds(channel, 65536, 1)
+    except OSError:
+        return False
+    if not message:
+        return False
+    try:
         spec = json.loads(message)
-    except (OSError, ValueError):
-        return
-    if spec.get("role") == "grading" and len(fds) == 1:
+    except ValueError:
+        spec = None
+    if from_grader and type(spec) is dict and spec.get("role") == "grading" and len(fds) == 1:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         child = os.fork()
         if child == 0:
-            _become_grading_process(listener, connection, fds[0])
+            _become_grading_process(fds[0], theirs)
         os.close(fds[0])
-        connection.send(json.dumps({"pid": child}).encode())
-        return
+        theirs.close()
+        gradings.append(ours)
+        channel.send(json.dumps({"pid": child}).encode())
+        return True
     for fd in fds:
         os.close(fd)
+    if type(spec) is not dict or spec.get("role") != "worker":
+        channel.send(json.dumps({"error": "a request the zygote does not serve"}).encode())
+        return True
     if to_preload:
         _preload_more(to_preload, everything=True)  # every worker starts with all of it
     ours, theirs = socket.socketpair()
     child = os.fork()
     if child == 0:
         try:
-            listener.close()
-            connection.close()
             ours.close()
-            _become_worker(theirs, spec, isolated)
+            _become_worker(theirs, spec, view)
+        except BaseException as error:  # before its output is captured: the grader's stderr is still ours
+            print(f"grader: a worker could not be set up: {type(error).__name__}: {error}", file=sys.stderr)
         finally:
             os._exit(0)
     theirs.close()
     with ours:
-        socket.send_fds(connection, [json.dumps({"pid": child}).encode()], [ours.fileno()])
+        socket.send_fds(channel, [json.dumps({"pid": child}).encode()], [ours.fileno()])
+    return True
 
 
-def _become_grading_process(listener: socket.socket, connection: socket.socket, channel_fd: int) -> None:
+def _become_grading_process(report_fd: int, workers: socket.socket) -> None:
+    """The grading process: everything the zygote holds is closed but its report channel and its own channel for
+    asking the zygote for workers."""
     status = 1
     try:
-        listener.close()
-        connection.close()
+        keep = {report_fd, workers.fileno(), 0, 1, 2}
+        for fd in os.listdir("/proc/self/fd"):
+            if int(fd) not in keep:
+                try:
+                    os.close(int(fd))
+                except OSError:
+                    pass
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         from grader.runner import grading_process
 
-        grading_process(channel_fd)
+        grading_process(report_fd, workers)
         status = 0
     finally:
         os._exit(status)
 
 
-def _become_worker(connection: socket.socket, spec: dict, isolated: bool) -> None:
-    from grader import namespaces
+def _become_worker(connection: socket.socket, spec: dict, view) -> None:
+    """A worker, or with spec["probe"], the probe of a grading (grader/isolation.py): set up alike, up to the
+    last step, where the probe opens what it was given and reports what it could."""
+    from grader import isolation, namespaces
 
     _be_killed_first()
     os.setsid()  # its own session and process group: the grader kills the whole tree at once
@@ -170,19 +193,24 @@ def _become_worker(connection: socket.socket, spec: dict, isolated: bool) -> Non
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file-size limit fails instead of killing
     os.dup2(connection.detach(), CONNECTION_FD)
     os.closerange(CONNECTION_FD + 1, os.sysconf("SC_OPEN_MAX"))
-    if isolated:
-        namespaces.enter_namespaces(spec["hidden"])  # from here on, in the worker's own namespaces
+    if view is not None:
+        namespaces.enter_namespaces(view, spec["workdir"])  # from here on, in the worker's own namespaces
     _set_limits(spec["limits"], drop_to=spec.get("uid"))
-    namespaces.drop_namespace_privileges(entered=isolated)
+    namespaces.drop_namespace_privileges(entered=view is not None)
     if spec.get("uid") is not None:
         os.setgroups([])
         os.setresgid(spec["gid"], spec["gid"], spec["gid"])
         os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+    _keep_the_oom_score()
     os.chdir(spec["workdir"])
     _capture_output(spec["limits"]["output_bytes"])
     os.environ.clear()
     os.environ.update(HOME=spec["workdir"], TMPDIR=spec["workdir"], PATH="/usr/bin:/bin", LANG="C.UTF-8")
-    _serve(socket.socket(fileno=CONNECTION_FD), spec["limits"]["message_bytes"])
+    connection = socket.socket(fileno=CONNECTION_FD)
+    if "probe" in spec:
+        connection.sendall(json.dumps(isolation.probe(spec["probe"])).encode() + b"\n")
+        return
+    _serve(connection, spec["limits"]["message_bytes"])
 
 
 def serve_plain() -> None:
@@ -224,6 +252,19 @@ def _be_killed_first() -> None:
             score.write("1000")
     except OSError:
         pass  # no /proc: no OOM killer to steer
+
+
+def _keep_the_oom_score() -> None:
+    """Student code must not lower its OOM score. Raising it set no floor (that takes CAP_SYS_RESOURCE, which a
+    container's root lacks), so what stops it is that /proc/self/oom_score_adj belongs to root while a process is
+    not dumpable: the worker becomes so (root's drop to a uid made it so already), and may never become dumpable
+    again (grader/seccomp.py)."""
+    from grader import seccomp
+
+    PR_SET_DUMPABLE = 4
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if seccomp.supported():
+        seccomp.refuse([seccomp.Refusal("prctl", first_argument=PR_SET_DUMPABLE)])
 
 
 def _set_limits(limits: dict, drop_to: int | None) -> None:

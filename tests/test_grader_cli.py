@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from course.kit import ROOT
 from grader import results as results_file
 from grader.batch import run_batch
 from grader.cli import main
@@ -94,9 +95,9 @@ def zygote():
 def test_grade_command_scores_the_solution_fully(tmp_path, capsys):
     path = tmp_path / "00_example.ipynb"
     path.write_bytes(SOLUTION.read_bytes())
-    from grader.runner import ASSIGNMENTS_DIR, SOLUTIONS_DIR
+    from grader.runner import ASSIGNMENTS_DIR
 
-    folders = [ASSIGNMENTS / "00_example", ASSIGNMENTS_DIR, SOLUTIONS_DIR]
+    folders = [ASSIGNMENTS / "00_example", ASSIGNMENTS_DIR, ROOT / "solutions"]
     modes = [stat.S_IMODE(f.stat().st_mode) for f in folders]
     assert main(["grade", str(path), "--tests-dir", str(ASSIGNMENTS)]) == 0
     assert [stat.S_IMODE(f.stat().st_mode) for f in folders] == modes  # closed while grading only
@@ -218,9 +219,9 @@ def test_check_runs_the_visible_tests_on_a_list_of_cells_and_never_raises(tmp_pa
 def test_the_worker_sees_the_tests_and_the_solutions_empty(tmp_path, zygote):
     """The kit's folders keep their modes (readable by all here); the worker, in a mount namespace, sees them empty,
     and the tests in use run from a private copy."""
-    from grader.runner import ASSIGNMENTS_DIR, SOLUTIONS_DIR
+    from grader.runner import ASSIGNMENTS_DIR
 
-    folders = [str(SOLUTIONS_DIR), str(ASSIGNMENTS_DIR)]
+    folders = [str(ROOT / "solutions"), str(ASSIGNMENTS_DIR)]
     modes = {f: stat.S_IMODE(os.stat(f).st_mode) for f in folders}
     assert all(mode & 0o005 == 0o005 for mode in modes.values()), "the test needs folders that others can read"
     path = notebook(

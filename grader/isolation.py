@@ -1,0 +1,237 @@
+"""What a worker may see, what it must never read, and the proof, before grading for marks, that it cannot.
+
+    view = worker_view(mountpoint)        # in the zygote: the allow-list a worker's root folder is built from
+    names = secrets(assignment, copy, ...)   # the files and folders of one grading a worker must not open
+    verify(zygote, limits, user, names)   # a real worker, set up as every worker is, tries to open each of them:
+                                          # a GraderError naming the first it could open, else None
+
+The allow-list: the Python installation (its prefixes, the folders on sys.path) and the system's libraries,
+read-only; of the kit, only its importable modules (course/, and grader/'s own modules without its assignments);
+a few device files. Never the kit's tests, solutions or history, nor the temporary folder, nor /run, nor a home
+folder. A folder on the list that holds a secret is mounted piecewise around it.
+
+Where namespaces are refused (a default Docker container), the worker sees the machine as its uid may: then only
+file modes keep secrets from it, which `verify` checks the way an attacker would, by opening them as that worker.
+Not root there, the worker has the grader's own uid, so the tests it runs are open to it, and `verify` refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import sysconfig
+import time
+from collections import deque
+from pathlib import Path
+
+from course.kit import ROOT
+from grader.errors import GraderError
+from grader.namespaces import View
+
+SYSTEM_FOLDERS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin")
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+KIT_SECRET_FOLDERS = ("grader/assignments", "solutions", "tests", ".git")
+MAX_PROBED = 20_000  # files and folders tried per grading; the walk of a secret folder stops there
+PROBE_TIMEOUT = 60.0  # seconds for the probe worker to start, open everything and answer
+
+
+# ---------------------------------------------------------------- the allow-list
+
+
+def worker_view(mountpoint: str) -> View:
+    """The view of every worker this zygote forks, built from this interpreter's installation and the kit."""
+    import course
+    import grader
+
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    python |= {path for path in sysconfig.get_paths().values()}
+    python |= {entry for entry in sys.path if entry and os.path.isabs(entry)}
+    python |= set(SYSTEM_FOLDERS) | set(SYSTEM_FILES)
+    python.discard(os.getcwd())  # the zygote's own folder: where `-m grader.worker` put sys.path[0]
+    kit_root = str(ROOT)
+    paths = {p for p in python if p != kit_root}  # the kit's folder itself is on sys.path when run from a checkout
+    paths.add(os.path.dirname(course.__file__))
+    grader_folder = os.path.dirname(grader.__file__)
+    paths |= {os.path.join(grader_folder, name) for name in os.listdir(grader_folder) if name.endswith(".py")}
+    readable, links = set(), {}
+    for path in paths:
+        real = _resolve(path, links)
+        if real is not None:
+            readable.add(real)
+    hidden = [os.path.realpath(secret) for secret in kit_secret_folders()]
+    readable = _around(_outermost(readable), hidden)
+    links = {path: target for path, target in links.items() if not any(_inside(path, r) for r in readable)}
+    return View(tuple(sorted(readable)), tuple(sorted(links.items())), mountpoint)
+
+
+def kit_secret_folders() -> list[Path]:
+    """The kit's folders no worker may see: its tests (every assignment's, and the project's own with its mutants),
+    its solutions and its history, wherever the kit lies (a checkout, or installed beside site-packages)."""
+    import grader
+
+    found = [ROOT / name for name in KIT_SECRET_FOLDERS]
+    found.append(Path(grader.__file__).parent / "assignments")
+    found += [Path(entry, "grader", "assignments") for entry in sys.path if entry and os.path.isabs(entry)]
+    return [path for path in dict.fromkeys(found) if os.path.lexists(path)]
+
+
+def _resolve(path: str, links: dict[str, str]) -> str | None:
+    """`path` with every symbolic link on the way resolved (each one recorded in `links`), or None if it is missing."""
+    resolved = "/"
+    for part in Path(os.path.abspath(path)).parts[1:]:
+        candidate = os.path.join(resolved, part)
+        for _ in range(40):  # as the kernel's own limit on links followed
+            if not os.path.islink(candidate):
+                break
+            target = os.readlink(candidate)
+            links[candidate] = target
+            candidate = os.path.normpath(os.path.join(os.path.dirname(candidate), target))
+        resolved = os.path.realpath(candidate)
+    return resolved if os.path.exists(resolved) else None
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    """The paths that no other path of the set contains."""
+    kept: list[str] = []
+    for path in sorted(paths):
+        if not any(_inside(path, k) for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _around(paths: list[str], hidden: list[str]) -> list[str]:
+    """`paths`, each folder that holds a hidden one replaced by its entries, recursively, but the hidden one."""
+    kept = []
+    for path in paths:
+        inside = [h for h in hidden if _inside(h, path)]
+        if not inside:
+            kept.append(path)
+        elif path not in inside and os.path.isdir(path) and not os.path.islink(path):
+            kept += _around(sorted(os.path.join(path, name) for name in os.listdir(path)), inside)
+    return kept
+
+
+# ---------------------------------------------------------------- the secrets of one grading
+
+
+def secrets(*roots: str | os.PathLike | None) -> list[str]:
+    """Every file and folder under `roots` and the kit's secret folders (links not followed), breadth first so that
+    every root is among them, at most MAX_PROBED."""
+    found: dict[str, None] = {}
+    pending = deque(os.path.abspath(root) for root in (*roots, *kit_secret_folders()) if root is not None)
+    while pending and len(found) < MAX_PROBED:
+        path = pending.popleft()
+        if path in found or not os.path.lexists(path):
+            continue
+        found[path] = None
+        if os.path.isdir(path) and not os.path.islink(path):
+            try:
+                pending += sorted(entry.path for entry in os.scandir(path))
+            except OSError:
+                pass  # the trusted side cannot list it either: the probe still tries the folder itself
+    return list(found)
+
+
+def needed_by_workers() -> list[str]:
+    """Files a worker must be able to read to import beyond what the zygote preloads."""
+    import torch
+
+    import course
+
+    return [os.__file__, torch.__file__, course.__file__]
+
+
+def verify(zygote, limits, user, secret_paths: list[str]) -> list[str]:
+    """Start a worker set up exactly as a grading's workers are, have it open every path, and refuse to grade
+    (GraderError, one line) if it opened a secret. Returns what a worker would need but cannot read (a Python
+    under /root, seen without namespaces), for the grader to warn about."""
+    from grader.sandbox import Worker
+
+    needed = needed_by_workers()
+    probe = Worker(zygote, limits, user, probe=[*secret_paths, *needed])
+    try:
+        opened = _read_probe_report(probe.endpoint.sock, len(secret_paths) + len(needed))
+    finally:
+        probe.kill()
+    if opened is None:
+        raise GraderError(
+            "refusing to grade: the isolation probe gave no answer, so the workers' isolation is unproven"
+        )
+    leaked = [secret_paths[i] for i in opened if i < len(secret_paths)]
+    if leaked:
+        raise GraderError(
+            f"refusing to grade: a worker could open {_printable(leaked[0])}"
+            + (f" and {len(leaked) - 1} other secret files" if len(leaked) > 1 else "")
+            + f" ({setting_of(zygote, user)}); {_how_to_close(zygote, user)}"
+        )
+    return [path for i, path in enumerate(needed) if len(secret_paths) + i not in opened]
+
+
+def _read_probe_report(sock, count: int) -> list[int] | None:
+    """The indices the probe opened: one JSON line, at most as long as `count` indices can make it."""
+    limit = 16 * (count + 1)
+    data = b""
+    deadline = time.monotonic() + PROBE_TIMEOUT
+    while not data.endswith(b"\n") and len(data) <= limit:
+        ready, _, _ = select.select([sock], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            return None
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        indices = json.loads(data)
+    except ValueError:
+        return None
+    if type(indices) is not list or not all(type(i) is int and 0 <= i < count for i in indices):
+        return None
+    return indices
+
+
+def probe(paths: list[str]) -> list[int]:
+    """In the probe worker: the indices of `paths` it can open for reading (folders: for listing)."""
+    opened = []
+    for index, path in enumerate(paths):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if os.path.isdir(path):
+                os.listdir(fd)
+            opened.append(index)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return opened
+
+
+def setting_of(zygote, user) -> str:
+    """The setting grading runs in, in words: who the workers are and what they see."""
+    who = f"workers run as uid {user.uid}" if user is not None else "workers run as your own user"
+    if zygote.isolated:
+        return f"{who}, each in namespaces of its own"
+    return f"{who}, without namespaces ({zygote.namespaces_refused})"
+
+
+def _how_to_close(zygote, user) -> str:
+    if user is None and not zygote.isolated:
+        return (
+            "without namespaces, grading for marks needs root (workers then get a uid of their own); "
+            "`grader check` runs the visible tests here"
+        )
+    return "make the kit's tests, solutions and the graded folders unreadable to other users (chmod -R go-rwx)"
+
+
+def _printable(path: str) -> str:
+    from grader.results import printable
+
+    return printable(path)
