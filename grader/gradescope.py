@@ -4,10 +4,11 @@ runs `python -m grader.gradescope NAME` from the zip's virtual environment, whic
 The zip holds setup.sh, run_autograder and the kit (course/, grader/ with this assignment's visible
 and hidden tests, pyproject.toml, README.md). Gradescope unzips it into /autograder/source, where
 setup.sh creates a virtual environment, /autograder/venv, and installs into it the CPU build of torch,
-the packages grading needs (GRADING_PACKAGES) and the kit without its other dependencies. Gradescope
-copies run_autograder to /autograder/run_autograder, which grades with that environment's Python, and
-runs it as root, so the worker runs as a uid of its own; run_autograder first closes
-source/ and results/ to other users, and the grader closes the installed tests folder.
+the packages grading needs (GRADING_PACKAGES) and the kit without its other dependencies (and without its
+tests: the package never installs grader/assignments/). Gradescope copies run_autograder to
+/autograder/run_autograder, which grades with that environment's Python, and runs it as root, so the worker
+runs as a uid of its own; run_autograder first closes source/ and results/ to other users, so that where the
+container refuses namespaces the grader's probe finds nothing a worker could open (grader/isolation.py).
 GRADER_AUTOGRADER_ROOT replaces /autograder (for testing the zip outside Gradescope).
 
 Written questions (grader/answers.py) are not auto-graded: each is a manually graded question of the

@@ -5,9 +5,11 @@ runs in a worker (sandbox.py), and the results come from pytest's own reports.
 
 The order of events is what makes the results trustworthy:
 1. the notebook is parsed here (course.notebook.extract_code runs nothing);
-2. the tests in use are copied into a private folder of this grading (only our user can read it),
-   and a grading process, forked by the zygote (never by a process that has run torch), collects
-   them there before any student code runs and reports them; results.json is written at once with
+2. the tests in use are copied into a private folder of this grading (only our user can read it);
+   grading for marks, a probe worker set up as every worker is proves that it can open none of the
+   grading's secrets (grader/isolation.py), or the grading is refused before any student code runs;
+   a grading process, forked by the zygote (never by a process that has run torch), collects the
+   tests before any student code runs and reports them; results.json is written at once with
    every test at 0, so a grading that dies midway still leaves a valid file that claims nothing;
 3. the tests run; every call into student code goes to a worker under a deadline;
 4. the grading process ends, every process of the worker's uid is killed (run as root), and only
@@ -130,8 +132,9 @@ def grade(
     Returns the results (Gradescope's format) and writes them to `results_path` if given.
     Raises GraderError only for a usage mistake; anything wrong with the notebook is in the results.
     `extra_data` goes into the results. With a `refusal` (a sentence: "no notebook was submitted")
-    instead of a source, every test is listed and fails with it. Run as root, the worker sees the
-    folders in `hidden` empty, as it sees the tests and the solutions. Where the sandbox cannot run, or
+    instead of a source, every test is listed and fails with it. No worker may read the folders in
+    `hidden` (a batch's notebooks and results), any more than the tests and the solutions: grading for
+    marks refuses (GraderError) where one could. Where the sandbox cannot run, or
     given `PlainWorkers` for `zygote`, the tests run in this process against spawned workers (plain.py):
     the self-check's way, not a grading for marks.
     """

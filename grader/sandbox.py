@@ -1,12 +1,11 @@
 """The trusted side of the process boundary: starting, loading, replacing and killing workers.
 
     zygote = Zygote()                                  # one per grading run or batch: imports torch once
-    worker = Worker(zygote, limits, user, hidden)      # forked by the zygote, limited, as `user`
+    worker = Worker(zygote, limits, user)              # forked by the zygote, limited, as `user`
     worker.kill()                                      # its whole process tree
 
-Who a worker runs as and its limits are in identity.py; a notebook's session over a worker (what the
-tests call) is in session.py. Run as root, each worker also gets a view of the file system in which
-the folders in `hidden` (the tests, the solutions, other students' notebooks) are empty (worker.py).
+Who a worker runs as and its limits are in identity.py; what it sees in isolation.py and namespaces.py; a
+notebook's session over a worker (what the tests call) in session.py.
 """
 
 from __future__ import annotations

@@ -1,20 +1,22 @@
 """The worker side of the boundary: the only process where a student's code runs.
 
-`python -m grader.worker FD` starts a zygote: it imports torch once, then waits on the listening
-socket FD. For each request (from a process of the same user) it forks either a grading process
-(`grader.runner.grading_process`: pytest and the tests, trusted, never a parent that ran torch) or
-a worker, which
+`python -m grader.worker FD` starts a zygote: it imports torch once, then serves requests on the socket
+pair FD it was started with (the grader's) and on the pair each grading process is forked with (which may
+ask for workers only). It has no address anyone could connect to. For each request it forks either a
+grading process (`grader.runner.grading_process`: pytest and the tests, trusted, never a parent that ran
+torch) or a worker, which
 
 1. leaves the zygote's session and closes every file descriptor but its own connection,
-2. enters namespaces of its own (grader/namespaces.py: it becomes process 1 of a PID namespace, with
-   its own /proc, and sees the folders it was asked to hide, the tests, the solutions and a batch's
-   other notebooks, as empty read-only tmpfs mounts), as root and as an ordinary user,
+2. enters namespaces of its own (grader/namespaces.py): it becomes process 1 of a PID namespace, with no
+   network and a root folder holding only the allow-list (grader/isolation.py's `worker_view`), as root and
+   as an ordinary user,
 3. sets its resource limits (memory, file size, CPU time, no core dumps, and as root processes), gives
-   up every privilege (no_new_privs; as root it drops to the unprivileged uid/gid it was given),
+   up every privilege (no_new_privs; as root it drops to the unprivileged uid/gid it was given), and keeps
+   its OOM score (it is not dumpable, and may never become so),
 4. only then opens its work directory's capped output file (as itself: a link planted there leads
    nowhere it could not go anyway) and /dev/null as stdin,
 5. serves the grader's requests (load the notebook's statements, call functions) until the
-   connection closes.
+   connection closes; or, as a grading's probe, tries to open the paths it was given and reports which.
 
 The zygote is started with a minimal environment and has never seen a test, an expected value or
 another student's code, so there is nothing in a worker's memory to steal.

@@ -13,12 +13,13 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from grader import namespaces
+from grader import isolation, namespaces
 from grader.batch import run_batch
 from grader.identity import Limits, running_as_root
 from grader.runner import grade
@@ -298,9 +299,14 @@ def test_broken_file_scores_zero_with_one_sentence(graded, case):
     assert results[case]["score"] == 0
 
 
+def _namespaces_refused() -> str | None:
+    with tempfile.TemporaryDirectory() as folder:
+        return namespaces.unavailable(isolation.worker_view(folder))
+
+
 @pytest.mark.skipif(
-    not running_as_root() and namespaces.unavailable() is not None,
-    reason="not root and without namespaces, a worker can leave its process group: the documented residual risk",
+    not running_as_root() and _namespaces_refused() is not None,
+    reason="not root and without namespaces, grading for marks is refused (tests/test_isolation.py)",
 )
 def test_detached_writer_cannot_replace_the_results(tmp_path):
     """A process that leaves the worker's session and writes a fake results file seconds later."""

@@ -227,6 +227,18 @@ def _requires(setting: str) -> None:
             )
 
 
+def test_the_explorer_finds_the_checkouts_secrets_where_nothing_isolates_it():
+    """The explorer itself, run here (no worker, no namespace): it must find what the worker must not, or its
+    silence inside a worker would prove nothing."""
+    namespace = {}
+    exec(f"WALK_ROOTS = {[str(ROOT / 'tests' / 'grader_fixtures')]!r}\nKNOWN_SECRETS = {kit_secrets()!r}\n", namespace)
+    exec(f"WALK_SECONDS = {WALK_SECONDS!r}\n{EXPLORER}", namespace)
+    found = namespace["explore"]()
+    assert str(ASSIGNMENT / "test_hidden.py") in found["secrets"]  # by its name, in the walk
+    assert set(kit_secrets()) <= set(found["secrets"])  # by the paths it is told of
+    assert found["walked"] > 10
+
+
 @pytest.mark.parametrize("setting", ["root", "user"])
 def test_with_namespaces_a_worker_finds_nothing_to_read_and_no_socket_to_reach(setting, folder):
     _requires(setting)
