@@ -115,6 +115,7 @@ class Row:
     score: float | str = ""
     max_score: float | str = ""
     tests: list[dict] = field(default_factory=list)  # the results' entries, for the detail
+    graded_now: bool = False  # graded in this run, not kept from an earlier one whose results were current
 
     @property
     def student(self) -> str:
@@ -124,15 +125,19 @@ class Row:
 @dataclass
 class Batch:
     rows: list[Row]
-    graded_now: int  # notebooks graded in this run; the other graded rows' results were current
     results_dir: Path
     written: dict[str, Path]  # what each table is ("scores", "detail", "answers", "canvas", "moodle") -> its path
 
     def count(self, status: str) -> int:
         return sum(row.status == status for row in self.rows)
 
+    @property
+    def graded_now(self) -> int:
+        return sum(row.graded_now for row in self.rows)
+
     def summary(self) -> str:
-        graded, current = self.count(GRADED), self.count(GRADED) - self.graded_now
+        graded = self.count(GRADED)
+        current = sum(row.status == GRADED and not row.graded_now for row in self.rows)
         kept = f" ({current} up to date, not graded again)" if current else ""
         return (
             f"{len(self.rows)} students: {graded} graded{kept}, {self.count(SKIPPED)} skipped, "
@@ -462,7 +467,7 @@ def run_batch(
     wanted = {"scores", "detail", *(["answers"] if asked else []), *lms}
     written = {kind: path for kind, path in tables.items() if kind in wanted}
     _write_tables(written, rows, asked, graded, lms_assignment or Path(assignment).name)
-    return Batch(rows, sum(g.graded_now for g in graded.values()), results_dir, written)
+    return Batch(rows, results_dir, written)
 
 
 @dataclass(frozen=True)
@@ -548,22 +553,15 @@ def _row(student: Student, results_dir: Path, graded: _Graded | None) -> Row:
         return Row(student.identity, SKIPPED, one_line(student.reason))
     if graded.unread:
         return Row(student.identity, SKIPPED, one_line(graded.error))
-    name = printable("/".join(student.notebook))
+    name, now = printable("/".join(student.notebook)), graded.graded_now
     if graded.error:
-        return Row(student.identity, FAILED, one_line(graded.error), name)
+        return Row(student.identity, FAILED, one_line(graded.error), name, graded_now=now)
     try:
         results = json.loads((results_dir / f"{student.identity.student}.json").read_text())
     except (OSError, ValueError):
-        return Row(student.identity, FAILED, "grading failed: no results file", name)
-    return Row(
-        student.identity,
-        GRADED,
-        _reason(results),
-        name,
-        _number(results["score"]),
-        _number(results["max_score"]),
-        results["tests"],
-    )
+        return Row(student.identity, FAILED, "grading failed: no results file", name, graded_now=now)
+    score, maximum = _number(results["score"]), _number(results["max_score"])
+    return Row(student.identity, GRADED, _reason(results), name, score, maximum, results["tests"], now)
 
 
 def _reason(results: dict) -> str:

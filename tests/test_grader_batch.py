@@ -23,11 +23,13 @@ import unicodedata
 from contextlib import contextmanager, redirect_stdout
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
 
 from grader import batch
+from grader import results as results_file
 from grader.batch import (
     GRADED,
     SKIPPED,
@@ -39,12 +41,13 @@ from grader.batch import (
     moodle_table,
     read_roster,
     read_submission,
+    run_batch,
     scores_table,
     table_paths,
 )
 from grader.cli import main
 from grader.errors import GraderError
-from grader.results import FORMULA_STARTS
+from grader.results import FORMULA_STARTS, ExpectedTest, Outcome
 
 sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
 from submissions import ASSIGNMENTS, SOLUTION, notebook  # noqa: E402
@@ -145,6 +148,17 @@ def test_each_student_is_found_once_with_their_one_notebook_or_why_there_is_none
     assert found == STUDENTS  # no row for .ipynb_checkpoints, nor for the results folder
 
 
+def test_a_notebook_and_a_folder_of_the_same_student_are_one_student_with_two_notebooks(tmp_path):
+    notebook(tmp_path / "alice.ipynb")
+    (tmp_path / "alice").mkdir()
+    notebook(tmp_path / "alice" / "00_example.ipynb")
+    with opened(tmp_path) as root:
+        students = find_students(root, [])
+    assert [(s.identity.student, s.notebook, s.reason) for s in students] == [
+        ("alice", None, "2 notebooks (alice/00_example.ipynb, alice.ipynb): leave one")
+    ]
+
+
 def test_a_student_folder_is_searched_within_bounds(tmp_path, monkeypatch):
     monkeypatch.setattr(batch, "MAX_FOLDER_ENTRIES", 5)
     monkeypatch.setattr(batch, "MAX_FOLDER_DEPTH", 3)
@@ -238,6 +252,43 @@ def test_a_roster_that_is_not_one_is_refused_in_one_sentence(tmp_path):
         read_roster(tmp_path / "missing.csv")
     roster.write_text("student,id\nalice,a@x.org\n")
     assert read_roster(roster) == {"alice": Identity("alice", "", "a@x.org", "roster")}
+
+
+def test_a_grading_that_fails_is_a_failed_row_every_table_is_written_and_a_rerun_grades_what_changed(
+    tmp_path, monkeypatch
+):
+    """The grading itself replaced by a stand-in: it passes ann's one test and fails on bo with a message that
+    no UTF-8 file can hold; the real grading of such messages is in the slow tests below."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    notebook(folder / "ann.ipynb")
+    notebook(folder / "bo.ipynb")
+    graded = []
+
+    def stand_in(source, assignment, *, results_path, extra_data, **_):
+        graded.append(extra_data["student"])
+        if extra_data["student"] == "bo":
+            raise RuntimeError("the worker is gone \ud800\x1b[2J")
+        test = ExpectedTest("test_visible.py::test_a", "test_a", "a works", 1, False)
+        results_file.write(
+            results_path, {**results_file.build([test], {test.id: Outcome(True)}, "", 0.1), "extra_data": extra_data}
+        )
+
+    monkeypatch.setattr(batch, "grade", stand_in)
+    monkeypatch.setattr(batch, "Zygote", lambda: SimpleNamespace(close=lambda: None))
+    first = run_batch(folder, ASSIGNMENTS / "00_example", progress=False)
+    assert [(row.student, row.status, row.score, row.reason) for row in first.rows] == [
+        ("ann", GRADED, 1, ""),
+        ("bo", "failed", "", "grading failed (RuntimeError: the worker is gone \\ud800\\x1b[2J)"),
+    ]
+    assert (folder / "results" / "scores.csv").read_text(encoding="utf-8").splitlines()[1:] == [
+        "ann,,ann.ipynb,1,1,graded,",
+        "bo,,bo.ipynb,,,failed,grading failed (RuntimeError: the worker is gone \\ud800\\x1b[2J)",
+    ]
+    notebook(folder / "bo.ipynb", count="def count(xs):\n    return 0")  # bo changes his notebook; ann does not
+    second = run_batch(folder, ASSIGNMENTS / "00_example", progress=False)
+    assert graded == ["ann", "bo", "bo"] and second.graded_now == 1  # bo again: his results file never came
+    assert second.summary() == "2 students: 1 graded (1 up to date, not graded again), 0 skipped, 1 failed"
 
 
 # ---------------------------------------------------------------- fast: the tables, read back as their formats define
