@@ -337,13 +337,13 @@ def read_submission(root: int, path: tuple[str, ...], limit: int = DEFAULT_MAX_B
     """The bytes of the regular file at `path` (names from the folder opened as `root`), at most `limit` + 1 of
     them, opened one name at a time without following a link. Else OSError, whose strerror is the sentence
     that says why (errno ELOOP for a link on the way)."""
-    folders = []
+    opened = []  # every descriptor on the way, closed at the end
     try:
         parent = root
         for depth, name in enumerate(path[:-1], start=1):
-            folders.append(parent := _open_step(parent, name, FOLDER_FLAGS, "/".join(path[:depth])))
+            opened.append(parent := _open_step(parent, name, FOLDER_FLAGS, "/".join(path[:depth])))
         file = _open_step(parent, path[-1], FILE_FLAGS, "/".join(path))
-        folders.append(file)
+        opened.append(file)
         if not stat.S_ISREG(os.fstat(file).st_mode):
             raise OSError(errno.EINVAL, f"{'/'.join(path)} is not a regular file")
         os.set_blocking(file, True)
@@ -352,7 +352,7 @@ def read_submission(root: int, path: tuple[str, ...], limit: int = DEFAULT_MAX_B
             data += chunk
         return bytes(data)
     finally:
-        for fd in folders:
+        for fd in opened:
             os.close(fd)
 
 
@@ -434,12 +434,12 @@ def run_batch(
     """Grade every student's notebook in `folder`; write the gradebook's tables (see the module's docstring)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise GraderError(f"no folder at {folder}")
+        raise GraderError(f"no folder at {printable(str(folder))}")
     test_files(assignment)  # a usage mistake stops here, before anything is graded
     unknown = sorted(set(lms) - set(LMS_FORMATS))
     if unknown:
         raise GraderError(f"unknown learning platform {unknown[0]!r}: expected one of {', '.join(LMS_FORMATS)}")
-    listed = read_roster(roster) if roster else None
+    known = read_roster(roster) if roster else None
     results_dir = Path(results_dir) if results_dir else folder / "results"
     tables = table_paths(Path(csv_path) if csv_path else results_dir / "scores.csv")
     try:
@@ -447,7 +447,7 @@ def run_batch(
     except OSError as error:
         raise GraderError(f"cannot open the folder {printable(str(folder))} ({error.strerror})") from None
     with _opened_fd(root):
-        students = find_students(root, [results_dir, *tables.values()], listed)
+        students = find_students(root, [results_dir, *tables.values()], known)
         if not any(student.notebook for student in students):
             raise GraderError(f"no notebooks (*.ipynb) in {printable(str(folder))} or its students' folders")
         results_dir.mkdir(parents=True, exist_ok=True)
