@@ -54,6 +54,7 @@ import traceback
 from collections.abc import Callable, Container, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from course.errors import UserError
@@ -113,13 +114,8 @@ class LoadedNotebook:
 
 def read_notebook(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
     """Read a notebook file as an nbformat NotebookNode, or raise NotebookError saying why it is not one."""
-    import nbformat
-
     label = str(path)
-
-    def refuse(reason: str) -> NotebookError:
-        return NotebookError(f"{label} is not a Jupyter notebook: {reason}")
-
+    refuse = partial(_not_a_notebook, label)
     path = Path(path)
     try:
         if not path.is_file():  # before opening: a FIFO would block
@@ -128,6 +124,15 @@ def read_notebook(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
             data = f.read(max_bytes + 1)  # bounded even where the size on disk lies (pipes, devices)
     except OSError as e:
         raise refuse(f"the file cannot be read ({e.strerror or e})") from None
+    return parse_notebook(data, label, max_bytes)
+
+
+def parse_notebook(data: bytes, label: str, max_bytes: int = DEFAULT_MAX_BYTES):
+    """A notebook file's bytes, already read (at most `max_bytes` + 1 of them), as an nbformat NotebookNode,
+    or NotebookError saying why they are not one; `label` names the file in that sentence."""
+    import nbformat
+
+    refuse = partial(_not_a_notebook, label)
     if len(data) > max_bytes:
         raise refuse(f"the file is larger than the {_megabytes(max_bytes)} limit")
     if not data.strip():
@@ -148,6 +153,10 @@ def read_notebook(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
         raise refuse(f"its JSON is nested more than {MAX_JSON_DEPTH} levels deep")
     _check_structure(content, refuse)
     return nbformat.from_dict(content)
+
+
+def _not_a_notebook(label: str, reason: str) -> NotebookError:
+    return NotebookError(f"{label} is not a Jupyter notebook: {reason}")
 
 
 def _megabytes(n: int) -> str:

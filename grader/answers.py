@@ -6,24 +6,23 @@ An assignment's written questions are declared beside its tests, in `questions.j
 
 A notebook answers one in a markdown cell whose first line names it, `#### Answer: why-min-p` (any heading level,
 any case); the rest of the cell is the answer. A student may split an answer over several such cells (they are
-joined) or leave the notebook's placeholder in it (then it is no answer). Answers are read from the notebook's
-JSON on the trusted side, never by running anything, and never scored by the grader: `grader batch` writes them
-to one CSV per batch for the teaching assistants (`answers.csv`, one row per student, one column per question),
-and on Gradescope they are manual questions (grader/gradescope.py).
+joined) or leave the notebook's placeholder in it (then it is no answer, and said to be the placeholder, apart
+from a missing cell and an empty one). Answers are read from the notebook's JSON on the trusted side, never by
+running anything, and never scored by the grader: `grader batch` writes them to one CSV per batch for the
+teaching assistants (`answers.csv` beside `scores.csv`, one row per student, one column per question, every
+answer escaped by grader.results.printable), and on Gradescope they are manual questions (grader/gradescope.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.kit import write_atomically
 from course.notebook import NotebookError, read_notebook
 from grader.errors import GraderError
+from grader.results import csv_text
 
 QUESTIONS_FILE = "questions.json"
 ANSWER_LINE = re.compile(r"^\s*#{1,6}\s*answer\s*:\s*(?P<name>[A-Za-z0-9_.-]+)\s*$", re.IGNORECASE)
@@ -57,22 +56,51 @@ def questions(assignment: Path) -> list[Question]:
     return found
 
 
+@dataclass(frozen=True)
+class WrittenAnswer:
+    text: str  # the answer as written, '' when there is none
+    missing: str = ""  # why there is none: no answer cell, the placeholder left as it was, or an empty cell
+
+    def shown(self) -> str:
+        return self.text or f"(no answer: {self.missing})"
+
+
+def read_answers(notebook, asked: list[Question]) -> dict[str, WrittenAnswer]:
+    """Each asked question's answer in `notebook` (an nbformat NotebookNode), by question name."""
+    cells = _answer_cells(notebook)
+    return {q.name: _answer(q.name, cells.get(q.name.lower())) for q in asked}
+
+
 def written_answers(notebook) -> dict[str, str]:
     """name -> answer text, for each answer cell of `notebook` (an nbformat NotebookNode), placeholders left out."""
-    answers: dict[str, list[str]] = {}
+    found = {name: _answer(name, bodies).text for name, bodies in _answer_cells(notebook).items()}
+    return {name: text for name, text in found.items() if text}
+
+
+def _answer_cells(notebook) -> dict[str, list[str]]:
+    """Lower-cased question name -> the text under each markdown cell headed `#### Answer: NAME`."""
+    cells: dict[str, list[str]] = {}
     for cell in notebook.cells:
         if cell.get("cell_type") != "markdown":
             continue
         source = cell.get("source", "")
-        text = source if isinstance(source, str) else "".join(source)
+        text = (source if isinstance(source, str) else "".join(source)).replace("\r\n", "\n")
         first, _, rest = text.strip().partition("\n")
         named = ANSWER_LINE.match(first)
-        if named is None:
-            continue
-        answer = rest.replace(PLACEHOLDER, "").strip()
-        if answer:
-            answers.setdefault(named["name"].lower(), []).append(answer)
-    return {name: "\n\n".join(parts)[:MAX_ANSWER] for name, parts in answers.items()}
+        if named is not None:
+            cells.setdefault(named["name"].lower(), []).append(rest)
+    return cells
+
+
+def _answer(name: str, bodies: list[str] | None) -> WrittenAnswer:
+    if bodies is None:
+        return WrittenAnswer("", f"the notebook has no markdown cell `#### Answer: {name}`")
+    written = "\n\n".join(part for body in bodies if (part := body.replace(PLACEHOLDER, "").strip()))
+    if written:
+        return WrittenAnswer(written[:MAX_ANSWER])
+    if any(PLACEHOLDER in body for body in bodies):
+        return WrittenAnswer("", "the answer is still the placeholder")
+    return WrittenAnswer("", f"the cell `#### Answer: {name}` is empty")
 
 
 def answers_of(path: Path) -> dict[str, str] | None:
@@ -83,29 +111,18 @@ def answers_of(path: Path) -> dict[str, str] | None:
         return None
 
 
-def answers_table(rows: list[tuple[str, dict[str, str] | None]], asked: list[Question]) -> str:
-    """The CSV for the teaching assistants: a header (student, then each question with its points), a row of the
-    questions' text, then one row per (student, answers); a notebook that could not be read says so."""
-    from grader.batch import spreadsheet_safe  # the batch's defence against formulas in cells
-
-    table = io.StringIO(newline="")
+def answers_table(rows: list[tuple[str, str, dict[str, WrittenAnswer] | None]], asked: list[Question]) -> str:
+    """The CSV for the teaching assistants: a header (student, id, then each question with its points), a row of
+    the questions' text, then one row per (student, id, answers), each answer or why there is none; a notebook
+    that could not be read says so."""
+    unread = WrittenAnswer("", "the notebook could not be read")
     lines = [
-        ["student", *(f"{q.name} ({q.points:g} points)" for q in asked)],
-        ["question", *(q.question for q in asked)],
+        ["student", "id", *(f"{q.name} ({q.points:g} points)" for q in asked)],
+        ["question", "", *(q.question for q in asked)],
     ]
-    for student, answers in rows:
-        if answers is None:
-            lines.append([student, *(["(the notebook could not be read)"] * len(asked))])
-        else:
-            lines.append([student, *(answers.get(q.name.lower(), "") for q in asked)])
-    csv.writer(table).writerows([spreadsheet_safe(cell) for cell in line] for line in lines)
-    return table.getvalue()
-
-
-def write_answers(path: Path, rows: list[tuple[str, Path]], asked: list[Question]) -> Path:
-    """Collect the answers of each (student, notebook) into the CSV at `path`, written atomically."""
-    write_atomically(path, answers_table([(student, answers_of(notebook)) for student, notebook in rows], asked))
-    return path
+    for student, identifier, answers in rows:
+        lines.append([student, identifier, *((answers or {}).get(q.name, unread).shown() for q in asked)])
+    return csv_text(lines)
 
 
 def _normalised(choice: str) -> str:

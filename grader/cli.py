@@ -34,6 +34,7 @@ def run_grade(args) -> int:
 
 
 def run_batch(args) -> int:
+    from grader.batch import FAILED, SKIPPED, listed
     from grader.batch import run_batch as batch
 
     require_sandbox()
@@ -46,14 +47,19 @@ def run_batch(args) -> int:
         csv_path=args.csv and Path(args.csv),
         limits=_limits(args),
         progress=not args.quiet,
+        lms=tuple(args.lms or ()),
+        lms_assignment=args.lms_assignment,
+        roster=args.roster and Path(args.roster),
     )
-    for item in result.skipped:
-        print(f"skipped {results_file.printable(str(item))}")
-    for row in result.failed:
-        print("failed " + results_file.printable(f"{row['notebook']}: {row['reason']}"))
+    for row in result.rows:
+        if row.status in (SKIPPED, FAILED):
+            print(f"{row.status} {results_file.printable(row.student)}: {row.reason}")
     print(result.summary())
-    if result.skipped:
-        print(f"What was skipped, and why: {result.skipped_path}")
+    for platform in dict.fromkeys(args.lms or ()):
+        if unidentified := result.unidentified(platform):
+            names = listed([results_file.printable(name) for name in unidentified])
+            print(f"no {platform.capitalize()} identifier for {len(unidentified)} students ({names}): give --roster")
+    print(result.where())
     return 0
 
 
@@ -150,9 +156,25 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="notebooks graded at once (default 2)")
     p.add_argument(
         "--csv",
-        help="where to write the scores (default: RESULTS_DIR/scores.csv); what was skipped goes beside it",
+        help="where to write the scores, a row per student (default: RESULTS_DIR/scores.csv); the other tables "
+        "(per test, written answers, --lms) go beside it",
     )
     p.add_argument("--results-dir", help="where to write one results file per notebook (default: FOLDER/results)")
+    p.add_argument(
+        "--lms",
+        action="append",
+        choices=["canvas", "moodle"],
+        help="also write the scores in this learning platform's grade import format (may be given twice)",
+    )
+    p.add_argument(
+        "--lms-assignment",
+        help="the assignment's column title for Canvas, such as 'Sampling (4567)' with Canvas's assignment id "
+        "(default: the assignment's name)",
+    )
+    p.add_argument(
+        "--roster",
+        help="a CSV with the columns student, id and optionally name: each student's identifier for the platform",
+    )
     p.add_argument("--tests-dir", help="a folder of assignment tests to use instead of the kit's")
     p.add_argument("--timeout", type=float, help="seconds per call into student code (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

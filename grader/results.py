@@ -3,15 +3,21 @@
 Visibility: tests from test_visible.py are "visible"; all others (test_hidden.py) are
 "after_published": students see their outcome and feedback once grades are published.
 
-Student text (exception messages, printed output, notebook names) reaches a TA's terminal and
-Gradescope's page. It is neutralised where it lands: `printable` shows every control character
-visibly escaped, so no message can clear the screen, move the cursor, overwrite a line with a
-carriage return or reorder characters with a bidi override; the report indents every continuation
-line, so no student line starts at column 0 like one of the report's own.
+Student text (exception messages, printed output, written answers, file and folder names) reaches a
+TA's terminal, Gradescope's page, spreadsheets and learning platforms. It goes through one function
+wherever it lands: `printable` shows every control character visibly escaped, so no message can clear
+the screen, move the cursor, overwrite a line with a carriage return or reorder characters with a bidi
+override, and every lone surrogate (an exception message's `\ud800`, or the `\udce9` by which Python
+names a file name's byte that is not UTF-8) escaped too, so that any text can be written as UTF-8. The
+report indents every continuation line, so no student line starts at column 0 like one of the report's
+own; a CSV cell (`csv_text`) is printable and never starts a spreadsheet formula; a reason in a table is
+one line (`one_line`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import unicodedata
@@ -23,8 +29,10 @@ from course.kit import write_atomically
 VISIBLE_FILE = "test_visible.py"
 
 # Unicode's control (Cc), format (Cf: bidi overrides, zero-width characters) and line/paragraph separator
-# categories: none of them is ever needed to read a message, and each can change what a reader sees.
-_UNSEEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
+# categories: none of them is ever needed to read a message, and each can change what a reader sees. A lone
+# surrogate (Cs) is no character at all: no UTF-8 file or terminal can take it.
+_UNSEEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP, CSV injection)
 _NOT_PLAIN_ASCII = re.compile(r"[^\n\t\x20-\x7e]")  # the only characters that may need escaping
 
 
@@ -52,9 +60,30 @@ class Outcome:
 
 
 def printable(text: str) -> str:
-    """`text` with every control, format and separator character but newline and tab written as its Python
-    escape (ESC as `\\x1b`, a right-to-left override as `\\u202e`); other characters are kept as they are."""
+    """`text` with every control, format and separator character but newline and tab, and every lone
+    surrogate, written as its Python escape (ESC as `\\x1b`, a right-to-left override as `\\u202e`, a
+    surrogate as `\\ud800`); other characters are kept as they are."""
     return _NOT_PLAIN_ASCII.sub(_escape_unseen, text)
+
+
+def one_line(text: str) -> str:
+    """`text` printable, on one line: its non-blank lines, stripped, joined with " | "."""
+    return " | ".join(line.strip() for line in printable(text).splitlines() if line.strip())
+
+
+def csv_text(rows) -> str:
+    """A CSV table (the `csv` module's dialect) of `rows`: every text cell printable, with a leading `'` where a
+    spreadsheet would run it as a formula; numbers stay numbers."""
+    table = io.StringIO(newline="")
+    csv.writer(table).writerows([_spreadsheet_safe(cell) for cell in row] for row in rows)
+    return table.getvalue()
+
+
+def _spreadsheet_safe(cell):
+    if not isinstance(cell, str):
+        return cell
+    cell = printable(cell)
+    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
 
 
 def _escape_unseen(match: re.Match) -> str:

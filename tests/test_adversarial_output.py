@@ -1,8 +1,10 @@
 """Student text is neutralised where it lands, and the work a student's input makes the grader do is bounded.
 
-- Terminal report and results.json: a student's exception message, printed output and notebook name are
-  shown with every control, format (bidi) and separator character escaped, and continuation lines indented,
-  so nothing a student writes can clear the screen, rewrite a line or print a line that looks like the report's.
+- Terminal report, results.json and the batch's tables: a student's exception message, printed output and
+  notebook name are shown with every control, format (bidi) and separator character and every lone surrogate
+  escaped, and continuation lines indented, so nothing a student writes can clear the screen, rewrite a line,
+  print a line that looks like the report's or stop a file from being written (tests/test_grader_batch.py
+  runs a whole batch of such notebooks and names).
 - 04's exposed model: the recorder refuses ids it must not run (a batch of 100,000, more positions than the
   context, ids outside the vocabulary) and a loop that calls it without end, with a sentence, before the model
   runs (the tests of the wire's own bounds are in tests/test_grader_wire.py).
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import sys
 import unicodedata
@@ -53,12 +56,21 @@ def unseen(text: str) -> list[str]:
         ("line one\n\tline two", "line one\n\tline two"),  # newline and tab are layout, kept
         ("héllo, 日本語, naïve → ok", "héllo, 日本語, naïve → ok"),  # printable Unicode is kept
         ("\x7f\x85\u200b\u2066\ufeff", "\\x7f\\x85\\u200b\\u2066\\ufeff"),  # DEL, NEL, zero width, isolate, BOM
+        ("raise ValueError('\ud800')", "raise ValueError('\\ud800')"),  # a lone surrogate: no UTF-8 file can hold it
+        (os.fsdecode(b"caf\xe9_9"), "caf\\udce9_9"),  # a Latin-1 folder name, as Python decodes it
     ],
-    ids=["terminal-attack", "layout", "unicode-text", "other-invisibles"],
+    ids=["terminal-attack", "layout", "unicode-text", "other-invisibles", "lone-surrogate", "undecodable-name"],
 )
 def test_printable_escapes_exactly_the_characters_a_terminal_acts_on(text, shown):
     assert results_file.printable(text) == shown
     assert results_file.printable(shown) == shown  # escaping twice changes nothing
+
+
+def test_a_reason_is_one_printable_line_and_a_csv_cell_never_a_formula():
+    assert results_file.one_line(f"  first\n\n  second {TERMINAL_ATTACK}\n") == f"first | second {ESCAPED_ATTACK}"
+    text = results_file.csv_text([["=SUM(A1)", f"-{TERMINAL_ATTACK}", "ok\nnext", 7.5, 3]])
+    assert text == f"'=SUM(A1),'-{ESCAPED_ATTACK},\"ok\nnext\",7.5,3\r\n"
+    text.encode("utf-8")  # what the file's writing does: no lone surrogate is left to fail it
 
 
 def test_the_report_escapes_and_indents_every_student_field():

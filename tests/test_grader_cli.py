@@ -181,16 +181,16 @@ def test_batch_grades_a_folder_writes_a_csv_and_resumes(tmp_path):
     notebook(folder / "bob.ipynb", count="def count(xs):\n    return 0")
     (folder / "carol.ipynb").write_text("not a notebook")
     rows = run_batch(folder, EXAMPLE, jobs=2, limits=LIMITS, progress=False).rows
-    assert [(r["student"], r["score"]) for r in rows] == [("alice", 9), ("bob", 8), ("carol", 0)]
+    assert [(r.student, r.score) for r in rows] == [("alice", 9), ("bob", 8), ("carol", 0)]
     lines = (folder / "results" / "scores.csv").read_text().splitlines()
-    assert lines[0].startswith("student,notebook,score,max_score,reason,test_visible.py::test_add_one")
-    assert lines[3].startswith('bob,bob.ipynb,8,9,"count returns')
+    assert lines[0] == "student,id,notebook,score,max_score,status,reason"
+    assert lines[2].startswith('bob,,bob.ipynb,8,9,graded,"count returns')
     before = {p.name: p.stat().st_mtime_ns for p in (folder / "results").glob("*.json")}
     notebook(folder / "bob.ipynb")  # bob fixes his notebook: only bob is graded again
     rows = run_batch(folder, EXAMPLE, jobs=2, limits=LIMITS, progress=False).rows
     after = {p.name: p.stat().st_mtime_ns for p in (folder / "results").glob("*.json")}
     assert [name for name in before if before[name] != after[name]] == ["bob.json"]
-    assert rows[1]["score"] == 9
+    assert rows[1].score == 9
 
 
 @pytest.mark.slow

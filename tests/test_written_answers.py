@@ -1,4 +1,4 @@
-"""Questions in words and numbers (SPEC §6): prediction constants graded by tests, written answers collected from
+"""Questions in words and numbers: prediction constants graded by tests, written answers collected from
 markdown cells for a person to grade (grader/answers.py), in a batch's answers.csv and on Gradescope."""
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ import pytest
 from course.build import joined_source
 from course.kit import ROOT
 from course.notebook import read_notebook
-from grader.answers import PLACEHOLDER, Question, answers_table, expect_prediction, questions, written_answers
+from grader.answers import (
+    PLACEHOLDER,
+    Question,
+    WrittenAnswer,
+    answers_table,
+    expect_prediction,
+    questions,
+    read_answers,
+    written_answers,
+)
 from grader.cli import main
 from grader.errors import GraderError
 from grader.gradescope import manual_questions, written_answer_entries
@@ -45,6 +54,26 @@ def test_answers_are_the_markdown_cells_that_name_a_question():
     assert answers == {"why-min-p": "The bar moves with the top probability.\n\nAnd top-p adds up mass."}
 
 
+def test_a_missing_answer_says_whether_the_cell_is_missing_empty_or_still_the_placeholder():
+    asked = [Question(name, 1.0, "?") for name in ("kept", "placeholder", "empty", "absent", "after")]
+    answers = read_answers(
+        _notebook(
+            ("markdown", "#### Answer: kept\r\nTwo lines,\r\nfrom Windows."),
+            ("markdown", f"#### Answer: placeholder\n\n{PLACEHOLDER}\n"),
+            ("markdown", "#### Answer: empty\n   \n"),
+            ("markdown", f"#### Answer: after\n{PLACEHOLDER} Mine."),  # written beside the placeholder: kept
+        ),
+        asked,
+    )
+    assert {name: answer.shown() for name, answer in answers.items()} == {
+        "kept": "Two lines,\nfrom Windows.",
+        "placeholder": "(no answer: the answer is still the placeholder)",
+        "empty": "(no answer: the cell `#### Answer: empty` is empty)",
+        "absent": "(no answer: the notebook has no markdown cell `#### Answer: absent`)",
+        "after": "Mine.",
+    }
+
+
 def test_each_declared_question_has_one_answer_cell_in_the_student_notebook():
     for assignment in ASKING:
         asked = {q.name for q in questions(ROOT / "grader" / "assignments" / assignment)}
@@ -66,14 +95,24 @@ def test_a_questions_file_that_is_not_a_list_of_questions_is_one_sentence(tmp_pa
     assert questions(tmp_path / "elsewhere") == []
 
 
-def test_the_answers_table_quotes_formulas_and_says_which_notebook_could_not_be_read():
+def test_the_answers_table_escapes_every_answer_and_says_which_notebook_could_not_be_read():
     asked = [Question("why", 2.0, "Why?"), Question("how", 1.0, "How?")]
-    text = answers_table([("ann", {"why": "=HYPERLINK(1)", "how": "two\nlines"}), ("bo", None)], asked)
-    rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == ["student", "why (2 points)", "how (1 points)"]
-    assert rows[1] == ["question", "Why?", "How?"]
-    assert rows[2] == ["ann", "'=HYPERLINK(1)", "two\nlines"]
-    assert rows[3] == ["bo", "(the notebook could not be read)", "(the notebook could not be read)"]
+    hostile = "\x1b[2J\u202eevil\x00 text\rover"  # clear the screen, reverse the text, NUL, carriage return
+    text = answers_table(
+        [
+            ("ann", "7", {"why": WrittenAnswer("=HYPERLINK(1)"), "how": WrittenAnswer("two\nlines")}),
+            ("\x1b[31mbo\udce9", "", {"why": WrittenAnswer(hostile), "how": WrittenAnswer("", "the answer is still the placeholder")}),
+            ("cy", "", None),
+        ],
+        asked,
+    )  # fmt: skip
+    assert list(csv.reader(io.StringIO(text))) == [
+        ["student", "id", "why (2 points)", "how (1 points)"],
+        ["question", "", "Why?", "How?"],
+        ["ann", "7", "'=HYPERLINK(1)", "two\nlines"],
+        ["\\x1b[31mbo\\udce9", "", "\\x1b[2J\\u202eevil\\x00 text\\rover", "(no answer: the answer is still the placeholder)"],
+        ["cy", "", "(no answer: the notebook could not be read)", "(no answer: the notebook could not be read)"],
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -123,4 +162,9 @@ def test_a_batch_writes_one_answers_file_for_the_teaching_assistants(tmp_path):
     command = ["batch", str(folder), "--assignment", "00_example", "--tests-dir", str(tests.parent), "--quiet"]
     assert main([*command, "--timeout", "3"]) == 0
     rows = list(csv.reader((folder / "results" / "answers.csv").open(newline="")))
-    assert rows == [["student", "why (2 points)"], ["question", "Why?"], ["ann", "Because the bar moves."], ["bo", ""]]
+    assert rows == [
+        ["student", "id", "why (2 points)"],
+        ["question", "", "Why?"],
+        ["ann", "", "Because the bar moves."],
+        ["bo", "", "(no answer: the notebook has no markdown cell `#### Answer: why`)"],
+    ]
