@@ -1,4 +1,4 @@
-"""Questions in words and numbers (SPEC §6): prediction constants graded by tests, written answers collected from
+"""Questions in words and numbers: prediction constants graded by tests, written answers collected from
 markdown cells for a person to grade (grader/answers.py), in a batch's answers.csv and on Gradescope."""
 
 from __future__ import annotations
