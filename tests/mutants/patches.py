@@ -3,13 +3,14 @@
 `tests/mutants/<assignment>.toml` lists the assignment's mutants, one `[[mutant]]` table each:
 
     [[mutant]]
-    name = "topk_off_by_one"                # a short id, unique in the file
-    wrong = "top-k compares with the (k+1)-th largest logit: keeps one token too many"
-    function = "top_k_filter"               # where the mistake goes: a function, or a method as "KVCache.update"
-    find = "torch.topk(logits, k, dim=-1)"  # text of that function in solutions/<assignment>.ipynb, exactly once
-    replace = "torch.topk(logits, k + 1, dim=-1)"
-    symptom = "keeps? one token too many"   # optional: a regular expression the feedback of a failed test matches
-    graded_by = "test_hidden_batches.py"    # optional: graded by that test file of the assignment alone
+    name = "minp_one_bar_for_the_batch"     # a short id, unique in the file
+    wrong = "min-p sets one bar for the whole batch, from the largest probability of any row"
+    symptom = "own largest probability"     # optional: a regular expression the feedback of a failed test matches
+    function = "min_p_filter"               # where the mistake goes: a function, or a method as "KVCache.update"
+    find = "probs.amax(dim=-1, keepdim=True)"   # text of that function in solutions/<assignment>.ipynb, once
+    replace = "probs.max()"
+
+`graded_by = "test_hidden_batches.py"` (optional) has the mutant graded by that test file of the assignment alone.
 
 A mistake that needs more than one edit adds `[[mutant.also]]` tables (`function`, default the mutant's,
 `find`, `replace`), applied in order. The edits are made to the solution notebook as it is now, so a
@@ -98,8 +99,10 @@ def load_mutants(path: Path) -> dict[str, Mutant]:
         for edit in edits:
             if not edit.find or edit.find == edit.replace:
                 raise MutantFileError(f"{label}: an edit must find some text and replace it with other text")
-        if table.get("symptom") is not None:
-            re.compile(table["symptom"])
+        try:
+            re.compile(table.get("symptom", ""))
+        except re.error as error:
+            raise MutantFileError(f"{label}: `symptom` is not a regular expression ({error})") from None
         found[table["name"]] = Mutant(
             table["name"], table["wrong"], tuple(edits), table.get("symptom"), table.get("graded_by")
         )
@@ -179,8 +182,8 @@ def _locate(notebook: nbformat.NotebookNode, function: str, refusal: str, where:
         raise StalePatch(f"{refusal} {len(found)} times in {where}; a patch needs one definition: update `function`")
     cell, node = found[0]
     first = min([node.lineno] + [decorator.lineno for decorator in node.decorator_list])
-    lines = cell.source.splitlines(keepends=True)
-    return cell, sum(map(len, lines[: first - 1])), sum(map(len, lines[: node.end_lineno]))
+    line_ends = [match.end() for match in re.finditer(r"\r\n?|\n", cell.source)] + [len(cell.source)]
+    return cell, ([0] + line_ends)[first - 1], line_ends[node.end_lineno - 1]
 
 
 def _definitions(tree: ast.Module):
