@@ -113,7 +113,7 @@ def load_functions(notebook: Path, names: list[str], needed_for: str) -> dict[st
 
 
 def usable_strategies(samplers: dict[str, Callable]) -> list[Strategy]:
-    """Every strategy, less min-p when the 02 notebook's sample_next has no min_p (it predates SPEC 5.1's)."""
+    """Every strategy, less min-p when the 02 notebook's sample_next has no min_p (it predates min-p)."""
     if "min_p" in inspect.signature(samplers["sample_next"]).parameters:
         return STRATEGIES
     print("note: the 02 notebook's sample_next takes no min_p: the min-p row is left out", file=sys.stderr)

@@ -77,7 +77,7 @@ def side_by_side(columns: dict[str, str], width: int = 32) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="a local WikiText-2 folder (default: $COURSE_DATA_DIR, else the hub)")
     parser.add_argument("--out", type=Path, default=kit.ROOT / "runs", help="where the checkpoint and results go")
@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--assignments", nargs="+", default=GRADED, choices=GRADED, metavar="NAME")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

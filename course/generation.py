@@ -59,7 +59,7 @@ def generate(
 ) -> torch.Tensor:
     """The prompt (batch, positions) followed by `max_new_tokens` ids chosen by `next_token`.
 
-    With `eos_id` (SPEC 5.3), a row that emits it is finished and its later positions are `eos_id`; the loop
+    With `eos_id`, a row that emits it is finished and its later positions are `eos_id`; the loop
     ends early, with a shorter result, once every row has finished.
 
     Without a cache, each step re-runs the model on the last `block_size` positions (the context),

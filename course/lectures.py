@@ -969,14 +969,8 @@ def tagged_figures(nb) -> dict[str, bytes]:
     return figures
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m course.lectures [--out DIR] [--figures DIR] [NOTEBOOK...]` (what `make slides` and
-    `make figures` run); without a notebook it only fetches reveal.js into DIR/assets."""
+def make_parser():
     import argparse
-    import sys
-
-    from course.errors import UserError
-    from course.kit import write_atomically
 
     parser = argparse.ArgumentParser(
         prog="python -m course.lectures", description="Execute lecture notebooks and export them as reveal.js decks."
@@ -987,7 +981,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--online", action="store_true", help="load reveal.js from the web instead of fetching it next to the decks"
     )
     parser.add_argument("--figures", metavar="DIR", help="also write the images of cells tagged figure:NAME here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m course.lectures [--out DIR] [--figures DIR] [NOTEBOOK...]` (what `make slides` and
+    `make figures` run); without a notebook it only fetches reveal.js into DIR/assets."""
+    import sys
+
+    from course.errors import UserError
+    from course.kit import write_atomically
+
+    args = make_parser().parse_args(argv)
     out = Path(args.out)
     try:
         missing = [notebook for notebook in args.notebooks if not Path(notebook).is_file()]

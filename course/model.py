@@ -46,7 +46,7 @@ def preset(name: str, vocab_size: int) -> GPTConfig:
 
 @runtime_checkable
 class KVCacheProtocol(Protocol):
-    """What the model asks of a KV cache (SPEC 4 and 5.3); every cache in the kit has this shape.
+    """What the model asks of a KV cache (docs/assignments.md, 04_kv_cache); every cache in the kit has this shape.
 
     `model(idx, cache=cache)` reads `len(cache)` once, at the start of the forward, and numbers the new
     positions from it. Attention layer `l` then calls `cache.update(l, k, v)` with the new positions' keys
@@ -61,7 +61,7 @@ class KVCacheProtocol(Protocol):
 
 
 class AttendFunction(Protocol):
-    """The attention step, `attend(q, k, v, key_mask) -> y` (SPEC 5.3; `causal_attention` is the library's).
+    """The attention step, `attend(q, k, v, key_mask) -> y` (docs/assignments.md; `causal_attention` is the library's).
 
     q: (batch, heads, T, head_dim), the queries of T new positions that come after S - T cached ones
     k, v: (batch, heads, S, head_dim), the keys and values of all S positions, oldest first
@@ -221,7 +221,7 @@ class GPT(nn.Module):
 
         With a cache (see `KVCacheProtocol`), positions are numbered from len(cache) and every
         attention layer calls cache.update(layer, k, v) and attends over what it returns.
-        A batch of prompts of different lengths (SPEC 5.3) gives each row its own `positions` (batch, T)
+        A batch of prompts of different lengths gives each row its own `positions` (batch, T)
         and a `key_mask` (batch, len(cache) + T), False at padding; `attend` replaces the attention step.
         """
         B, T = idx.shape

@@ -36,7 +36,7 @@ class StudentTimeout(StudentError):
 
 
 class StudentModifiedArgument(StudentError):
-    """The call returned, but changed a tensor argument in place (SPEC: inputs are not modified)."""
+    """The call returned, but changed a tensor argument in place (inputs are never modified)."""
 
 
 class StudentCrashed(StudentError):

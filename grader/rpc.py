@@ -15,7 +15,7 @@ ordinary Python calls, one thread per side, and the innermost reply always comes
 Generators passed in a request cross as their state; the reply carries their final states, which
 the caller writes into its own generators, so a seeded test sees its generator advance.
 
-Inputs are not modified in place (SPEC 5). A call from the grader asks for its tensor arguments back
+Inputs are not modified in place (docs/assignments.md). A call from the grader asks for its tensor arguments back
 ("arguments": true): the worker's reply carries, for every tensor it received, the bytes that tensor
 holds after the call (keyed by the buffer index it came in), and the names of the called function's
 positional parameters. The grader compares them, bit for bit, with what it sent: the comparison runs

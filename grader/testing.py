@@ -26,7 +26,7 @@ The `student` fixture:
   here, in the grader) and that data. Record what you need in the object and assert after the call:
   an assertion raised inside an exposed method reaches the student's code, which could catch it.
 - `student.with_timeout(30).NAME(...)` for a call that needs more time.
-- Inputs must not be modified in place (SPEC 5): after every call the grader compares each tensor
+- Inputs must not be modified in place (docs/assignments.md): after every call the grader compares each tensor
   argument (nested in lists, tuples, dicts too) bit for bit with what it sent, and a change raises
   StudentModifiedArgument: "apply_temperature modified its argument `logits` in place; it must
   return a new tensor". A test of a function allowed to modify its tensor arguments opts out with

@@ -1,6 +1,6 @@
 """05_decoding: the solution's functions in-process on the notebook's worked examples (fast), the stubs of the
 student notebook, the notebook's table model against the grader's, and the notebook executed top to bottom (slow).
-The grading of the solution, the blank notebook, the mutants and another style is in tests/test_mutants_sampling.py
+The grading of the solution, the blank notebook, the mutants and another style is in tests/test_mutants.py
 and tests/test_styles.py (one batch per assignment, tests/mutants/harness.py)."""
 
 from __future__ import annotations

@@ -248,7 +248,7 @@ def test_solution_stops_at_eos(solution, use_cache):
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_solution_batch_equals_one_prompt_at_a_time(solution, use_cache):
-    """SPEC 5.3: for greedy decoding, row i equals generate(model, tensor([prompts[i]]), ...); within and past the
+    """For greedy decoding, row i equals generate(model, tensor([prompts[i]]), ...); within and past the
     context length, with a presence penalty (the history), and with eos_id."""
     model = kv.small_model(seed=23)
     prompts = [[7, 1, 30, 22, 5], [40], [12, 9, 33], kv.prompt(1, 15, seed=2)[0].tolist()]

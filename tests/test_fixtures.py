@@ -1,4 +1,4 @@
-"""The shipped next-token distributions show what the lecture says of them (SPEC 7: claims tested on fixtures).
+"""The shipped next-token distributions show what the lecture says of them (every claim tested on the fixtures).
 
 Probabilities are float32 softmaxes of the shipped logits; the thresholds are the issue's, not fitted to the file.
 """
@@ -12,7 +12,7 @@ from course import fixtures
 
 
 def top_p_kept(logits: torch.Tensor, p: float) -> int:
-    """How many tokens top-p keeps: those whose higher-ranked mass is below p (SPEC 5.1)."""
+    """How many tokens top-p keeps: those whose higher-ranked mass is below p."""
     probs = torch.softmax(logits.float(), dim=-1).sort(descending=True).values
     return int(((probs.cumsum(-1) - probs) < p).sum())
 

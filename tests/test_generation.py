@@ -55,7 +55,7 @@ def test_generate_keeps_prompt_and_adds_tokens():
 
 
 def test_rows_that_emit_eos_are_finished_and_the_loop_ends_when_all_are():
-    """SPEC 5.3: a finished row is filled with eos_id; the result is shorter once every row has finished."""
+    """A finished row is filled with eos_id; the result is shorter once every row has finished."""
     eos, steps = 3, []
     scripted = [torch.tensor([eos, 5]), torch.tensor([7, 6]), torch.tensor([8, eos]), torch.tensor([9, 9])]
 

@@ -1,4 +1,4 @@
-"""Gradescope's default container (SPEC §8): 768 MB of memory for everything and half a CPU. Each assignment's
+"""Gradescope's default container: 768 MB of memory for everything and half a CPU. Each assignment's
 autograder zip grades its solution there to full marks, and a student function that hoards memory (in several
 processes, past the container's limit) costs only its own tests: the workers carry the highest OOM score, so the
 kernel kills student code, never the grader, and results.json stays valid.

@@ -5,7 +5,7 @@ run where transformers is not installed): 02's apply_temperature, top_k_filter, 
 transformers' TopPLogitsWarper sorts ascending and removes the tokens whose cumulative probability is
 <= 1 - p (keeping the most likely one): the same set as "keep a token while the mass ranked above it is < p",
 up to float32 rounding, so top-p is compared on the rows where no boundary decision lies within 1e-5 of p.
-TopKLogitsWarper keeps ties at the boundary, like the spec; its rows are drawn with many ties on purpose.
+TopKLogitsWarper keeps ties at the boundary, like top_k_filter; its rows are drawn with many ties on purpose.
 MinPLogitsWarper (min_tokens_to_keep=1) keeps a token when its probability is >= min_p times the row's largest:
 compared on the rows where no token's ratio to the largest lies within 1e-5 of min_p.
 """

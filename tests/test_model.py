@@ -54,7 +54,7 @@ def test_logits_have_shape_batch_positions_vocab_and_are_float32(model):
 
 @pytest.mark.parametrize("name, low, high", [("tiny", 1.6e6, 2.0e6), ("laptop", 5e6, 7e6), ("course", 30e6, 40e6)])
 def test_preset_parameter_counts(name, low, high):
-    """With each preset's own vocabulary (SPEC 4: the course model has 30M-40M parameters)."""
+    """With each preset's own vocabulary (the course model has 30M-40M parameters)."""
     from course.train import PRESET_DEFAULTS
 
     config = preset(name, PRESET_DEFAULTS[name]["vocab_size"])

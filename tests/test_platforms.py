@@ -1,4 +1,4 @@
-"""Students' platforms (SPEC §8): where the sandbox cannot run (Windows, macOS), the self-check runs the visible tests
+"""Students' platforms: where the sandbox cannot run (Windows, macOS), the self-check runs the visible tests
 in plain spawned processes (grader/plain.py) with the same report and time limits; grading for marks says in one line
 that it needs Linux. Windows is simulated on Linux by a sitecustomize that removes, from every Python process, what
 Windows lacks and the sandbox uses."""

@@ -1,6 +1,6 @@
 """Correct implementations in other styles than the solution score full marks (tests/mutants/styles.py):
 explicit loops, numpy inside, other ways to draw, helpers in other cells, functions defined out of order,
-imports in a later cell, everything merged into one cell, demo code mixed in."""
+imports in a later cell, everything merged into one cell, demo code mixed in, other ways to mask attention."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def test_eot_is_one_special_token(tokenizer):
     ],
 )
 def test_unk_is_one_token(tokenizer, text, unk_pieces):
-    """WikiText's `<unk>` is never spelled in pieces (SPEC 3), and the text still comes back exactly."""
+    """WikiText's `<unk>` is never spelled in pieces, and the text still comes back exactly."""
     ids = tokenizer.encode(text)
     pieces = tokenizer.token_strings(ids)
     assert [piece for piece in pieces if "unk" in piece] == unk_pieces

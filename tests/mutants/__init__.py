@@ -1,8 +1,6 @@
-"""Wrong implementations of the graded functions of 02_sampling and 03_penalties (the mutation suite).
+"""The mutation suite's material: wrong implementations that must lose points, correct ones that must not.
 
-Each `<assignment>/<name>.py` holds one plausible mistake: its docstring says what is wrong, its code
-redefines one or more graded functions. `harness.py` turns each into a student notebook (the solution
-notebook plus one cell with the mutant's code, which overrides the solution's definition) and grades
-them all in one `grader batch` run per assignment. A `# symptom: REGEX` line says what the feedback of at
-least one of its failed tests must say (tests/test_mutants_sampling.py checks it).
+`<assignment>.toml` lists the assignment's mutants as patches of its solution notebook (`patches.py` reads and
+applies them); `styles*.py` hold correct implementations in other styles; `harness.py` grades them all with
+`grader batch`. tests/test_mutants.py and tests/test_styles.py read the results.
 """

@@ -2,7 +2,8 @@
 
 Explicit loops, numpy inside, an inverse-CDF or Gumbel-max draw (other uses of the generator's
 randomness), Hugging Face's ascending top-p, helpers in other cells, functions defined before the
-helpers they call, imports in a later cell, everything merged in one cell, demo code mixed in. And a 03
+helpers they call, imports in a later cell, everything merged in one cell, demo code mixed in; 04's attention
+and padding written other ways (styles_kv_cache.py), 05's with heaps and counters (styles_decoding.py). And a 03
 notebook whose pasted 02 functions are wrong: 03 grades what the penalties add, never 02 a second time.
 """
 
@@ -12,6 +13,7 @@ import json
 
 from mutants.harness import ROOT, notebook_from_cells, notebook_with_cells
 from mutants.styles_decoding import DECODING_STYLES
+from mutants.styles_kv_cache import KV_CACHE_STYLES
 
 LOOPS_02 = [
     # the pipeline first, before the functions it calls (cells run top to bottom, calls happen later)
@@ -277,6 +279,7 @@ def _wrong_02_03():
 STYLES = {
     "02_sampling": {"loops-numpy-inverse-cdf": _loops_02, "merged-gumbel-hf-top-p": _merged_02},
     "03_penalties": {"counter-loops-02-pasted-last": _counter_03, "own-wrong-02-functions": _wrong_02_03},
+    "04_kv_cache": KV_CACHE_STYLES,
     "05_decoding": DECODING_STYLES,
 }
 

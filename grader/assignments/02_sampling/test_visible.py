@@ -1,6 +1,6 @@
 """Visible tests of 02_sampling: shipped with the assignment, run by `grader check("02_sampling")`.
 
-They use small inputs you can check by hand. The hidden tests check the same rules (SPEC §5, §5.1) on
+They use small inputs you can check by hand. The hidden tests check the same rules (the notebook's) on
 other inputs: batch dimensions, ties, -inf, float16/bfloat16, untouched inputs, seeded generators.
 """
 

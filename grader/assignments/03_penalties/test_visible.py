@@ -1,7 +1,7 @@
 """Visible tests of 03_penalties: shipped with the assignment, run by `grader check("03_penalties")`.
 
 The lecture's worked example and small cases you can check by hand. The hidden tests check the same
-rules (SPEC §5, §5.2) on other inputs.
+rules (the notebook's) on other inputs.
 """
 
 import pytest

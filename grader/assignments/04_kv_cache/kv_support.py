@@ -33,7 +33,7 @@ from course.model import GPT, GPTConfig
 from grader.rpc import StudentObject
 from grader.testing import StudentError, expect_tensor, expose, type_name
 
-TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (SPEC 5.3); also attend's fp32 outputs
+TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (docs/assignments.md); also attend's fp32 outputs
 SMALL = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
 MAX_BATCH = 8  # the tests' prompts have at most 3 rows; a generate never runs more rows than its prompt has
 FORWARDS_PER_CALL_NEEDED = 10  # a generate may call the model this many times the calls it needs, no more
@@ -619,7 +619,7 @@ def checked_update(cache, layer: int, k: torch.Tensor, v: torch.Tensor, what: st
 
 
 def cut_at_eos(ids: torch.Tensor, prompt_length: int, eos_id: int) -> torch.Tensor:
-    """SPEC 5.3's stopping applied to decoding that did not stop: after a row's first eos_id its tokens are eos_id,
+    """The eos_id stopping rule applied to decoding that did not stop: after a row's first eos_id its tokens are eos_id,
     and the result ends where the last row finished (rows of a batch do not see each other, so this is what a
     generate that stops gives)."""
     new = ids[:, prompt_length:].clone()

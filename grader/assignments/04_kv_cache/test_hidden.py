@@ -1,6 +1,6 @@
 """Hidden tests of 04_kv_cache (not shipped to students).
 
-The same rules as the visible tests (SPEC 5.3) on other cases: other shapes and several appends,
+The same rules as the visible tests (docs/assignments.md, 04_kv_cache) on other cases: other shapes and several appends,
 past the context length, batches, a next_token that is not greedy, one-token prompts, prompts that
 fill the whole context. A failed hidden test shows the student its docstring and assertion message,
 which name the symptom (a step, a number of positions, a difference) without the test's inputs.

@@ -1,6 +1,6 @@
 """Hidden tests of 04_kv_cache's attention step, stopping, batches and histories (not shipped to students).
 
-The same rules as the visible tests (SPEC 5.3) on other cases: several new queries after cached keys, a key mask
+The same rules as the visible tests (docs/assignments.md, 04_kv_cache) on other cases: several new queries after cached keys, a key mask
 with padding (and queries that see no key at all), float64, a batch whose rows stop at different steps, prompts of
 different lengths with and without the cache and past the context length, and the history each next_token call gets.
 """

@@ -4,7 +4,7 @@ A failed hidden test shows the student only its docstring and assertion message,
 rule that was broken, and, where a common mistake gives a recognisable answer (a length penalty, a score per
 sample instead of pooled, the n-gram count one short, the slope's sign, `top` ignored), names that mistake.
 Beam search at widths between 1 and exhaustive is compared with `reference_beam_search` below, which keeps
-SPEC 5.5's rule in float64 and checks that no kept candidate is within MARGIN of the first one dropped, so
+the rule of docs/assignments.md in float64 and checks that no kept candidate is within MARGIN of the first one dropped, so
 that float32 and float64 sums keep the same beams. Tolerances: 1e-6 relative on counts and fits, 1e-4
 relative on perplexities.
 """
@@ -23,7 +23,7 @@ MARGIN = 1e-3
 
 
 def reference_beam_search(model, prompt, width, max_new_tokens, eos_id=None, window=None):
-    """SPEC 5.5 in float64: the new tokens of the best kept sequence; the model sees the last `window` ids."""
+    """Beam search by the rule, in float64: the new tokens of the best kept sequence; the model sees the last `window` ids."""
     beams = [(0.0, ())]  # (score, new tokens); a beam ending with eos_id is finished
     for _ in range(max_new_tokens):
         if all(eos_id is not None and new and new[-1] == eos_id for _, new in beams):
@@ -61,7 +61,7 @@ def _diagnosis(found, expected, eos_id=None, length_normalised=None):
     if eos_id is not None and eos_id in found[:-1]:
         return " Your sequence goes on after eos_id: a beam that emits eos_id is finished and is never extended."
     if length_normalised is not None and found == length_normalised != expected:
-        return " Yours is the best score divided by its length: SPEC 5.5 asks for the plain sum, no length penalty."
+        return " Yours is the best score divided by its length: beam search keeps the plain sum, no length penalty."
     return ""
 
 
