@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.notebook import NotebookError, read_notebook
 from grader.errors import GraderError
 from grader.results import csv_text
 
@@ -71,12 +70,6 @@ def read_answers(notebook, asked: list[Question]) -> dict[str, WrittenAnswer]:
     return {q.name: _answer(q.name, cells.get(q.name.lower())) for q in asked}
 
 
-def written_answers(notebook) -> dict[str, str]:
-    """name -> answer text, for each answer cell of `notebook` (an nbformat NotebookNode), placeholders left out."""
-    found = {name: _answer(name, bodies).text for name, bodies in _answer_cells(notebook).items()}
-    return {name: text for name, text in found.items() if text}
-
-
 def _answer_cells(notebook) -> dict[str, list[str]]:
     """Lower-cased question name -> the text under each markdown cell headed `#### Answer: NAME`."""
     cells: dict[str, list[str]] = {}
@@ -101,14 +94,6 @@ def _answer(name: str, bodies: list[str] | None) -> WrittenAnswer:
     if any(PLACEHOLDER in body for body in bodies):
         return WrittenAnswer("", "the answer is still the placeholder")
     return WrittenAnswer("", f"the cell `#### Answer: {name}` is empty")
-
-
-def answers_of(path: Path) -> dict[str, str] | None:
-    """The written answers of the notebook at `path`, or None when it cannot be read as a notebook."""
-    try:
-        return written_answers(read_notebook(path))
-    except NotebookError:
-        return None
 
 
 def answers_table(rows: list[tuple[str, str, dict[str, WrittenAnswer] | None]], asked: list[Question]) -> str:

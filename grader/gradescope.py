@@ -26,8 +26,9 @@ from importlib import metadata
 from pathlib import Path
 
 from course import kit
+from course.notebook import NotebookError, read_notebook
 from grader import results as results_file
-from grader.answers import Question, answers_of, questions
+from grader.answers import Question, WrittenAnswer, questions, read_answers
 from grader.errors import GraderError
 from grader.runner import ASSIGNMENTS_DIR, find_assignment, grade
 
@@ -142,7 +143,11 @@ def run(name: str, root: Path, zygote=None) -> dict:
         results = grade(notebook, assignment, results_path=results_path, zygote=zygote)
         asked = questions(assignment)
         if asked:
-            results["tests"] += written_answer_entries(asked, answers_of(notebook))
+            try:
+                answers = read_answers(read_notebook(notebook), asked)
+            except NotebookError:
+                answers = None
+            results["tests"] += written_answer_entries(asked, answers)
             results_file.write(results_path, results)
         return results
     if notebooks:
@@ -153,22 +158,21 @@ def run(name: str, root: Path, zygote=None) -> dict:
     return grade(None, assignment, results_path=results_path, refusal=refusal, zygote=zygote)
 
 
-def written_answer_entries(asked: list[Question], answers: dict[str, str] | None) -> list[dict]:
+def written_answer_entries(asked: list[Question], answers: dict[str, WrittenAnswer] | None) -> list[dict]:
     """One results entry per written question, worth 0 autograder points: the answer as the student sees it
-    received. Its points are a manual question of the assignment's outline (`manual_questions` lists them)."""
-    entries = []
-    for question in asked:
-        answer = "" if answers is None else answers.get(question.name.lower(), "")
-        entries.append(
-            {
-                "name": f"written answer {question.name}: graded by hand ({question.points:g} points)",
-                "score": 0,
-                "max_score": 0,
-                "output": answer or f"no answer: the notebook has no markdown cell `#### Answer: {question.name}`",
-                "visibility": "visible",
-            }
-        )
-    return entries
+    received (escaped as every student text), or why there is none. Its points are a manual question of the
+    assignment's outline (`manual_questions` lists them)."""
+    unread = WrittenAnswer("", "the notebook could not be read")
+    return [
+        {
+            "name": f"written answer {question.name}: graded by hand ({question.points:g} points)",
+            "score": 0,
+            "max_score": 0,
+            "output": results_file.printable((answers or {}).get(question.name, unread).shown()),
+            "visibility": "visible",
+        }
+        for question in asked
+    ]
 
 
 def manual_questions(name: str, tests_dir: Path | None = None) -> str:

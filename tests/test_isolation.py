@@ -45,7 +45,7 @@ EXPLORER = '''
 import os, socket, stat, time
 
 SECRET_NAMES = ("test_hidden.py",)
-SECRET_FOLDERS = (".git", "solutions", "mutants", "mutants_kv")
+SECRET_FOLDERS = (".git", "solutions", "mutants")
 PRIVATE_PREFIXES = ("grader-tests-", "grader-zygote-", "grader-worker-uids")
 SOCKET_TYPES = {"0001": socket.SOCK_STREAM, "0002": socket.SOCK_DGRAM, "0005": socket.SOCK_SEQPACKET}
 
@@ -171,7 +171,7 @@ def kit_secrets() -> list[str]:
     candidates = [
         ROOT / "grader" / "assignments" / "02_sampling" / "test_hidden.py",
         ROOT / "solutions" / "02_sampling.ipynb",
-        ROOT / "tests" / "mutants" / "harness.py",
+        ROOT / "tests" / "mutants" / "02_sampling.toml",
         ROOT / ".git" / "HEAD",
         ASSIGNMENT / "test_hidden.py",
     ]

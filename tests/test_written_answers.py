@@ -24,7 +24,6 @@ from grader.answers import (
     expect_prediction,
     questions,
     read_answers,
-    written_answers,
 )
 from grader.cli import main
 from grader.errors import GraderError
@@ -42,16 +41,21 @@ def _notebook(*cells: tuple[str, str]) -> nbformat.NotebookNode:
 
 
 def test_answers_are_the_markdown_cells_that_name_a_question():
-    answers = written_answers(
+    asked = [Question(name, 1.0, "?") for name in ("why-min-p", "use-lightly")]
+    answers = read_answers(
         _notebook(
             ("markdown", "#### Answer: why-min-p\nThe bar moves with the top probability."),
             ("markdown", "## ANSWER : Use-Lightly\n" + PLACEHOLDER),  # the placeholder only: no answer
             ("code", "# Answer: why-min-p\nx = 1"),  # a code cell is never an answer
             ("markdown", "Some notes.\n#### Answer: why-min-p\nnot an answer: the marker is not the first line"),
             ("markdown", "\n#### answer: WHY-MIN-P\nAnd top-p adds up mass."),  # split over two cells: joined
-        )
+        ),
+        asked,
     )
-    assert answers == {"why-min-p": "The bar moves with the top probability.\n\nAnd top-p adds up mass."}
+    assert {name: answer.text for name, answer in answers.items()} == {
+        "why-min-p": "The bar moves with the top probability.\n\nAnd top-p adds up mass.",
+        "use-lightly": "",  # the placeholder only: no answer
+    }
 
 
 def test_a_missing_answer_says_whether_the_cell_is_missing_empty_or_still_the_placeholder():
@@ -142,9 +146,11 @@ def test_gradescope_lists_manual_questions_and_shows_each_answer_received():
     assert "why-min-p (2 points)" in manual_questions("02_sampling")
     assert manual_questions("01_training") == ""  # it asks none
     asked = questions(ROOT / "grader" / "assignments" / "02_sampling")
-    entries = written_answer_entries(asked, {"why-min-p": "because"})
-    assert [(e["score"], e["max_score"], e["output"]) for e in entries] == [(0, 0, "because")]
-    assert "no answer" in written_answer_entries(asked, None)[0]["output"]
+    entries = written_answer_entries(asked, {"why-min-p": WrittenAnswer("because \x1b[2J\u202e")})
+    assert [(e["score"], e["max_score"], e["output"]) for e in entries] == [(0, 0, "because \\x1b[2J\\u202e")]
+    placeholder = {"why-min-p": WrittenAnswer("", "the answer is still the placeholder")}
+    assert written_answer_entries(asked, placeholder)[0]["output"] == "(no answer: the answer is still the placeholder)"
+    assert written_answer_entries(asked, None)[0]["output"] == "(no answer: the notebook could not be read)"
 
 
 @pytest.mark.slow
