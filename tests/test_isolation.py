@@ -284,12 +284,19 @@ def test_gradescopes_flow_without_namespaces_leaves_nothing_for_a_worker_to_read
     installed = [str(p) for p in site_packages.rglob("test_*.py")] + [str(p) for p in site_packages.rglob("*.ipynb")]
     assert installed == [], "setup.sh's install copied tests into the environment"
     (root / "submission").mkdir()
+    temporary = folder / "tmp"  # the container's /tmp, where the grader keeps its private copies: this machine's
+    temporary.mkdir()  # own /tmp holds other checkouts that every user may read, which a container would not
+    temporary.chmod(0o1777)
     known = [str(p) for p in (root / "source").rglob("*") if p.is_file()][:200]
-    explorer(root / "submission" / f"{ASSIGNMENT.name}.ipynb", [str(root), "/tmp"], known)
+    explorer(root / "submission" / f"{ASSIGNMENT.name}.ipynb", [str(root), str(temporary)], known)
     run_autograder = root / "run_autograder"  # where Gradescope puts it
     run_autograder.write_bytes((root / "source" / "run_autograder").read_bytes())
     run_autograder.chmod(0o755)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GRADER_AUTOGRADER_ROOT": str(root)}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "GRADER_AUTOGRADER_ROOT": str(root),
+        "TMPDIR": str(temporary),
+    }
     done = subprocess.run(
         [*WITHOUT_NAMESPACES, str(run_autograder)], env=env, capture_output=True, text=True, timeout=600
     )
