@@ -1,6 +1,6 @@
 """What a worker may see, what it must never read, and the proof, before grading for marks, that it cannot.
 
-    view = worker_view(mountpoint)        # in the zygote: the allow-list a worker's root folder is built from
+    view = worker_view(folder)            # in the zygote: the allow-list, and the skeleton of a worker's root folder
     names = secrets(assignment, copy, ...)   # the files and folders of one grading a worker must not open
     verify(zygote, limits, user, names)   # a real worker, set up as every worker is, tries to open each of them:
                                           # a GraderError naming the first it could open, else None
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import sys
 import sysconfig
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from course.kit import ROOT
 from grader.errors import GraderError
-from grader.namespaces import View
+from grader.namespaces import DEVICE_LINKS, DEVICES, SCRATCH, View
 
 SYSTEM_FOLDERS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
@@ -40,30 +41,65 @@ PROBE_TIMEOUT = 60.0  # seconds for the probe worker to start, open everything a
 # ---------------------------------------------------------------- the allow-list
 
 
-def worker_view(mountpoint: str) -> View:
-    """The view of every worker this zygote forks, built from this interpreter's installation and the kit."""
-    import course
-    import grader
+def worker_view(root: str) -> View:
+    """The view of every worker this zygote forks, built from this interpreter's installation and the kit.
 
+    `root` (an empty folder of the zygote's) becomes the skeleton of the workers' root folder, made here once: its
+    folders, the mount points of what is mounted, copies of the kit's modules and of a few small system files, the
+    symbolic links on the way. Each worker then only mounts `View.mounted` into it (namespaces.py)."""
     python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     python |= {path for path in sysconfig.get_paths().values()}
     python |= {entry for entry in sys.path if entry and os.path.isabs(entry)}
-    python |= set(SYSTEM_FOLDERS) | set(SYSTEM_FILES)
+    python |= set(SYSTEM_FOLDERS)
     python.discard(os.getcwd())  # the zygote's own folder: where `-m grader.worker` put sys.path[0]
-    kit_root = str(ROOT)
-    paths = {p for p in python if p != kit_root}  # the kit's folder itself is on sys.path when run from a checkout
-    paths.add(os.path.dirname(course.__file__))
-    grader_folder = os.path.dirname(grader.__file__)
-    paths |= {os.path.join(grader_folder, name) for name in os.listdir(grader_folder) if name.endswith(".py")}
-    readable, links = set(), {}
-    for path in paths:
-        real = _resolve(path, links)
-        if real is not None:
-            readable.add(real)
+    python.discard(str(ROOT))  # the kit's folder is on sys.path when run from a checkout: only its modules are seen
+    links: dict[str, str] = {}
+    resolved = {real for path in python if (real := _resolve(path, links)) is not None}
     hidden = [os.path.realpath(secret) for secret in kit_secret_folders()]
-    readable = _around(_outermost(readable), hidden)
-    links = {path: target for path, target in links.items() if not any(_inside(path, r) for r in readable)}
-    return View(tuple(sorted(readable)), tuple(sorted(links.items())), mountpoint)
+    mounted = _around(_outermost(resolved), hidden)
+    for path in [*mounted, *DEVICES]:  # mount points
+        if os.path.isdir(path):
+            os.makedirs(root + path, 0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(root + path), 0o755, exist_ok=True)
+            open(root + path, "a").close()
+    for path in SYSTEM_FILES:
+        _copy(path, root, links)
+    for package in _kit_packages():
+        if not any(_inside(package, m) for m in mounted):  # installed in a folder already mounted: seen there
+            _copy(package, root, links)
+    for path, target in {**links, **DEVICE_LINKS}.items():
+        if not any(_inside(path, m) for m in mounted) and not os.path.lexists(root + path):
+            os.makedirs(os.path.dirname(root + path), 0o755, exist_ok=True)
+            os.symlink(target, root + path)
+    for folder in ("/proc", SCRATCH):
+        os.makedirs(root + folder, 0o755, exist_ok=True)
+    os.chmod(root, 0o755)
+    return View(root, tuple(mounted))
+
+
+def _kit_packages() -> list[str]:
+    """The kit's importable modules: the course library, and the grader's own modules (never its assignments)."""
+    import course
+    import grader
+
+    grader_folder = os.path.dirname(grader.__file__)
+    modules = [os.path.join(grader_folder, name) for name in sorted(os.listdir(grader_folder)) if name.endswith(".py")]
+    return [os.path.dirname(course.__file__), *modules]
+
+
+def _copy(path: str, root: str, links: dict[str, str]) -> None:
+    """A copy of `path` (a file or a folder, without Python's caches) at the same place in `root`."""
+    real = _resolve(path, links)
+    if real is None:
+        return
+    os.makedirs(os.path.dirname(root + real), 0o755, exist_ok=True)
+    if os.path.isdir(real):
+        shutil.copytree(real, root + real, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    else:
+        shutil.copyfile(real, root + real)
+    for copied in (root + real, *(str(p) for p in Path(root + real).rglob("*"))):
+        os.chmod(copied, 0o755 if os.path.isdir(copied) else 0o644)
 
 
 def kit_secret_folders() -> list[Path]:

@@ -63,6 +63,9 @@ ST_TO_MS = {
 }
 NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+DEVICE_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0", "/dev/stdout": "/proc/self/fd/1",
+                "/dev/stderr": "/proc/self/fd/2"}  # fmt: skip
+SCRATCH = "/scratch"  # where a worker finds its work directory, its only writable folder
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -70,13 +73,12 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 
 @dataclass(frozen=True)
 class View:
-    """What a worker sees. `readable`: files and folders mounted read-only at their own paths; `links`: symbolic
-    links on the way to them (`/lib -> usr/lib`), made again as they are; `mountpoint`: an empty folder of the
-    trusted side's on which the worker's new root is built (in the worker's own mount namespace only)."""
+    """What a worker sees: `root`, the skeleton of its root folder (folders, mount points, copies of the kit's modules
+    and of a few system files, links, made once by the trusted side: grader/isolation.py), and `mounted`, the files
+    and folders mounted read-only into it at their own paths. The worker's work directory appears as SCRATCH."""
 
-    readable: tuple[str, ...]
-    links: tuple[tuple[str, str], ...]
-    mountpoint: str
+    root: str
+    mounted: tuple[str, ...]
 
 
 def _check(result: int, what: str) -> None:
@@ -156,29 +158,16 @@ def enter_namespaces(view: View, workdir: str) -> None:
 
 
 def _new_root(view: View, workdir: str | None) -> None:
-    """Build the worker's root folder on a new tmpfs and make it the root, the old one detached."""
+    """Make the skeleton `view.root`, with what is mounted into it, the root folder; the old one is detached."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the machine's mounts
-    root = view.mountpoint
-    _mount(b"grader-worker", root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755")
-    for path in view.readable:
+    root = view.root
+    _mount(root, root, None, MS_BIND)  # a mount point of its own, as pivot_root wants
+    for path in (*view.mounted, *DEVICES):
         _bind(path, root + path, MS_RDONLY)
-    for device in DEVICES:
-        _bind(device, root + device, MS_RDONLY)
-    for path, target in view.links:
-        _folder(os.path.dirname(root + path))
-        os.symlink(target, root + path)
-    for name, target in (
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ):
-        os.symlink(target, f"{root}/dev/{name}")
     if workdir is not None:
-        _bind(workdir, root + workdir, MS_NOEXEC)  # the only place the worker may write
-    _folder(root + "/proc")
+        _bind(workdir, root + SCRATCH, MS_NOEXEC)  # the only place the worker may write
     _mount(b"proc", root + "/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's processes
-    _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    _bind(root, root, MS_RDONLY, already_mounted=True)
     os.chdir(root)
     number = SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
@@ -195,15 +184,11 @@ def _mount(source, target, kind, flags: int, data=None) -> None:
     _check(_libc.mount(encode(source), encode(target), encode(kind), flags, encode(data)), f"mount {target}")
 
 
-def _bind(source: str, target: str, extra_flags: int) -> None:
-    """Mount `source` (a file or a folder) at `target`, then remount it with `extra_flags`, no set-uid and no
-    device files, keeping the flags its own mount is locked with."""
-    if os.path.isdir(source):
-        _folder(target)
-    else:
-        _folder(os.path.dirname(target))
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
-    _mount(source, target, None, MS_BIND)
+def _bind(source: str, target: str, extra_flags: int, already_mounted: bool = False) -> None:
+    """Mount `source` (a file or a folder) at `target`, its mount point in the skeleton, then remount it with
+    `extra_flags`, no set-uid and no device files (but for /dev's), keeping the flags its own mount is locked with."""
+    if not already_mounted:
+        _mount(source, target, None, MS_BIND)
     locked = os.statvfs(source).f_flag
     flags = MS_NOSUID | extra_flags | sum(ms for st, ms in ST_TO_MS.items() if locked & st)
     if source.startswith("/dev/"):
@@ -211,10 +196,6 @@ def _bind(source: str, target: str, extra_flags: int) -> None:
     else:
         flags |= MS_NODEV
     _mount(None, target, None, MS_REMOUNT | MS_BIND | flags)
-
-
-def _folder(path: str) -> None:
-    os.makedirs(path, mode=0o755, exist_ok=True)
 
 
 def drop_namespace_privileges(entered: bool) -> None:

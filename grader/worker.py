@@ -204,10 +204,11 @@ def _become_worker(connection: socket.socket, spec: dict, view) -> None:
         os.setresgid(spec["gid"], spec["gid"], spec["gid"])
         os.setresuid(spec["uid"], spec["uid"], spec["uid"])
     _keep_the_oom_score()
-    os.chdir(spec["workdir"])
+    workdir = spec["workdir"] if view is None else namespaces.SCRATCH  # where the worker's view shows it
+    os.chdir(workdir)
     _capture_output(spec["limits"]["output_bytes"])
     os.environ.clear()
-    os.environ.update(HOME=spec["workdir"], TMPDIR=spec["workdir"], PATH="/usr/bin:/bin", LANG="C.UTF-8")
+    os.environ.update(HOME=workdir, TMPDIR=workdir, PATH="/usr/bin:/bin", LANG="C.UTF-8")
     connection = socket.socket(fileno=CONNECTION_FD)
     if "probe" in spec:
         connection.sendall(json.dumps(isolation.probe(spec["probe"])).encode() + b"\n")
