@@ -1,12 +1,13 @@
 """Overfitting on WikiText-2 at a CPU's scale: the same model trained without and with the course recipe.
 
-    COURSE_DATA_DIR=../shared/data/wikitext-2 python bench/overfit.py [--epochs 24] [--out bench/out/overfit]
+    COURSE_DATA_DIR=../shared/data/wikitext-2 python bench/overfit.py [--epochs 30] [--out bench/out/overfit]
 
 The course preset (35.2M parameters) would see WikiText-2's 2.40M training tokens dozens of times; that cannot run
-on a CPU, so this bench keeps its ratio of parameters to training tokens (35.2M / 2.40M = 14.6) at a size that
-can: a reduced course model (4 layers x width 128, context 128, a 4,096-token BPE: --shape) trained for many
-epochs on the first --slice-tokens tokens of the train split. Two arms, the same data, seed and schedule, run at
-once in two processes of one torch thread each (so that both see the same machine load):
+on a CPU, so this bench keeps its ratio of parameters to training tokens (about 14.6, computed from the preset and
+the prepared corpus) at a size that can: a reduced course model (4 layers x width 128, context 128, a 4,096-token
+BPE: 1.33M parameters) trained for many epochs on the first tokens of the train split (as many as the ratio says,
+or --slice-tokens). Two arms, the same data, seed and schedule, run at once in two processes of one torch thread
+each (so that both see the same machine load; --arms runs one):
 
     without   dropout 0, weight decay 0.1: the course preset before the recipe
     with      the recipe's dropout and weight decay (--dropout, --weight-decay)
@@ -38,6 +39,30 @@ def training_data(args):
 
     data = load_training_data(TrainConfig(data_dir=args.data_dir, quiet=True), vocab_size=args.vocab)
     return replace(data, train_tokens=np.asarray(data.train_tokens[: args.slice_tokens]))
+
+
+def course_ratio(args) -> tuple[int, int]:
+    """The course preset's parameters and the training tokens of WikiText-2 under its tokenizer."""
+    import torch
+
+    from course.data import prepare
+    from course.model import GPT, preset
+    from course.train import PRESET_DEFAULTS
+
+    vocab = PRESET_DEFAULTS["course"]["vocab_size"]
+    with torch.device("meta"):  # shapes only
+        params = GPT(preset("course", vocab)).num_params()
+    return params, prepare(data_dir=args.data_dir, vocab_size=vocab, quiet=True).num_tokens["train"]
+
+
+def bench_params(args) -> int:
+    import torch
+
+    from course.model import GPT, preset
+
+    register_preset(args)
+    with torch.device("meta"):
+        return GPT(preset("overfit", args.vocab)).num_params()
 
 
 def register_preset(args) -> None:
@@ -116,21 +141,31 @@ def summary(run: dict) -> str:
 
 
 def draw(runs: list[dict], path: Path) -> None:
+    """Left, every curve; right, the validation curves from epoch 3 on, where they part."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    for run, color in zip(runs, ("tab:red", "tab:blue")):
+    figure, (whole, valid) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    colors = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
+    late_losses = []
+    for run, color in zip(runs, colors):
+        label = f"{run['arm']} recipe (dropout {run['settings']['dropout']:g})"
         epochs = [record["epoch"] for record in run["history"]]
-        axes.plot(epochs, [r["val_loss"] for r in run["history"]], color=color, label=f"{run['arm']} recipe: valid")
-        axes.plot(epochs, [r["train_loss"] for r in run["history"]], color=color, ls=":", label=f"{run['arm']}: train")
-    axes.set_xlabel("epochs over the training slice")
-    axes.set_ylabel("loss (nats per token)")
-    axes.set_title("Without and with the recipe (bench/overfit.py)", fontsize=10)
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
+        losses = [record["val_loss"] for record in run["history"]]
+        whole.plot(epochs, losses, color=color, label=f"{label}: valid")
+        whole.plot(epochs, [r["train_loss"] for r in run["history"]], color=color, ls=":", label="train")
+        late = [(epoch, loss) for epoch, loss in zip(epochs, losses) if epoch >= 3]
+        valid.plot(*zip(*late), color=color, label=label)
+        late_losses += [loss for _, loss in late]
+    whole.set(xlabel="epochs over the training slice", ylabel="loss (nats per token)", title="train and valid")
+    valid.set(xlabel="epochs over the training slice", title="valid, from epoch 3")
+    valid.set_ylim(min(late_losses) - 0.02, max(late_losses) + 0.02)
+    for axes in (whole, valid):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.suptitle("bench/overfit.py: a reduced course model on a slice of WikiText-2", fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
 
@@ -141,8 +176,8 @@ def main(argv=None) -> int:
         "--data-dir", default=os.environ.get("COURSE_DATA_DIR"), help="WikiText-2 (default $COURSE_DATA_DIR)"
     )
     parser.add_argument("--out", default="bench/out/overfit", help="folder for the JSON, the figure and checkpoints")
-    parser.add_argument("--slice-tokens", type=int, default=131072, help="the first tokens of the train split")
-    parser.add_argument("--epochs", type=float, default=24.0)
+    parser.add_argument("--slice-tokens", type=int, help="the first tokens of the train split (default: the ratio's)")
+    parser.add_argument("--epochs", type=float, default=30.0)
     parser.add_argument("--vocab", type=int, default=VOCAB)
     parser.add_argument("--context", type=int, default=SHAPE["block_size"])
     parser.add_argument("--layers", type=int, default=SHAPE["n_layer"])
@@ -150,18 +185,34 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=50)
-    parser.add_argument("--eval-every", type=int, default=32, help="steps (half an epoch of the default slice)")
+    parser.add_argument("--eval-every", type=int, default=22, help="steps (half an epoch of the default slice)")
     parser.add_argument("--eval-tokens", type=int, default=32768)
     parser.add_argument("--dropout", type=float, default=0.2, help="the recipe's")
     parser.add_argument("--weight-decay", type=float, default=0.1, help="the recipe's")
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="the arms to run (default both)")
+    parser.add_argument("--redraw", nargs="+", type=Path, help="train nothing: draw OUT/overfit.png from these JSONs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.redraw:
+        runs = [run for path in args.redraw for run in json.loads(path.read_text())["runs"]]
+        for run in runs:
+            print(summary(run))
+        draw(runs, out / "overfit.png")
+        print(f"wrote {out / 'overfit.png'}")
+        return 0
+    if args.slice_tokens is None:
+        params, tokens = course_ratio(args)
+        args.slice_tokens = round(bench_params(args) * tokens / params)
+        print(
+            f"the course preset: {params:,} parameters, {tokens:,} training tokens ({params / tokens:.1f} parameters "
+            f"a token); this model: {bench_params(args):,} parameters, so the first {args.slice_tokens:,} tokens"
+        )
     training_data(args)  # prepare the corpus once, before the arms start
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    with multiprocessing.get_context("spawn").Pool(len(ARMS)) as pool:
-        runs = pool.starmap(run_arm, [(arm, args) for arm in ARMS])
+    with multiprocessing.get_context("spawn").Pool(len(args.arms)) as pool:
+        runs = pool.starmap(run_arm, [(arm, args) for arm in args.arms])
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for run in runs:
         print(summary(run))

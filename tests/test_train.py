@@ -188,7 +188,7 @@ def test_before_the_first_validation_the_checkpoint_holds_the_last_step(tmp_path
     with pytest.raises(TrainingInterrupted):
         train(small_config(tmp_path / "resumed", save_every=8), data=small_data)
     config = json.loads((tmp_path / "resumed" / "config.json").read_text())
-    assert config["kept"] == dict(step=2, rule="the last step (no validation yet)", trained_to_step=2)
+    assert config["kept"] == dict(step=2, rule="the last step (no validation to choose by yet)", trained_to_step=2)
     kept, _ = load_checkpoint(tmp_path / "resumed")
     assert same_weights(kept, load_train_state(tmp_path / "resumed")["model"])
     monkeypatch.undo()
