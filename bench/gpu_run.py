@@ -79,7 +79,6 @@ BUDGET_S = 450  # the whole run, on a GPU: 30 s inside the 8 minutes it is given
 QUIET_WARNING_S = 20  # the longest silence before a "still running" line
 DATASET = "wikitext-2-v1"
 PROMPTS = ("The film", "The history of the city")
-FILES = ("figures.json", "summary.md", "samples.txt", "run.log")
 
 
 @dataclass(frozen=True)
@@ -100,37 +99,33 @@ class Scale:
     corpus_lines: dict[str, int] | None = None  # the first lines of each split: a slice of the corpus
 
 
-def gpu_scale() -> Scale:
-    return Scale(
-        mode="gpu",
-        preset="course",
-        vocab_size=PRESET_DEFAULTS["course"]["vocab_size"],
-        throughput_steps=(5, 20),
-        train=dict(compile=True),
-        reserve_s=120,
-        sample_tokens=40,
-        decode_contexts=(64, 256, 1024),
-        decode_new_tokens=32,
-        decode_repeats=3,
-        float16_steps=50,
-    )
-
-
-def smoke_scale() -> Scale:
-    return Scale(
-        mode="smoke",
-        preset="tiny",
-        vocab_size=512,
-        throughput_steps=(1, 2),
-        train=dict(epochs=0.05, batch_size=4, eval_every=10, eval_tokens=2048, cpu_threads=1),
-        reserve_s=30,
-        sample_tokens=12,
-        decode_contexts=(32, 64),
-        decode_new_tokens=8,
-        decode_repeats=1,
-        float16_steps=3,
-        corpus_lines=dict(train=3000, valid=300, test=300),
-    )
+GPU = Scale(
+    mode="gpu",
+    preset="course",
+    vocab_size=PRESET_DEFAULTS["course"]["vocab_size"],
+    throughput_steps=(5, 20),
+    train=dict(compile=True),
+    reserve_s=120,
+    sample_tokens=40,
+    decode_contexts=(64, 256, 1024),
+    decode_new_tokens=32,
+    decode_repeats=3,
+    float16_steps=50,
+)
+SMOKE = Scale(
+    mode="smoke",
+    preset="tiny",
+    vocab_size=512,
+    throughput_steps=(1, 2),
+    train=dict(epochs=0.05, batch_size=4, eval_every=10, eval_tokens=2048, cpu_threads=1),
+    reserve_s=30,
+    sample_tokens=12,
+    decode_contexts=(32, 64),
+    decode_new_tokens=8,
+    decode_repeats=1,
+    float16_steps=3,
+    corpus_lines=dict(train=3000, valid=300, test=300),
+)
 
 
 # --- output: a log that is also the terminal, and figures written as they come ----------------------------------
@@ -570,7 +565,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.log").unlink(missing_ok=True)
-    scale = smoke_scale() if args.smoke else gpu_scale()
+    scale = SMOKE if args.smoke else GPU
     command = "bash bench/gpu_run.sh " + " ".join(argv if argv is not None else sys.argv[1:])
     run = Run(out, scale, command)
     run.figures.update(mode=scale.mode, started=datetime.datetime.now().isoformat(timespec="seconds"), command=command)
