@@ -1,6 +1,8 @@
-"""Decoding speed on the CPU: the solution's KV cache vs no cache vs Hugging Face transformers.
+"""Decoding speed: the solution's KV cache vs no cache vs Hugging Face transformers.
 
     python bench/decode.py [--contexts 64 256 1024] [--new-tokens 32] [--repeats 3]
+
+(On the CPU; `compare_decoding` runs the same comparison on any device, as bench/gpu_run.py does on a GPU.)
 
 The course preset (~35M parameters) with random weights (speed does not depend on what was learned),
 batch 1, greedy decoding, float32. For each context length C the prompt has C - N tokens and N new
@@ -24,6 +26,7 @@ over the read bandwidth measured here with a large tensor sum.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -35,10 +38,16 @@ import torch
 from course.errors import UserError
 from course.kit import ROOT
 from course.model import GPT, preset
-from course.notebook import load_notebook
+from course.notebook import load_notebook, require
 
-SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 VOCAB = 12288
+
+
+def solution_functions(name: str, names: list[str]) -> dict:
+    """The named functions of solutions/<name>.ipynb. The notebook is read as plain JSON (the notebook loader takes
+    a dict too): the GPU machines have no nbformat."""
+    path = ROOT / "solutions" / f"{name}.ipynb"
+    return require(load_notebook(json.loads(path.read_text(encoding="utf-8"))).namespace, names, where=str(path))
 
 
 class CatCache:
@@ -76,6 +85,13 @@ def best_time(fn, repeats):
     return best
 
 
+def stamp(clock_stamps: list[float], logits: torch.Tensor) -> None:
+    """Note the time once the GPU (if any) has computed `logits`."""
+    if logits.is_cuda:
+        torch.cuda.synchronize(logits.device)
+    clock_stamps.append(time.perf_counter())
+
+
 class StepClock:
     """A greedy next_token (`course.generation.NextToken`) that notes the time of every call: the gaps between
     calls are the decode steps."""
@@ -84,7 +100,7 @@ class StepClock:
         self.stamps: list[float] = []
 
     def __call__(self, logits, history):
-        self.stamps.append(time.perf_counter())
+        stamp(self.stamps, logits)
         return logits.argmax(dim=-1)
 
     def steps(self) -> list[float]:
@@ -122,6 +138,71 @@ def load_average() -> str:
         return "n/a"
 
 
+def exported(model: GPT) -> tuple[object | None, str]:
+    """transformers' GPT2LMHeadModel of `model`, on its device, and a note: how close its logits are, or why
+    there is none (transformers missing, or logits further than 1e-4 from the model's)."""
+    device = next(model.parameters()).device
+    try:
+        hf_model = to_hf(model).to(device)
+    except UserError as e:  # transformers is not installed
+        return None, f"skipped: {e}"
+    check = torch.randint(0, model.config.vocab_size, (1, 16), device=device)
+    with torch.no_grad():
+        diff = (hf_model(check).logits - model(check)).abs().max().item()
+    if not diff <= 1e-4:
+        return None, f"skipped: the exported model's logits differ from the course model's by {diff:.1e} (over 1e-4)"
+    return hf_model, f"run: the exported model's logits within {diff:.1e} of the course model's"
+
+
+def compare_decoding(
+    model: GPT, contexts, new_tokens=32, uncached_tokens=5, repeats=3, stat="median", hf=True, say=print
+):
+    """tokens/s of each way of decoding, greedy, batch 1, on the model's device: a row per context length (context,
+    cache, cat, uncached, hf; hf is nan where transformers was not run) and a note on transformers' run."""
+    device = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    generate = solution_functions("04_kv_cache", ["generate", "KVCache"])["generate"]
+    # the solution's generate with the simple torch.cat cache swapped in (its globals are the notebook's namespace)
+    with_cat = type(generate)(
+        generate.__code__, {**generate.__globals__, "KVCache": CatCache}, "generate", generate.__defaults__
+    )
+    hf_model, hf_note = exported(model) if hf else (None, "skipped: not asked for")
+    say(f"transformers' GPT2LMHeadModel: {hf_note}")
+
+    def hf_run(prompt, clock, n):
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        class Stamp(LogitsProcessor):  # called once per step, before the greedy pick
+            def __call__(self, input_ids, scores):
+                stamp(clock.stamps, scores)
+                return scores
+
+        with torch.no_grad():
+            return hf_model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                do_sample=False, use_cache=True, pad_token_id=0, logits_processor=LogitsProcessorList([Stamp()]),
+            )  # fmt: skip
+
+    rows = []
+    for context in contexts:
+        prompt = torch.randint(0, vocab, (1, context - new_tokens), device=device)
+        generate(model, prompt, 2)  # warm-up: first calls at a new size pay one-off allocation costs
+        n, r = new_tokens, repeats
+        cached = decode_rate(lambda clock, n: generate(model, prompt, n, next_token=clock), n, r, stat)
+        cat = decode_rate(lambda clock, n: with_cat(model, prompt, n, next_token=clock), n, r, stat)
+        uncached = decode_rate(
+            lambda clock, n: generate(model, prompt, n, next_token=clock, use_cache=False),
+            uncached_tokens, max(1, r - 1), stat,
+        )  # fmt: skip
+        hf_rate = decode_rate(lambda clock, n: hf_run(prompt, clock, n), n, r, stat) if hf_model else float("nan")
+        rows.append(dict(context=context, cache=cached, cat=cat, uncached=uncached, hf=hf_rate))
+        say(
+            f"  context {context}: cache {cached:.1f}, cat cache {cat:.1f}, no cache {uncached:.2f}, "
+            f"HF {hf_rate:.1f} tokens/s"
+        )
+    return rows, hf_note
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contexts", type=int, nargs="+", default=[64, 256, 1024])
@@ -138,38 +219,6 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = GPT(preset("course", VOCAB)).eval()
     c = model.config
-    solution = load_notebook(SOLUTION).namespace
-    generate = solution["generate"]
-    # the solution's generate with the simple torch.cat cache swapped in (its globals are the notebook's namespace)
-    with_cat = type(generate)(
-        generate.__code__, {**generate.__globals__, "KVCache": CatCache}, "generate", generate.__defaults__
-    )
-
-    hf = None
-    if not args.no_hf:
-        try:
-            hf = to_hf(model)
-            check = torch.randint(0, VOCAB, (1, 16))
-            with torch.no_grad():
-                diff = (hf(check).logits - model(check)).abs().max().item()
-            assert diff < 1e-4, f"exported logits differ by {diff}"
-        except UserError as e:  # transformers is not installed
-            print(f"{e}: skipping the Hugging Face column")
-
-    def hf_run(prompt, clock, n):
-        from transformers import LogitsProcessor, LogitsProcessorList
-
-        class Stamp(LogitsProcessor):  # called once per step, before the greedy pick
-            def __call__(self, input_ids, scores):
-                clock.stamps.append(time.perf_counter())
-                return scores
-
-        with torch.no_grad():
-            return hf.generate(
-                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
-                do_sample=False, use_cache=True, pad_token_id=0, logits_processor=LogitsProcessorList([Stamp()]),
-            )  # fmt: skip
-
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; load average before: {load_average()}"
@@ -190,31 +239,9 @@ def main(argv=None) -> int:
         f"(the weights' size), {dram / 1e9:.1f} GB/s over 1 GiB; "
         f"KV cache {per_position / 1e3:.1f} kB per position"
     )
-
-    rows = []
-    for context in args.contexts:
-        prompt_len = context - args.new_tokens
-        prompt = torch.randint(0, VOCAB, (1, prompt_len))
-        generate(model, prompt, 2)  # warm-up: first calls at a new size pay one-off allocation costs
-        n, r = args.new_tokens, args.repeats
-        cached = decode_rate(lambda clock, n: generate(model, prompt, n, next_token=clock), n, r, args.stat)
-        cat = decode_rate(lambda clock, n: with_cat(model, prompt, n, next_token=clock), n, r, args.stat)
-        uncached = decode_rate(
-            lambda clock, n: generate(model, prompt, n, next_token=clock, use_cache=False),
-            args.uncached_tokens, max(1, r - 1), args.stat,
-        )  # fmt: skip
-        hf_rate = float("nan")
-        if hf is not None:
-            hf_rate = decode_rate(lambda clock, n: hf_run(prompt, clock, n), n, r, args.stat)
-        mean_context = prompt_len + args.new_tokens / 2
-        per_token = weight_bytes + per_position * mean_context
-        bound, bound_dram = bandwidth / per_token, dram / per_token
-        rows.append((context, cached, cat, uncached, hf_rate, bound, bound_dram))
-        print(
-            f"  context {context}: cache {cached:.1f}, cat cache {cat:.1f}, no cache {uncached:.2f}, "
-            f"HF {hf_rate:.1f} tokens/s (bound {bound:.0f}, from main memory {bound_dram:.0f})",
-            flush=True,
-        )
+    rows, _ = compare_decoding(
+        model, args.contexts, args.new_tokens, args.uncached_tokens, args.repeats, args.stat, hf=not args.no_hf
+    )
 
     print()
     header = (
@@ -223,10 +250,14 @@ def main(argv=None) -> int:
     )
     print(header)
     print("|---:" * 10 + "|")
-    for context, cached, cat, uncached, hf_rate, bound, bound_dram in rows:
+    for row in rows:
+        mean_context = row["context"] - args.new_tokens / 2
+        per_token = weight_bytes + per_position * mean_context
+        cached, cat, hf_rate = row["cache"], row["cat"], row["hf"]
         print(
-            f"| {context} | {cached:.1f} | {cat:.1f} | {uncached:.2f} | {hf_rate:.1f} | {cached / uncached:.1f}x "
-            f"| {cached / hf_rate:.2f}x | {cat / hf_rate:.2f}x | {bound:.0f} | {bound_dram:.0f} |"
+            f"| {row['context']} | {cached:.1f} | {cat:.1f} | {row['uncached']:.2f} | {hf_rate:.1f} "
+            f"| {cached / row['uncached']:.1f}x | {cached / hf_rate:.2f}x | {cat / hf_rate:.2f}x "
+            f"| {bandwidth / per_token:.0f} | {dram / per_token:.0f} |"
         )
     print(
         f"\n(tokens/s; bound = read bandwidth / (weights + KV cache at the mean decode context) bytes per token; "

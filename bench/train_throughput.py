@@ -14,6 +14,7 @@ import argparse
 import datetime
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,6 +26,25 @@ from course.train import PRESET_DEFAULTS, TrainConfig, make_optimizer, train_ste
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM; the PCIe card is 756
+# Dense (no sparsity) bfloat16 peaks of NVIDIA's data sheets, in TFLOP/s, by a part of the name torch reports (the
+# first that matches): the H200 has the H100 SXM's tensor cores.
+BF16_DENSE_TFLOPS = {
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": H100_BF16_DENSE_TFLOPS,
+    "H200": 989.0,
+    "A100": 312.0,
+}
+
+
+def peak_bf16_tflops(device_name: str) -> tuple[float | None, str]:
+    """The dense bf16 peak of the GPU named `device_name` and the table entry it came from; (None, why) if unknown."""
+    for part, tflops in BF16_DENSE_TFLOPS.items():
+        if part in device_name:
+            return tflops, f"{part}: {tflops:g} TFLOP/s dense bf16 (NVIDIA's data sheet)"
+    return None, f"no dense bf16 peak known for {device_name!r} (known: {', '.join(BF16_DENSE_TFLOPS)})"
+
+
 CPU_BATCH = {"tiny": 8, "course": 1}  # keeps a CPU run to seconds per preset
 
 
@@ -34,15 +54,24 @@ def flops_per_token(model: GPT) -> float:
     return 6 * matmul_params + 12 * c.n_layer * c.n_embd * c.block_size
 
 
-def measure(name: str, device: torch.device, batch_size: int, warmup: int, steps: int, compile: bool) -> dict:
+def measure(
+    name: str,
+    device: torch.device,
+    batch_size: int,
+    warmup: int,
+    steps: int,
+    compile: bool,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    dropout: float = 0.0,
+) -> dict:
     torch.manual_seed(0)
-    model = GPT(preset(name, DEFAULT_VOCAB_SIZE)).to(device)
+    model = GPT(replace(preset(name, vocab_size), dropout=dropout)).to(device)
     config = TrainConfig(preset=name, batch_size=batch_size).resolved()
     optimizer = make_optimizer(model, config, device)
     trained = torch.compile(model) if compile else model
     generator = torch.Generator().manual_seed(0)
     block_size = model.config.block_size
-    rows = torch.randint(0, DEFAULT_VOCAB_SIZE, (batch_size, block_size + 1), generator=generator)
+    rows = torch.randint(0, vocab_size, (batch_size, block_size + 1), generator=generator)
     batches = [(rows[:, :-1], rows[:, 1:])]
 
     def step():

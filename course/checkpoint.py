@@ -2,9 +2,11 @@
 
 A checkpoint folder holds
     model.safetensors   the weights, fp32; the tied unembedding is stored once (as `transformer.wte.weight`)
-    config.json         {"format_version": 1, "model": GPTConfig fields}
+    config.json         {"format_version": 1, "model": GPTConfig fields}, and for training checkpoints "kept":
+                        which step's weights these are and why (the lowest validation loss, or the last step)
     tokenizer.json      the tokenizer the model was trained with
-    train_state.pt      (training checkpoints only) optimizer, step, schedule and data position for --resume
+    train_state.pt      (training checkpoints only) the last step's weights, optimizer, step, schedule and data
+                        position for --resume
 
 Saving never leaves a mixed folder: everything is written into a temporary sibling that then replaces
 the checkpoint as a whole (`course.kit.atomic_folder`). If the process dies between the two renames of
@@ -33,14 +35,19 @@ TRAIN_STATE_FILE = "train_state.pt"
 TIED_DUPLICATE = "lm_head.weight"  # the same tensor as transformer.wte.weight
 
 
-def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer, train_state: dict | None = None) -> Path:
-    """Write model, config, tokenizer and (optionally) the training state as one atomic checkpoint folder."""
+def save_checkpoint(
+    path: str | Path, model: GPT, tokenizer: Tokenizer, train_state: dict | None = None, kept: dict | None = None
+) -> Path:
+    """Write model, config, tokenizer and (optionally) the training state as one atomic checkpoint folder;
+    `kept` (for config.json) says which training step the weights are from, and why."""
     path = Path(path)
     state = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.state_dict().items()}
     del state[TIED_DUPLICATE]
     with atomic_folder(path) as staging:
         save_file(state, staging / MODEL_FILE, metadata={"format": "course-gpt", "version": str(FORMAT_VERSION)})
         config = {"format_version": FORMAT_VERSION, "model": model.config.to_dict()}
+        if kept is not None:
+            config["kept"] = kept
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         tokenizer.save(staging / TOKENIZER_FILE)
         if train_state is not None:

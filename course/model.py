@@ -25,6 +25,7 @@ class GPTConfig:
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 64
+    dropout: float = 0.0  # training only: embeddings, attention weights and both residual branches (GPT-2's places)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,23 +70,26 @@ class AttendFunction(Protocol):
     returns y: (batch, heads, T, head_dim), softmax(q k^T / sqrt(head_dim)) v where new query i sees the keys
     0 .. S - T + i that key_mask allows. A query that may see no key at all (a padding position) gets any
     finite output.
+    Only a model in training mode with `dropout` > 0 also passes `dropout_p=`, as `causal_attention` takes it.
     """
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, /): ...
 
 
-def causal_attention(q, k, v, key_mask=None):
-    """The library's `AttendFunction`: PyTorch's fused attention (a query that sees no key gets zeros)."""
+def causal_attention(q, k, v, key_mask=None, dropout_p=0.0):
+    """The library's `AttendFunction`: PyTorch's fused attention (a query that sees no key gets zeros).
+
+    dropout_p: the probability of dropping each attention weight (training's attention dropout; 0 in eval)."""
     T, S = q.size(2), k.size(2)
     if key_mask is None and T == S:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
     if key_mask is None and T == 1:
-        return F.scaled_dot_product_attention(q, k, v)  # the newest position sees everything
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # the newest position sees everything
     # T new queries after S - T cached positions: query i sees keys 0 .. S - T + i (and none that key_mask hides)
     mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
     if key_mask is not None:
         mask = mask & key_mask[:, None, None, :]  # (batch, 1, T, S): the same for every head
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
 @dataclass
@@ -121,6 +125,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for every head at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(
         self,
@@ -138,13 +144,16 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             # The keys and values of earlier positions do not change: keep them, attend over all.
             k, v = cache.update(layer, k, v)
-        y = attend(q, k, v, key_mask)
+        if self.training and self.dropout > 0:
+            y = attend(q, k, v, key_mask, dropout_p=self.dropout)  # attention dropout, in training only
+        else:
+            y = attend(q, k, v, key_mask)
         if probe is not None and layer in probe.ablate_heads:
             keep = torch.ones(self.n_head, 1, 1, dtype=y.dtype, device=y.device)
             keep[probe.ablate_heads[layer]] = 0
             y = y * keep  # a head's output before c_proj, zeroed
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.c_proj(y)
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -153,9 +162,10 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.c_proj(self.gelu(self.c_fc(x)))
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -184,6 +194,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
                 ln_f=nn.LayerNorm(config.n_embd),
             )
@@ -238,7 +249,7 @@ class GPT(nn.Module):
                 raise ValueError(f"positions must lie in 0..{self.config.block_size - 1} (the context length)")
         if key_mask is not None:
             self._check_batch_argument("key_mask", key_mask, (B, start + T), torch.bool)
-        x = self.transformer.wte(idx) + self.transformer.wpe(positions)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
         for layer, block in enumerate(self.transformer.h):
             x = block(x, layer, cache, self.probe, attend or causal_attention, key_mask)
         x = self.transformer.ln_f(x)

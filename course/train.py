@@ -10,15 +10,21 @@ Ctrl-C interrupts at once: the checkpoint is replaced as a whole or not at all, 
 (Under torchrun every process gets the signal; there it stops training at once, as before, without saving.)
 
 Each micro-batch is a set of random windows of block_size + 1 tokens from the train split, drawn by a
-generator seeded with (seed, rank, step, micro-step). The data position is therefore the step itself:
-a resumed run draws exactly the batches the uninterrupted run would have drawn, and on CPU it ends
-bit-identical to it.
+generator seeded with (seed, rank, step, micro-step); with dropout, torch's generator is seeded from (seed, rank,
+step) before each step. The data position is therefore the step itself: a resumed run draws exactly the batches
+(and dropout masks) the uninterrupted run would have drawn, and on CPU it ends bit-identical to it.
+
+The length of training is given in steps (`max_steps`) or in passes over the train split (`epochs`, turned into
+steps from the split's token count and the batch shape). The checkpoint keeps the weights of the lowest
+validation loss seen (its config.json says which step), and its training state the last step's, to resume from.
+`max_seconds` stops training early, after the step that passes that much time; that step is validated and saved.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import math
 import os
 import shlex
@@ -50,7 +56,8 @@ from course.model import GPT, PRESETS, preset
 from course.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, check_vocab_size
 
 # Per-preset defaults for every option left unset, from the sweeps in bench/RESULTS.md. tiny: under 3 minutes on
-# 2 CPU cores; laptop: about half an hour there (31 min 41 s, timed); course: a GPU.
+# 2 CPU cores; laptop: about half an hour there (31 min 41 s, timed); course: a GPU. A preset sets the length of
+# training in steps (max_steps) or in passes over the train split (epochs).
 # cpu_threads: two threads run the tiny step 1.5x faster than one on an idle 2-core machine (with the fused loss
 # of course/loss.py); on a busy machine a second thread spins, so pass --cpu-threads 1 there.
 PRESET_DEFAULTS = {
@@ -65,6 +72,8 @@ PRESET_DEFAULTS = {
         cpu_threads=2,
         vocab_size=DEFAULT_VOCAB_SIZE,
         adam_beta2=0.99,
+        weight_decay=0.1,
+        dropout=0.0,
     ),
     "laptop": dict(
         max_steps=3800,
@@ -77,18 +86,24 @@ PRESET_DEFAULTS = {
         cpu_threads=0,
         vocab_size=16384,
         adam_beta2=0.99,
+        weight_decay=0.1,
+        dropout=0.0,
     ),
+    # WikiText-2's 2.4M training tokens are few for 35M parameters: the recipe of bench/RESULTS.md ("The course
+    # recipe"): dropout 0.2, 20 epochs (1,468 steps) instead of 68, validation every epoch, the best one kept.
     "course": dict(
-        max_steps=5000,
+        epochs=20,
         batch_size=32,
         lr=6e-4,
         warmup_steps=200,
-        eval_every=250,
+        eval_every=75,
         save_every=500,
         eval_tokens=131072,
         cpu_threads=0,
         vocab_size=12288,  # ~35M parameters, the lecture's model (24k would make it 41M)
         adam_beta2=0.95,
+        weight_decay=0.1,
+        dropout=0.2,
     ),
 }
 GREEDY_PROMPT = "The"
@@ -97,7 +112,8 @@ GREEDY_PROMPT = "The"
 @dataclass
 class TrainConfig:
     preset: str = "tiny"
-    max_steps: int | None = None  # None: the preset's default (as for every None below)
+    max_steps: int | None = None  # None: the preset's default (as for every None below), or from epochs
+    epochs: float | None = None  # passes over the train split, turned into max_steps (give one of the two)
     out: str | Path | None = None  # default runs/<preset>
     resume: bool = False
     dataset: str = "wikitext-2-v1"
@@ -108,7 +124,8 @@ class TrainConfig:
     lr: float | None = None
     warmup_steps: int | None = None
     min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
+    weight_decay: float | None = None
+    dropout: float | None = None  # of a new model (course.model.GPTConfig.dropout); a resumed one keeps its own
     adam_beta2: float | None = None  # small batches need a long second-moment average (0.99), large ones less (0.95)
     grad_clip: float = 1.0
     eval_every: int | None = None
@@ -118,13 +135,19 @@ class TrainConfig:
     compile: bool = False
     seed: int = 1337
     cpu_threads: int | None = None  # torch threads when training on CPU; 0 keeps torch's own choice
+    max_seconds: float | None = None  # stop after the step that passes this much training time (None: no limit)
     quiet: bool = False
 
     def resolved(self) -> TrainConfig:
         """A copy with the preset's defaults filled in and every value checked."""
         if self.preset not in PRESETS:
             raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        defaults = PRESET_DEFAULTS[self.preset]
+        defaults = dict(PRESET_DEFAULTS[self.preset])
+        if self.max_steps is not None or self.epochs is not None:
+            if self.max_steps is not None and self.epochs is not None:
+                raise UserError("give the length of training as max_steps or as epochs, not both")
+            for name in ("max_steps", "epochs"):  # the length given replaces the preset's
+                defaults.pop(name, None)
         config = replace(
             self,
             out=Path(self.out if self.out is not None else Path("runs") / self.preset),
@@ -133,19 +156,34 @@ class TrainConfig:
         if not (isinstance(config.cpu_threads, int) and config.cpu_threads >= 0):
             raise UserError(f"cpu_threads must be 0 (torch's choice) or more, got {config.cpu_threads!r}")
         check_vocab_size(config.vocab_size)
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "eval_tokens"):
+        integers = ["batch_size", "grad_accum", "eval_every", "save_every", "eval_tokens"]
+        for name in integers + (["max_steps"] if config.epochs is None else []):
             if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
                 raise UserError(f"{name} must be a positive integer, got {getattr(config, name)!r}")
         if not config.warmup_steps >= 0:
             raise UserError(f"warmup_steps must be 0 or more, got {config.warmup_steps!r}")
-        for name in ("lr", "grad_clip"):
+        optional = [name for name in ("epochs", "max_seconds") if getattr(config, name) is not None]
+        for name in ["lr", "grad_clip", *optional]:
             if not (getattr(config, name) > 0 and math.isfinite(getattr(config, name))):
                 raise UserError(f"{name} must be a positive number, got {getattr(config, name)!r}")
-        if not (0 <= config.min_lr_ratio <= 1 and 0 <= config.weight_decay < 1 and 0 <= config.adam_beta2 < 1):
-            raise UserError("min_lr_ratio must lie in [0, 1], weight_decay and adam_beta2 in [0, 1)")
+        if not 0 <= config.min_lr_ratio <= 1:
+            raise UserError(f"min_lr_ratio must lie in [0, 1], got {config.min_lr_ratio!r}")
+        for name in ("weight_decay", "adam_beta2", "dropout"):
+            if not 0 <= getattr(config, name) < 1:
+                raise UserError(f"{name} must lie in [0, 1), got {getattr(config, name)!r}")
         if config.device not in DEVICE_CHOICES:
             raise UserError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {config.device!r}")
         return config
+
+    def tokens_per_step(self, world_size: int = 1) -> int:
+        return self.batch_size * self.grad_accum * PRESETS[self.preset]["block_size"] * world_size
+
+    def scheduled(self, train_tokens: int, world_size: int = 1) -> TrainConfig:
+        """A resolved config with max_steps set: from `epochs` over a train split of `train_tokens` tokens."""
+        if self.epochs is None:
+            return self
+        steps = math.ceil(self.epochs * train_tokens / self.tokens_per_step(world_size))
+        return replace(self, max_steps=max(1, steps))
 
 
 @dataclass
@@ -161,10 +199,14 @@ class TrainingData:
 
 @dataclass
 class TrainResult:
-    model: GPT
+    model: GPT  # with the checkpoint's weights: those of the lowest validation loss
     tokenizer: Tokenizer
     checkpoint: Path
-    history: list[dict] = field(default_factory=list)  # one dict per validation: step, train_loss, val_loss, ...
+    history: list[dict] = field(default_factory=list)  # one dict per validation: step, epoch, train_loss, val_loss, ...
+    step: int = 0  # the last step trained (max_steps, or fewer when max_seconds stopped training)
+    max_steps: int = 0
+    kept_step: int = 0  # the step whose weights the checkpoint keeps
+    seconds: float = 0.0  # of training in this call (the loop, validations and saves included)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -248,11 +290,19 @@ def batch_for_step(tokens: np.ndarray, block_size: int, batch_size: int, seed: i
     return rows[:, :-1], rows[:, 1:]
 
 
-def train_step(model, optimizer, batches, config: TrainConfig, lr: float, device: torch.device, scaler=None) -> float:
+def seed_dropout(seed: int, rank: int, step: int) -> None:
+    """Seed torch's generators (which draw the dropout masks) from (seed, rank, step), as the batches are."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
+
+
+def train_step(
+    model, optimizer, batches, config: TrainConfig, lr: float, device: torch.device, scaler=None, dtype=None
+) -> float:
     """One optimizer step over the micro-batches `batches`; returns their mean loss.
 
-    With a float16 `scaler` (see course.device) the loss is scaled up before the backward, the gradients are
-    unscaled before clipping, and a step whose gradients overflowed is skipped.
+    The forward runs under autocast to `dtype` (default: the device's, see course.device). With a float16
+    `scaler` the loss is scaled up before the backward, the gradients are unscaled before clipping, and a step
+    whose gradients overflowed is skipped.
     """
     scaler = scaler or grad_scaler(device, None)
     for group in optimizer.param_groups:
@@ -264,7 +314,7 @@ def train_step(model, optimizer, batches, config: TrainConfig, lr: float, device
         # DDP: all-reduce the gradients once, after the last micro-batch
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            with autocast(device):
+            with autocast(device, dtype):
                 loss = model(inputs, targets=targets)
             scaler.scale(loss / len(batches)).backward()
         total += loss.item()
@@ -316,14 +366,241 @@ def greedy_text(model: GPT, tokenizer: Tokenizer, prompt: str, new_tokens: int =
     return tokenizer.decode(ids[0].tolist())
 
 
-def _resume_state(config: TrainConfig, data: TrainingData, device: torch.device):
+def _resume_state(config: TrainConfig, data: TrainingData, device: torch.device) -> tuple[GPT, GPT, dict]:
+    """The checkpoint's kept model (on the CPU), the model at the last step (on `device`), and the training state."""
     out = config.out
     state = load_train_state(out)
     if state["config"]["preset"] != config.preset:
         raise UserError(f"--resume: {out} was trained with preset {state['config']['preset']}, not {config.preset}")
-    model, tokenizer = load_checkpoint(out, device=device)
+    kept, tokenizer = load_checkpoint(out)
     check_same_tokenizer(tokenizer, data.tokenizer, out)
-    return model, state
+    model = copy.deepcopy(kept).to(device)
+    if "model" in state:  # older training states hold no weights: their checkpoint kept the last step's
+        model.load_state_dict(state["model"])
+    return kept, model, state
+
+
+class _Kept:
+    """The weights the checkpoint keeps: a CPU copy of those of the lowest validation loss so far (until the
+    first validation, none: the checkpoint then holds the last step's)."""
+
+    def __init__(self, model: GPT | None = None, step: int = 0, val_loss: float = math.inf):
+        self.model, self.step, self.val_loss = model, step, val_loss
+
+    @classmethod
+    def resumed(cls, kept: GPT, state: dict) -> _Kept:
+        if "model" not in state or not state["history"]:  # the checkpoint holds the last step's weights
+            return cls()
+        best = min(state["history"], key=lambda record: record["val_loss"])
+        return cls(kept, best["step"], best["val_loss"])
+
+    def offer(self, model: GPT, step: int, val_loss: float) -> None:
+        if val_loss < self.val_loss:
+            self.model, self.step, self.val_loss = copy.deepcopy(model).to("cpu"), step, val_loss
+
+    def describe(self, last_step: int) -> dict:
+        """What config.json says of the kept weights."""
+        if math.isinf(self.val_loss):
+            return dict(
+                step=last_step, rule="the last step (no validation to choose by yet)", trained_to_step=last_step
+            )
+        rule = "the lowest validation loss"
+        return dict(step=self.step, val_loss=self.val_loss, rule=rule, trained_to_step=last_step)
+
+
+def _training_device(config: TrainConfig, dist_info: _Distributed) -> torch.device:
+    device = resolve_device(config.device)
+    if dist_info.world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if config.compile and device.type != "cuda":
+        raise UserError("--compile needs a CUDA device (torch.compile brings nothing to these models on CPU)")
+    if config.max_seconds is not None and dist_info.world_size > 1:
+        raise UserError("--max-seconds stops one process only: it is not for torchrun")
+    if device.type == "cpu":
+        keep_freed_memory()
+        if config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
+    return device
+
+
+def _check_out_folder(config: TrainConfig) -> None:
+    has_checkpoint = has_train_state(config.out)
+    if config.resume and not has_checkpoint:
+        raise UserError(f"--resume: {config.out} holds no training checkpoint ({TRAIN_STATE_FILE} is missing)")
+    if has_checkpoint and not config.resume:
+        raise UserError(f"{config.out} already holds a training checkpoint: pass --resume or choose another --out")
+
+
+def _load_data(config: TrainConfig, dist_info: _Distributed) -> TrainingData:
+    if not dist_info.main:
+        _barrier(dist_info)  # let rank 0 prepare the cache first
+    vocab = read_config(config.out).vocab_size if config.resume else config.vocab_size
+    data = load_training_data(replace(config, quiet=config.quiet or not dist_info.main), vocab)
+    if dist_info.main:
+        _barrier(dist_info)
+    return data
+
+
+class _Run:
+    """One call of `train`: the model and optimizer, what was validated and kept, and the steps of the loop."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData, device: torch.device, dist_info: _Distributed, say):
+        self.config, self.data, self.device, self.dist_info, self.say = config, data, device, dist_info, say
+        if config.resume:
+            kept, self.model, state = _resume_state(config, data, device)
+            self.history, self.start_step, self.kept = list(state["history"]), state["step"], _Kept.resumed(kept, state)
+        else:
+            torch.manual_seed(config.seed)
+            model_config = replace(preset(config.preset, data.tokenizer.vocab_size), dropout=config.dropout)
+            self.model, state = GPT(model_config).to(device), None
+            self.history, self.start_step, self.kept = [], 0, _Kept()
+        self.model.train()
+        self.optimizer = make_optimizer(self.model, config, device)
+        self.scaler = grad_scaler(device, autocast_dtype(device))
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        self.trained = torch.compile(self.model) if config.compile else self.model
+        if dist_info.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.trained = DistributedDataParallel(self.trained, device_ids=device_ids)
+        self.tokens_per_step = config.tokens_per_step(dist_info.world_size)
+
+    def describe(self) -> None:
+        model, config, train_tokens = self.model, self.config, len(self.data.train_tokens)
+        self.say(
+            f"model: preset {config.preset}, {model.num_params() / 1e6:.2f}M parameters "
+            f"({model.config.n_layer} layers, {model.config.n_head} heads, width {model.config.n_embd}, "
+            f"context {model.config.block_size}, vocab {model.config.vocab_size}, dropout {model.config.dropout:g})"
+        )
+        self.say(
+            f"schedule: {config.max_steps:,} steps of {self.tokens_per_step:,} tokens = "
+            f"{self.epoch(config.max_steps):.2f} epochs of the train split's {train_tokens:,} tokens; "
+            f"weight decay {config.weight_decay:g}"
+        )
+        self.say(f"unigram baseline on valid: perplexity {self.data.unigram_perplexity:.1f} per token")
+
+    def epoch(self, step: int) -> float:
+        return step * self.tokens_per_step / len(self.data.train_tokens)
+
+    def save(self, step: int) -> None:
+        train_state = dict(
+            step=step,
+            model=self.model.state_dict(),  # the last step's weights, to resume from
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            config=_plain(self.config),
+            history=self.history,
+        )
+        kept = self.kept.model or self.model
+        save_checkpoint(self.config.out, kept, self.data.tokenizer, train_state, kept=self.kept.describe(step))
+
+    def validate(self, step: int, train_loss: float, lr: float) -> dict:
+        data = self.data
+        ppl = perplexity(self.model, data.valid_tokens, data.valid_words, max_tokens=self.config.eval_tokens)
+        record = dict(
+            step=step,
+            epoch=self.epoch(step),
+            tokens=step * self.tokens_per_step,
+            train_loss=train_loss,
+            val_loss=ppl.loss,
+            val_ppl=ppl.per_token,
+            val_ppl_word=ppl.per_word,
+            unigram_ppl=data.unigram_perplexity,
+            lr=lr,
+        )
+        self.history.append(record)
+        self.kept.offer(self.model, step, ppl.loss)
+        self.say(
+            f"step {step} (epoch {record['epoch']:.2f}): train loss {train_loss:.3f}, valid {format_perplexity(ppl)} "
+            f"(unigram {data.unigram_perplexity:.1f} per token)"
+        )
+        return record
+
+    def step(self, step: int) -> tuple[float, float]:
+        """One optimizer step; returns its training loss and learning rate."""
+        config, rank, block_size = self.config, self.dist_info.rank, self.model.config.block_size
+        if self.model.config.dropout > 0:
+            seed_dropout(config.seed, rank, step)
+        batches = [
+            batch_for_step(self.data.train_tokens, block_size, config.batch_size, config.seed, rank, step, micro)
+            for micro in range(config.grad_accum)
+        ]
+        lr = learning_rate(step - 1, config)
+        return train_step(self.trained, self.optimizer, batches, config, lr, self.device, self.scaler), lr
+
+    def loop(self, on_eval: Callable[[dict], None] | None) -> int:
+        """Train from the start step to max_steps (or the time limit); returns the last step trained."""
+        config, main = self.config, self.dist_info.main
+        bar = tqdm(
+            total=config.max_steps,
+            initial=self.start_step,
+            desc=f"train {config.preset}",
+            unit="step",
+            disable=config.quiet or not main or None,  # None: no bar when stderr is not a terminal
+            dynamic_ncols=True,
+        )
+        self.started, step = time.perf_counter(), self.start_step
+        with _StopRequest(active=self.dist_info.world_size == 1) as ctrl_c:
+            for step in range(self.start_step + 1, config.max_steps + 1):
+                loss, lr = self.step(step)
+                seconds = time.perf_counter() - self.started
+                bar.update()
+                tokens_per_s = (step - self.start_step) * self.tokens_per_step / seconds
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+                if not main:
+                    continue
+                out_of_time = config.max_seconds is not None and seconds >= config.max_seconds
+                last = step == config.max_steps or out_of_time
+                record = self.validate(step, loss, lr) if step % config.eval_every == 0 or last else None
+                saved = step % config.save_every == 0 or last
+                if saved:
+                    self.save(step)
+                if record is not None and on_eval is not None:
+                    on_eval(record)  # after the save: a callback that stops training loses nothing
+                if out_of_time:
+                    self.say(
+                        f"stopped at step {step} of {config.max_steps}: the time limit of {config.max_seconds:g} s"
+                    )
+                    break
+                if ctrl_c.requested and not last:
+                    if not saved:
+                        self.save(step)
+                    bar.close()
+                    raise TrainingInterrupted(config.out, step, config.max_steps)
+        bar.close()
+        return step
+
+    def finish(self, step: int) -> TrainResult:
+        config, model, seconds = self.config, self.model, time.perf_counter() - self.started
+        if step == self.start_step:
+            self.say(f"{config.out} is already trained to step {step} of {config.max_steps}")
+        else:
+            self.say(f"saved {config.out} (step {step}, {seconds:.0f} s of training)")
+        if self.kept.model is not None:
+            model.load_state_dict(self.kept.model.state_dict())
+            self.say(f"kept the weights of step {self.kept.step}: the lowest validation loss, {self.kept.val_loss:.3f}")
+        if self.dist_info.main and not config.quiet:
+            self.say(f"greedy: {greedy_text(model, self.data.tokenizer, GREEDY_PROMPT)!r}")
+        model.train(False)
+        if self.dist_info.world_size > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+        return TrainResult(
+            model=model,
+            tokenizer=self.data.tokenizer,
+            checkpoint=config.out,
+            history=self.history,
+            step=step,
+            max_steps=config.max_steps,
+            kept_step=self.kept.step,
+            seconds=seconds,
+        )
 
 
 def train(
@@ -333,148 +610,19 @@ def train(
 ) -> TrainResult:
     """Train (or with config.resume, continue) a model; `on_eval(record)` is called after every validation.
 
-    Each record has step, tokens, train_loss, val_loss, val_ppl (per token), val_ppl_word, unigram_ppl, lr;
-    the same records come back in `TrainResult.history`.
+    Each record has step, epoch, tokens, train_loss, val_loss, val_ppl (per token), val_ppl_word, unigram_ppl,
+    lr; the same records come back in `TrainResult.history`.
     """
     config = config.resolved()
     dist_info = _distributed_from_env(config)
-    device = resolve_device(config.device)
-    if dist_info.world_size > 1 and device.type == "cuda":
-        device = torch.device("cuda", dist_info.local_rank)
-        torch.cuda.set_device(device)
-    if config.compile and device.type != "cuda":
-        raise UserError("--compile needs a CUDA device (torch.compile brings nothing to these models on CPU)")
-    if device.type == "cpu":
-        keep_freed_memory()
-        if config.cpu_threads:
-            torch.set_num_threads(config.cpu_threads)
+    device = _training_device(config, dist_info)
     say = tqdm.write if dist_info.main and not config.quiet else (lambda message: None)
-
-    has_checkpoint = has_train_state(config.out)
-    if config.resume and not has_checkpoint:
-        raise UserError(f"--resume: {config.out} holds no training checkpoint ({TRAIN_STATE_FILE} is missing)")
-    if has_checkpoint and not config.resume:
-        raise UserError(f"{config.out} already holds a training checkpoint: pass --resume or choose another --out")
-
+    _check_out_folder(config)
     if data is None:
-        if not dist_info.main:
-            _barrier(dist_info)  # let rank 0 prepare the cache first
-        vocab = read_config(config.out).vocab_size if config.resume else config.vocab_size
-        data = load_training_data(replace(config, quiet=config.quiet or not dist_info.main), vocab)
-        if dist_info.main:
-            _barrier(dist_info)
-    if config.resume:
-        model, state = _resume_state(config, data, device)
-        history = list(state["history"])
-        start_step = state["step"]
-    else:
-        torch.manual_seed(config.seed)
-        model = GPT(preset(config.preset, data.tokenizer.vocab_size)).to(device)
-        state, history, start_step = None, [], 0
-    model.train()
-    optimizer = make_optimizer(model, config, device)
-    scaler = grad_scaler(device, autocast_dtype(device))
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-
-    say(
-        f"model: preset {config.preset}, {model.num_params() / 1e6:.2f}M parameters "
-        f"({model.config.n_layer} layers, {model.config.n_head} heads, width {model.config.n_embd}, "
-        f"context {model.config.block_size}, vocab {model.config.vocab_size})"
-    )
-    say(f"unigram baseline on valid: perplexity {data.unigram_perplexity:.1f} per token")
-    trained = model
-    if config.compile:
-        trained = torch.compile(trained)
-    if dist_info.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        trained = DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
-
-    block_size = model.config.block_size
-    tokens_per_step = config.batch_size * config.grad_accum * block_size * dist_info.world_size
-
-    def save(step: int) -> None:
-        train_state = dict(
-            step=step,
-            optimizer=optimizer.state_dict(),
-            scaler=scaler.state_dict(),
-            config=_plain(config),
-            history=history,
-        )
-        save_checkpoint(config.out, model, data.tokenizer, train_state)
-
-    def validate(step: int, train_loss: float, lr: float) -> dict:
-        ppl = perplexity(model, data.valid_tokens, data.valid_words, max_tokens=config.eval_tokens)
-        record = dict(
-            step=step,
-            tokens=step * tokens_per_step,
-            train_loss=train_loss,
-            val_loss=ppl.loss,
-            val_ppl=ppl.per_token,
-            val_ppl_word=ppl.per_word,
-            unigram_ppl=data.unigram_perplexity,
-            lr=lr,
-        )
-        history.append(record)
-        say(
-            f"step {step}: train loss {train_loss:.3f}, valid {format_perplexity(ppl)} "
-            f"(unigram {data.unigram_perplexity:.1f} per token)"
-        )
-        return record
-
-    bar = tqdm(
-        total=config.max_steps,
-        initial=start_step,
-        desc=f"train {config.preset}",
-        unit="step",
-        disable=config.quiet or not dist_info.main or None,  # None: no bar when stderr is not a terminal
-        dynamic_ncols=True,
-    )
-    started, step = time.perf_counter(), start_step
-    with _StopRequest(active=dist_info.world_size == 1) as ctrl_c:
-        for step in range(start_step + 1, config.max_steps + 1):
-            lr = learning_rate(step - 1, config)
-            batches = [
-                batch_for_step(
-                    data.train_tokens, block_size, config.batch_size, config.seed, dist_info.rank, step, micro
-                )
-                for micro in range(config.grad_accum)
-            ]
-            loss = train_step(trained, optimizer, batches, config, lr, device, scaler)
-            tokens_per_s = (step - start_step) * tokens_per_step / (time.perf_counter() - started)
-            bar.update()
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-            if not dist_info.main:
-                continue
-            last = step == config.max_steps
-            record = validate(step, loss, lr) if step % config.eval_every == 0 or last else None
-            saved = step % config.save_every == 0 or last
-            if saved:
-                save(step)
-            if record is not None and on_eval is not None:
-                on_eval(record)  # after the save: a callback that stops training loses nothing
-            if ctrl_c.requested and not last:
-                if not saved:
-                    save(step)
-                bar.close()
-                raise TrainingInterrupted(config.out, step, config.max_steps)
-    bar.close()
-
-    if step == start_step:
-        say(f"{config.out} is already trained to step {step} of {config.max_steps}")
-    else:
-        say(f"saved {config.out} (step {step}, {time.perf_counter() - started:.0f} s of training)")
-    if dist_info.main and not config.quiet:
-        say(f"greedy: {greedy_text(model, data.tokenizer, GREEDY_PROMPT)!r}")
-    model.train(False)
-    if dist_info.world_size > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-    return TrainResult(model=model, tokenizer=data.tokenizer, checkpoint=config.out, history=history)
+        data = _load_data(config, dist_info)
+    run = _Run(config.scheduled(len(data.train_tokens), dist_info.world_size), data, device, dist_info, say)
+    run.describe()
+    return run.finish(run.loop(on_eval))
 
 
 def _plain(config: TrainConfig) -> dict:
@@ -495,6 +643,16 @@ def positive_float(text: str) -> float:
         value = float("nan")
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
     return value
 
 
@@ -532,7 +690,12 @@ def register(subparsers) -> None:
         description="Train a preset on WikiText; checkpoints go to --out (default runs/<preset>).",
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model size (default tiny)")
-    parser.add_argument("--max-steps", type=positive_int, help="optimizer steps (default: the preset's)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=positive_int, help="optimizer steps (default: the preset's)")
+    length.add_argument("--epochs", type=positive_float, help="passes over the train split, instead of --max-steps")
+    parser.add_argument(
+        "--max-seconds", type=positive_float, help="stop (validated and saved) after the step that passes this time"
+    )
     parser.add_argument("--out", help="checkpoint folder (default runs/<preset>)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     parser.add_argument("--dataset", default="wikitext-2-v1", help="WikiText config (default wikitext-2-v1)")
@@ -541,6 +704,8 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=positive_int, help="sequences per micro-batch and process")
     parser.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step")
     parser.add_argument("--lr", type=positive_float, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=fraction, help="AdamW's, on 2-D weights (default: the preset's)")
+    parser.add_argument("--dropout", type=fraction, help="of a new model, in training (default: the preset's)")
     parser.add_argument("--eval-every", type=positive_int, help="steps between validations")
     parser.add_argument("--save-every", type=positive_int, help="steps between checkpoints")
     parser.add_argument(

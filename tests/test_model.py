@@ -144,3 +144,52 @@ def test_interventions_change_the_logits(model):
     torch.testing.assert_close(model(sequence), plain + bias, atol=1e-6, rtol=0)
     model.probe = Probe(noise_std=0.1, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(model(sequence), plain)
+
+
+def test_dropout_is_exactly_a_no_op_in_eval_mode_and_at_zero(model):
+    """At p = 0 training mode changes nothing (and draws no random numbers); in eval mode no p changes anything."""
+    sequence, targets = ids(2, 9), ids(2, 9, seed=2)
+    plain, plain_loss = model(sequence), model(sequence, targets=targets)
+    model.train()
+    rng = torch.get_rng_state()
+    assert torch.equal(model(sequence), plain) and torch.equal(model(sequence, targets=targets), plain_loss)
+    assert torch.equal(torch.get_rng_state(), rng)
+    with_dropout = GPT(GPTConfig(**{**SMALL.to_dict(), "dropout": 0.3}))
+    with_dropout.load_state_dict(model.state_dict())
+    assert torch.equal(with_dropout.eval()(sequence), plain)
+
+
+def test_dropout_in_training_drops_embeddings_attention_weights_and_residual_branches(model):
+    """GPT-2's places: after wte + wpe, on the attention weights (inside the attention step), after each c_proj."""
+    config = GPTConfig(**{**SMALL.to_dict(), "dropout": 0.5})
+    dropped = GPT(config).train()
+    dropped.load_state_dict(model.state_dict())
+    zeroed = {}
+    for name, module in dropped.named_modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.register_forward_hook(
+                lambda m, i, out, name=name: zeroed.__setitem__(name, (out == 0).float().mean())
+            )
+    attention_calls = []
+
+    def attend(q, k, v, key_mask, **options):
+        attention_calls.append(options)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
+
+    sequence = ids(4, 16)
+    torch.manual_seed(0)
+    first = dropped(sequence, attend=attend)
+    expected_sites = ["transformer.drop"] + [
+        f"transformer.h.{layer}.{site}"
+        for layer in range(SMALL.n_layer)
+        for site in ("attn.resid_dropout", "mlp.dropout")
+    ]
+    assert sorted(zeroed) == sorted(expected_sites)
+    assert all(0.4 <= fraction <= 0.6 for fraction in zeroed.values()), zeroed  # half of 1,024 values, +- 10%
+    assert attention_calls == [{"dropout_p": 0.5}] * SMALL.n_layer
+    torch.manual_seed(0)
+    assert torch.equal(dropped(sequence, attend=attend), first)  # the masks come from torch's generator
+    assert not torch.equal(dropped(sequence, attend=attend), first)
+    attention_calls.clear()
+    assert torch.equal(dropped.eval()(sequence, attend=attend), model(sequence))
+    assert attention_calls == [{}] * SMALL.n_layer

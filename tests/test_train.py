@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import signal
@@ -19,9 +21,10 @@ import course.cli as cli
 import course.train
 from course.checkpoint import load_checkpoint, load_train_state
 from course.errors import UserError
-from course.evaluate import perplexity, windows
+from course.evaluate import Perplexity, perplexity, windows
 from course.model import GPT, GPTConfig
 from course.train import (
+    PRESET_DEFAULTS,
     TrainConfig,
     TrainingData,
     TrainingInterrupted,
@@ -98,7 +101,7 @@ def test_adam_second_moment_decay_is_the_presets_and_reaches_the_optimizer(prese
     assert all(group["betas"] == (0.9, beta2) for group in optimizer.param_groups)
     custom = make_optimizer(model, TrainConfig(adam_beta2=0.5).resolved(), torch.device("cpu"))
     assert custom.param_groups[0]["betas"] == (0.9, 0.5)
-    with pytest.raises(UserError, match=r"adam_beta2 in \[0, 1\)"):
+    with pytest.raises(UserError, match=r"adam_beta2 must lie in \[0, 1\), got 1.0"):
         TrainConfig(adam_beta2=1.0).resolved()
 
 
@@ -112,17 +115,20 @@ def test_batches_are_contiguous_windows_fixed_by_seed_rank_and_step(small_data):
         assert not torch.equal(inputs, batch_for_step(tokens, 16, 4, micro=0, **other)[0])
 
 
-def test_resumed_training_ends_bit_identical_to_uninterrupted_training(tmp_path, small_data):
-    straight = train(small_config(tmp_path / "straight"), data=small_data)
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_resumed_training_ends_bit_identical_to_uninterrupted_training(tmp_path, small_data, dropout):
+    """Also with dropout: each step's masks come from a generator seeded by the step."""
+    straight = train(small_config(tmp_path / "straight", dropout=dropout), data=small_data)
 
     def interrupt_at_half_way(record):
         if record["step"] == 4:
             raise KeyboardInterrupt  # as Ctrl-C after the step-4 checkpoint
 
     with pytest.raises(KeyboardInterrupt):
-        train(small_config(tmp_path / "resumed"), on_eval=interrupt_at_half_way, data=small_data)
+        train(small_config(tmp_path / "resumed", dropout=dropout), on_eval=interrupt_at_half_way, data=small_data)
     assert load_train_state(tmp_path / "resumed")["step"] == 4
     resumed = train(small_config(tmp_path / "resumed", resume=True), data=small_data)
+    assert resumed.model.config.dropout == dropout  # the checkpoint's model keeps its own
 
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -131,6 +137,125 @@ def test_resumed_training_ends_bit_identical_to_uninterrupted_training(tmp_path,
     assert straight.history[-1]["val_loss"] < straight.history[0]["val_loss"]
     reloaded, _ = load_checkpoint(tmp_path / "resumed")
     assert torch.equal(reloaded.transformer.wte.weight, straight.model.transformer.wte.weight)
+
+
+def scripted_validation(monkeypatch, losses: dict[int, float]) -> dict[int, dict]:
+    """Validation that returns losses[step] and notes the weights it saw: step -> state dict."""
+    seen, steps = {}, iter(sorted(losses))
+
+    def fake_perplexity(model, tokens, n_words, **options):
+        step = next(steps)
+        seen[step] = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        loss = losses[step]
+        return Perplexity(loss, math.exp(loss), math.exp(loss), len(tokens))
+
+    monkeypatch.setattr(course.train, "perplexity", fake_perplexity)
+    return seen
+
+
+def same_weights(model_or_state, state: dict) -> bool:
+    mine = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
+    return mine.keys() == state.keys() and all(torch.equal(mine[name], state[name]) for name in state)
+
+
+def test_the_checkpoint_keeps_the_lowest_validation_loss_and_resume_goes_on_from_the_last_step(
+    tmp_path, small_data, monkeypatch
+):
+    """Validation losses that turn up after step 4: the checkpoint's weights are step 4's, its config.json says so,
+    the training state holds step 8's, and training resumed from it goes on from step 8."""
+    seen = scripted_validation(monkeypatch, {2: 3.0, 4: 2.0, 6: 2.5, 8: 2.7})
+    result = train(small_config(tmp_path / "run", eval_every=2), data=small_data)
+    assert (result.step, result.kept_step) == (8, 4)
+    assert same_weights(result.model, seen[4]) and not same_weights(result.model, seen[8])
+    kept, _ = load_checkpoint(tmp_path / "run")
+    assert same_weights(kept, seen[4])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["kept"] == dict(step=4, val_loss=2.0, rule="the lowest validation loss", trained_to_step=8)
+    state = load_train_state(tmp_path / "run")
+    assert state["step"] == 8 and same_weights(state["model"], seen[8])
+
+    seen = scripted_validation(monkeypatch, {10: 1.5, 12: 2.1})
+    longer = train(small_config(tmp_path / "run", eval_every=2, max_steps=12, resume=True), data=small_data)
+    assert (longer.step, longer.kept_step) == (12, 10) and same_weights(longer.model, seen[10])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["kept"]["step"] == 10
+
+
+def test_before_the_first_validation_the_checkpoint_holds_the_last_step(tmp_path, small_data, monkeypatch):
+    """A checkpoint saved before any validation (here at step 2 of 8, validations every 4 steps) holds the last step's
+    weights and says so; resumed, the run validates and keeps as if it had not stopped."""
+    straight = train(small_config(tmp_path / "straight"), data=small_data)
+    ctrl_c_during_step(monkeypatch, at_step=2)
+    with pytest.raises(TrainingInterrupted):
+        train(small_config(tmp_path / "resumed", save_every=8), data=small_data)
+    config = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert config["kept"] == dict(step=2, rule="the last step (no validation to choose by yet)", trained_to_step=2)
+    kept, _ = load_checkpoint(tmp_path / "resumed")
+    assert same_weights(kept, load_train_state(tmp_path / "resumed")["model"])
+    monkeypatch.undo()
+    resumed = train(small_config(tmp_path / "resumed", resume=True), data=small_data)
+    assert resumed.kept_step == straight.kept_step and same_weights(resumed.model, straight.model.state_dict())
+
+
+def test_a_training_state_without_weights_resumes_from_the_checkpoints(tmp_path, small_data):
+    """Training states written before the checkpoint kept the best weights hold none: their checkpoint's weights
+    are the last step's, and resuming from them ends as the uninterrupted run does."""
+    straight = train(small_config(tmp_path / "straight"), data=small_data)
+
+    def stop_at_half_way(record):
+        if record["step"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(tmp_path / "old"), on_eval=stop_at_half_way, data=small_data)
+    state_file = tmp_path / "old" / "train_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    del state["model"]
+    torch.save(state, state_file)
+    resumed = train(small_config(tmp_path / "old", resume=True), data=small_data)
+    assert same_weights(resumed.model, straight.model.state_dict())
+
+
+def test_epochs_set_the_steps_from_the_train_split_and_the_batch_shape():
+    config = TrainConfig(preset="tiny", epochs=2.5, batch_size=4).resolved()
+    assert config.max_steps is None and config.tokens_per_step() == 4 * 128
+    assert config.scheduled(train_tokens=10_000).max_steps == 49  # 2.5 x 10,000 / 512 = 48.8, rounded up
+    assert config.scheduled(train_tokens=10_000, world_size=2).max_steps == 25
+    assert TrainConfig(preset="tiny", max_steps=7).resolved().scheduled(10_000).max_steps == 7
+    course = TrainConfig(preset="course").resolved()
+    assert course.epochs == PRESET_DEFAULTS["course"]["epochs"] and course.max_steps is None
+    assert TrainConfig(preset="course", max_steps=10).resolved().epochs is None  # steps given: the preset's epochs go
+    assert TrainConfig(preset="tiny", epochs=1).resolved().max_steps is None  # and the other way round
+    with pytest.raises(UserError, match="max_steps or as epochs, not both"):
+        TrainConfig(max_steps=10, epochs=1).resolved()
+    with pytest.raises(UserError, match="epochs must be a positive number, got 0"):
+        TrainConfig(epochs=0).resolved()
+
+
+def test_training_in_epochs_reports_them(tmp_path, small_data, capsys):
+    """2 epochs of the small corpus in batches of 2 x 128 tokens: the steps they make, and the epoch of each record."""
+    result = train(small_config(tmp_path / "run", max_steps=None, epochs=2, eval_every=3, quiet=False), data=small_data)
+    tokens = len(small_data.train_tokens)
+    steps = math.ceil(2 * tokens / 256)
+    assert result.step == result.max_steps == steps
+    assert [record["epoch"] for record in result.history] == pytest.approx(
+        [step * 256 / tokens for step in [*range(3, steps, 3), steps]]
+    )
+    out = capsys.readouterr().out
+    assert (
+        f"schedule: {steps} steps of 256 tokens = {steps * 256 / tokens:.2f} epochs of the train split's {tokens:,}"
+        in out
+    )
+
+
+def test_the_time_limit_stops_after_a_step_validated_and_saved(tmp_path, small_data):
+    """A limit the first step already passes: training stops after step 1, validates and saves it; resumed without
+    the limit it trains to the end."""
+    stopped = train(small_config(tmp_path / "run", max_seconds=1e-9), data=small_data)
+    assert (stopped.step, stopped.max_steps) == (1, 8)
+    assert [record["step"] for record in stopped.history] == [1]
+    assert load_train_state(tmp_path / "run")["step"] == 1
+    finished = train(small_config(tmp_path / "run", resume=True), data=small_data)
+    assert finished.step == 8 and [record["step"] for record in finished.history] == [1, 4, 8]
 
 
 def ctrl_c_during_step(monkeypatch, at_step: int) -> None:
@@ -263,6 +388,11 @@ def run_cli(argv, monkeypatch, capsys):
         (["train", "--device", "mps"], "--device mps was asked for but torch sees no Apple-silicon GPU"),
         (["eval", "{tmp}", "--device", "mps"], "--device mps was asked for but torch sees no Apple-silicon GPU"),
         (["train", "--cpu-threads", "-1"], "--cpu-threads: expected 0 or a positive integer, got '-1'"),
+        (["train", "--max-steps", "3", "--epochs", "2"], "--epochs: not allowed with argument --max-steps"),
+        (["train", "--epochs", "0"], "--epochs: expected a positive number, got '0'"),
+        (["train", "--dropout", "1"], "--dropout: expected a number in [0, 1), got '1'"),
+        (["train", "--weight-decay", "x"], "--weight-decay: expected a number in [0, 1), got 'x'"),
+        (["train", "--max-seconds", "-5"], "--max-seconds: expected a positive number, got '-5'"),
         (["train", "--compile", "--device", "cpu"], "--compile needs a CUDA device"),
         (["train", "--resume", "--out", "{tmp}/nothing-here"], "holds no training checkpoint"),
         (["eval", "{tmp}/nothing-here"], "does not exist"),
