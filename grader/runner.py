@@ -149,6 +149,7 @@ def grade(
     spec = {
         "statements": None if extracted is None else [asdict(s) for s in extracted.statements],
         "unparsed": {} if extracted is None else extracted.unparsed,  # why names of broken cells are missing
+        "session_cells": isinstance(source, list),  # the cells a notebook session has run (check()), not a file
         "problem": problem,
         "limits": asdict(limits),
         "results_path": None if results_path is None else str(results_path),
@@ -345,7 +346,7 @@ def _student_session(spec: dict, workers, user: WorkerUser | None) -> StudentSes
     if spec["statements"] is None:
         return None  # nothing to grade: every test fails with spec["problem"]
     limits = Limits(**spec["limits"])
-    return StudentSession(spec["statements"], limits, workers, user, spec["unparsed"])
+    return StudentSession(spec["statements"], limits, workers, user, spec["unparsed"], spec["session_cells"])
 
 
 def _receive_exactly(channel: socket.socket, size: int) -> bytes:

@@ -31,9 +31,11 @@ class StudentSession:
         workers,
         user: WorkerUser | None,
         unparsed: dict[str, str] | None = None,
+        session_cells: bool = False,
     ):
         self.statements = statements
         self.unparsed = unparsed or {}  # names of cells that could not be parsed -> why (ExtractedCode.unparsed)
+        self.session_cells = session_cells  # the statements come from the cells a notebook session ran, not a file
         self.limits = limits
         self.workers = workers  # where workers come from: a zygote (sandbox.ZygoteChannel) or plain.PlainWorkers
         self.user = user
@@ -74,6 +76,10 @@ class StudentSession:
         if name not in self.names:
             extracted = ExtractedCode([Statement(**s) for s in self.statements], unparsed=self.unparsed)
             reason = missing_reasons(extracted, self.names).get(name)
+            if reason is None and self.session_cells:
+                raise MissingFunction(
+                    f"no cell run in this session defines `{name}`: run the cell that defines it, then check again"
+                )
             raise MissingFunction(f"the notebook does not define `{name}`" + (f": {reason}" if reason else ""))
         if self.names[name]:
             return StudentFunction(self, name, timeout, check_arguments)
