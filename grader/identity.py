@@ -160,7 +160,10 @@ class WorkerUser:
                 finally:
                     os._exit(0)
             os.waitpid(helper, 0)
-            time.sleep(0.01)
+            for _ in range(5):  # the killed take a moment to be gone (their namespaces torn down)
+                time.sleep(0.002)
+                if not self.processes():
+                    return
 
     def cannot_read(self, paths) -> list[str]:
         """Those of `paths` this uid cannot read (checked by a helper that takes the uid)."""

@@ -191,10 +191,14 @@ def verify(zygote, limits, user, secret_paths: list[str]) -> list[str]:
 
     needed = needed_by_workers()
     probe = Worker(zygote, limits, user, probe=[*secret_paths, *needed])
+    opened = None
     try:
         opened = _read_probe_report(probe.endpoint.sock, len(secret_paths) + len(needed))
     finally:
-        probe.kill()
+        if opened is None:
+            probe.kill()
+        else:  # having answered, it is ending on its own (it never runs student code): no need to wait for it
+            probe.release()
     if opened is None:
         raise GraderError(
             "refusing to grade: the isolation probe gave no answer, so the workers' isolation is unproven"

@@ -214,6 +214,11 @@ class Worker:
                 os.killpg(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        self.release()
+
+    def release(self) -> None:
+        """Let go of a worker that is ending on its own (a probe that has answered): our end of its connection,
+        and its work directory. What is left of its uid's processes goes with the grading's claim."""
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
