@@ -5,7 +5,7 @@ whole sequence so far (for penalties), to a `next_token` function (the `NextToke
 `course generate` builds that function from a notebook's own sampling functions, loaded with
 `course.notebook`:
 
-    sample_next            (02_sampling)   temperature, top-k, top-p
+    sample_next            (02_sampling)   temperature, top-k, top-p, min-p
     sample_with_penalties  (03_penalties)  when --frequency-penalty or --presence-penalty is given
     greedy                 (02_sampling)   with --greedy
 """
@@ -122,13 +122,23 @@ def sampling_function(args: argparse.Namespace) -> tuple[str, str]:
     ]
     shaping = [
         option
-        for option, value in (("--temperature", args.temperature), ("--top-k", args.top_k), ("--top-p", args.top_p))
+        for option, value in (
+            ("--temperature", args.temperature),
+            ("--top-k", args.top_k),
+            ("--top-p", args.top_p),
+            ("--min-p", args.min_p),
+        )
         if value is not None
     ]
     if args.greedy:
         if penalties or shaping:
             raise UserError(f"--greedy takes no sampling options, but {', '.join(penalties + shaping)} was given")
         return "greedy", "--greedy"
+    if penalties and args.min_p is not None:
+        raise UserError(
+            "--min-p is sample_next's (02_sampling), and penalties are sampled by sample_with_penalties "
+            "(03_penalties), which has no min-p: give one or the other"
+        )
     if penalties:
         return "sample_with_penalties", " and ".join(penalties)
     return "sample_next", " and ".join(shaping) or "sampling"
@@ -145,6 +155,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--top-k must be >= 1, not {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise UserError(f"--top-p must be in (0, 1], not {args.top_p}")
+    if args.min_p is not None and not 0 <= args.min_p <= 1:
+        raise UserError(f"--min-p must be in [0, 1], not {args.min_p}")
     for option, value in (
         ("--frequency-penalty", args.frequency_penalty),
         ("--presence-penalty", args.presence_penalty),
@@ -181,13 +193,14 @@ def next_token_from(
     shaping = dict(
         temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k, top_p=args.top_p
     )
+    min_p = {} if args.min_p is None else {"min_p": args.min_p}  # a notebook from before min-p has no such argument
     penalties = dict(
         frequency_penalty=1.0 if args.frequency_penalty is None else args.frequency_penalty,
         presence_penalty=1.0 if args.presence_penalty is None else args.presence_penalty,
     )
     call = {
         "greedy": lambda logits, history: sampler(logits),
-        "sample_next": lambda logits, history: sampler(logits, **shaping, generator=generator),
+        "sample_next": lambda logits, history: sampler(logits, **shaping, **min_p, generator=generator),
         "sample_with_penalties": lambda logits, history: sampler(
             logits, history, **shaping, **penalties, generator=generator
         ),
@@ -237,6 +250,7 @@ def register(subparsers) -> None:
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--top-p", type=float)
+    parser.add_argument("--min-p", type=float, help="keep tokens at least this fraction as likely as the top one")
     parser.add_argument("--frequency-penalty", type=float)
     parser.add_argument("--presence-penalty", type=float)
     parser.add_argument("--seed", type=int)

@@ -25,8 +25,8 @@ import torch
 def greedy(logits):
     return logits.argmax(dim=-1)
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    print(f"sample_next temperature={temperature} top_k={top_k} top_p={top_p} {type(generator).__name__}")
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, min_p=None, generator=None):
+    print(f"sample_next temperature={temperature} top_k={top_k} top_p={top_p} min_p={min_p} {type(generator).__name__}")
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
@@ -174,9 +174,24 @@ def test_options_reach_sample_next_and_the_seed_repeats(stand_in_checkpoint, sam
         return capsys.readouterr().out.splitlines()
 
     first = run("1")
-    assert first[:6] == ["sample_next temperature=0.5 top_k=3 top_p=0.9 Generator"] * 6
+    assert first[:6] == ["sample_next temperature=0.5 top_k=3 top_p=0.9 min_p=None Generator"] * 6
     assert run("1") == first
     assert run("2") != first
+    course_generate("--prompt", "ab", "--max-new-tokens", "1", "--min-p", "0.1", "--sampler", str(sampler))
+    assert (
+        capsys.readouterr().out.splitlines()[0]
+        == "sample_next temperature=1.0 top_k=None top_p=None min_p=0.1 Generator"
+    )
+
+
+def test_a_sampler_from_before_min_p_still_samples(stand_in_checkpoint, tmp_path, capsys):
+    notebook = write_notebook(
+        tmp_path / "older.ipynb",
+        "import torch\n"
+        "def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):\n"
+        "    return logits.argmax(dim=-1)",
+    )
+    assert course_generate("--prompt", "ab", "--max-new-tokens", "2", "--top-p", "0.5", "--sampler", str(notebook)) == 0
 
 
 def test_penalties_use_sample_with_penalties_and_the_whole_history(stand_in_checkpoint, sampler, capsys):
@@ -216,6 +231,8 @@ def test_a_stub_that_raises_is_one_line_naming_the_cell(stand_in_checkpoint, tmp
         (["--max-new-tokens", "-1"], "--max-new-tokens must be >= 0"),
         (["--frequency-penalty", "0"], "--frequency-penalty must be > 0"),
         (["--greedy", "--top-k", "5"], "--greedy takes no sampling options, but --top-k was given"),
+        (["--min-p", "1.5"], r"--min-p must be in \[0, 1\]"),
+        (["--min-p", "0.1", "--presence-penalty", "1.2"], "--min-p is sample_next's .* give one or the other"),
     ],
 )
 def test_nonsense_values_are_refused(stand_in_checkpoint, sampler, options, message):
