@@ -49,7 +49,7 @@ from course.checkpoint import (
     read_config,
     save_checkpoint,
 )
-from course.device import DEVICE_CHOICES, autocast, autocast_dtype, grad_scaler, resolve_device
+from course.device import DEVICE_CHOICES, CpuThreads, autocast, autocast_dtype, grad_scaler, resolve_device
 from course.errors import UserError
 from course.evaluate import format_perplexity, keep_freed_memory, perplexity, positive_int
 from course.model import GPT, PRESETS, preset
@@ -58,8 +58,9 @@ from course.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, check_vocab_size
 # Per-preset defaults for every option left unset, from the sweeps in bench/RESULTS.md. tiny: under 3 minutes on
 # 2 CPU cores; laptop: about half an hour there (31 min 41 s, timed); course: a GPU. A preset sets the length of
 # training in steps (max_steps) or in passes over the train split (epochs).
-# cpu_threads: two threads run the tiny step 1.5x faster than one on an idle 2-core machine (with the fused loss
-# of course/loss.py); on a busy machine a second thread spins, so pass --cpu-threads 1 there.
+# max_cpu_threads: two threads run the tiny step 1.5x faster than one on an idle 2-core machine (with the fused loss
+# of course/loss.py); on a busy one a second thread spins, so training takes only the cores other work leaves free
+# (course.device.CpuThreads), up to this many (0: every core).
 PRESET_DEFAULTS = {
     "tiny": dict(
         max_steps=1400,
@@ -69,7 +70,7 @@ PRESET_DEFAULTS = {
         eval_every=350,
         save_every=350,
         eval_tokens=16384,
-        cpu_threads=2,
+        max_cpu_threads=2,
         vocab_size=DEFAULT_VOCAB_SIZE,
         adam_beta2=0.99,
         weight_decay=0.1,
@@ -83,7 +84,7 @@ PRESET_DEFAULTS = {
         eval_every=500,
         save_every=500,
         eval_tokens=65536,
-        cpu_threads=0,
+        max_cpu_threads=0,
         vocab_size=16384,
         adam_beta2=0.99,
         weight_decay=0.1,
@@ -99,7 +100,7 @@ PRESET_DEFAULTS = {
         eval_every=75,
         save_every=500,
         eval_tokens=131072,
-        cpu_threads=0,
+        max_cpu_threads=0,
         vocab_size=12288,  # ~35M parameters, the lecture's model (24k would make it 41M)
         adam_beta2=0.95,
         weight_decay=0.1,
@@ -134,7 +135,10 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     seed: int = 1337
-    cpu_threads: int | None = None  # torch threads when training on CPU; 0 keeps torch's own choice
+    cpu_threads: int | None = None  # torch threads on CPU, fixed (0: torch's own choice); None: as the machine allows
+    max_cpu_threads: int | None = (
+        None  # without cpu_threads: at most this many (0: every core), fewer on a busy machine
+    )
     max_seconds: float | None = None  # stop after the step that passes this much training time (None: no limit)
     quiet: bool = False
 
@@ -153,8 +157,10 @@ class TrainConfig:
             out=Path(self.out if self.out is not None else Path("runs") / self.preset),
             **{name: value for name, value in defaults.items() if getattr(self, name) is None},
         )
-        if not (isinstance(config.cpu_threads, int) and config.cpu_threads >= 0):
-            raise UserError(f"cpu_threads must be 0 (torch's choice) or more, got {config.cpu_threads!r}")
+        for name in ("cpu_threads", "max_cpu_threads"):
+            value = getattr(config, name)
+            if value is not None and not (isinstance(value, int) and value >= 0):
+                raise UserError(f"{name} must be 0 (torch's choice) or more, got {value!r}")
         check_vocab_size(config.vocab_size)
         integers = ["batch_size", "grad_accum", "eval_every", "save_every", "eval_tokens"]
         for name in integers + (["max_steps"] if config.epochs is None else []):
@@ -424,6 +430,13 @@ def _training_device(config: TrainConfig, dist_info: _Distributed) -> torch.devi
     return device
 
 
+def _cpu_threads(config: TrainConfig, device: torch.device) -> CpuThreads | None:
+    """Threads that follow the machine's load, unless there is no CPU to share or --cpu-threads fixed them."""
+    if device.type != "cpu" or config.cpu_threads is not None:
+        return None
+    return CpuThreads(config.max_cpu_threads or 0)
+
+
 def _check_out_folder(config: TrainConfig) -> None:
     has_checkpoint = has_train_state(config.out)
     if config.resume and not has_checkpoint:
@@ -469,6 +482,7 @@ class _Run:
             device_ids = [device.index] if device.type == "cuda" else None
             self.trained = DistributedDataParallel(self.trained, device_ids=device_ids)
         self.tokens_per_step = config.tokens_per_step(dist_info.world_size)
+        self.threads = _cpu_threads(config, device)
 
     def describe(self) -> None:
         model, config, train_tokens = self.model, self.config, len(self.data.train_tokens)
@@ -483,6 +497,11 @@ class _Run:
             f"weight decay {config.weight_decay:g}"
         )
         self.say(f"unigram baseline on valid: perplexity {self.data.unigram_perplexity:.1f} per token")
+        if self.threads is not None:
+            self.say(
+                f"cpu: {self.threads.threads} torch thread(s) of at most {self.threads.cap}, as many as the cores "
+                "the machine's other work leaves free (looked at again every few seconds; --cpu-threads N fixes them)"
+            )
 
     def epoch(self, step: int) -> float:
         return step * self.tokens_per_step / len(self.data.train_tokens)
@@ -551,7 +570,12 @@ class _Run:
                 seconds = time.perf_counter() - self.started
                 bar.update()
                 tokens_per_s = (step - self.start_step) * self.tokens_per_step / seconds
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+                threads = {} if self.threads is None else {"threads": self.threads.threads}
+                bar.set_postfix(
+                    loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", **threads, refresh=False
+                )
+                if self.threads is not None:
+                    self.threads.adjust()
                 if not main:
                     continue
                 out_of_time = config.max_seconds is not None and seconds >= config.max_seconds
@@ -716,6 +740,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--cpu-threads",
         type=non_negative_int,
-        help="torch threads on CPU, 0 for torch's choice (default: the preset's)",
+        help="torch threads on CPU, fixed; 0 for torch's choice (default: as many as the cores other work leaves "
+        "free, up to the preset's, looked at again every few seconds)",
     )
     parser.set_defaults(run=run)

@@ -79,3 +79,40 @@ def test_float16_training_scales_the_loss_and_resumes_with_the_scale(tmp_path, s
     train(small_config(tmp_path / "fp16", max_steps=10, resume=True), data=small_data)
     assert forwards and set(forwards) == {torch.float16}
     assert load_train_state(tmp_path / "fp16")["scaler"]["scale"] > 0
+
+
+# ---------------------------------------------------------------- threads on a shared CPU
+
+
+@pytest.mark.parametrize(
+    ("machine_busy", "own", "cores", "cap", "expected"),
+    [
+        (2.0, 2.0, 2, 2, 2),  # only training ran: both cores are its own
+        (3.0, 2.0, 2, 2, 1),  # another process kept one core busy: one thread
+        (1.9, 1.0, 2, 2, 1),  # 0.9 of a core taken
+        (1.2, 1.0, 2, 2, 2),  # 0.2 of a core taken is noise: two
+        (4.0, 0.0, 2, 2, 1),  # every core taken elsewhere: one all the same
+        (0.0, 0.0, 8, 4, 4),  # an idle machine with more cores than the cap
+        (5.0, 1.0, 8, 0, 4),  # no cap: the free cores
+    ],
+)
+def test_threads_follow_the_cores_that_other_work_leaves_free(machine_busy, own, cores, cap, expected):
+    """Over one second: the machine's busy CPU seconds, this process's, the cores, the cap (0: none)."""
+    before, after = devices.CpuSample(0.0, 0.0, 0.0), devices.CpuSample(1.0, machine_busy, own)
+    assert devices.threads_for(before, after, cores, cap or cores) == expected
+
+
+def test_training_threads_are_looked_at_again_and_set(monkeypatch):
+    samples = iter(
+        [devices.CpuSample(0.0, 0.0, 0.0), devices.CpuSample(0.3, 0.6, 0.0), devices.CpuSample(6.0, 1.2, 0.6)]
+    )
+    monkeypatch.setattr(devices.CpuSample, "now", classmethod(lambda cls: next(samples)))
+    monkeypatch.setattr(devices, "usable_cores", lambda: 2)
+    monkeypatch.setattr(devices.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(devices.time, "monotonic", lambda: 6.0)
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    threads = devices.CpuThreads(cap=2)
+    assert threads.threads == 1  # 0.6 s busy elsewhere in 0.3 s: two cores taken
+    assert threads.adjust() and threads.threads == 2  # then idle but for training's own 0.6 s
+    assert chosen == [1, 2]
