@@ -12,12 +12,13 @@ import nbformat
 import pytest
 import torch
 
-from course import fixtures, lectures
+from course import fixtures
 from course.errors import UserError
 from course.kit import ROOT
+from course.lectures import cli, decks, gltr, inside, loading, sampling
 
 LECTURES = sorted((ROOT / "lectures").glob("*.ipynb"))
-HIDDEN = {lectures.HIDE_INPUT, lectures.HIDE_CELL}
+HIDDEN = {decks.HIDE_INPUT, decks.HIDE_CELL}
 
 
 def test_there_are_lectures():
@@ -67,32 +68,21 @@ def test_outputs_are_stripped(path):
 
 def test_without_a_checkpoint_the_lecture_says_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_CHECKPOINT", raising=False)
-    monkeypatch.setattr(lectures, "ROOT", tmp_path)
-    with pytest.raises(lectures.LectureStop) as stop:
-        lectures.find_checkpoints()
+    lecture_folder = tmp_path / "lectures"
+    lecture_folder.mkdir()
+    with pytest.raises(loading.LectureStop) as stop:
+        loading.lecture_checkpoints(lecture_folder)
     message = "\n".join(stop.value._render_traceback_())
+    assert "runs/course, runs/laptop, runs/tiny" in message and str(lecture_folder) in message
     assert "course train --preset tiny --out runs/tiny" in message
     monkeypatch.setenv("COURSE_CHECKPOINT", str(tmp_path / "nowhere"))
-    with pytest.raises(lectures.LectureStop, match="not a checkpoint folder"):
-        lectures.find_checkpoints()
-
-
-def test_checkpoints_are_preferred_largest_first(tmp_path, monkeypatch):
-    monkeypatch.delenv("COURSE_CHECKPOINT", raising=False)
-    monkeypatch.setattr(lectures, "ROOT", tmp_path)
-    for name in ("tiny", "laptop", "course"):
-        folder = tmp_path / "runs" / name
-        folder.mkdir(parents=True)
-        (folder / "config.json").write_text("{}")
-        (folder / "model.safetensors").write_bytes(b"")
-    assert list(lectures.find_checkpoints()) == ["course", "laptop", "tiny"]
-    monkeypatch.setenv("COURSE_CHECKPOINT", str(tmp_path / "runs" / "tiny"))
-    assert list(lectures.find_checkpoints()) == ["env", "course", "laptop"]
+    with pytest.raises(loading.LectureStop, match="not a checkpoint folder"):
+        loading.lecture_checkpoints(lecture_folder)
 
 
 def test_repeated_ngram_fraction():
-    assert lectures.repeated_ngram_fraction([1, 2, 3, 4, 5, 6]) == 0
-    assert lectures.repeated_ngram_fraction([1, 2] * 10, n=2) == pytest.approx(17 / 19)
+    assert sampling.repeated_ngram_fraction([1, 2, 3, 4, 5, 6]) == 0
+    assert sampling.repeated_ngram_fraction([1, 2] * 10, n=2) == pytest.approx(17 / 19)
 
 
 def page_text(body: str) -> str:
@@ -135,17 +125,17 @@ def test_slides_hide_tagged_code_and_keep_its_output():
     figure.outputs = [nbformat.v4.new_output("stream", text="output of the figure cell\n")]
     lesson = nbformat.v4.new_code_cell("kept_tokens = cumulative_mass_before_each_token < p")
     nb = nbformat.v4.new_notebook(cells=[md, setup, figure, lesson])
-    text = page_text(lectures.slides_html(nb))
+    text = page_text(decks.slides_html(nb))
     assert "said in one line" in text and "kept_tokens = cumulative_mass_before_each_token < p" in text
     assert "output of the figure cell" in text
     assert "draw_the_figure_of_the_lesson" not in text
     assert "hidden_setup_value" not in text and "output of the set-up cell" not in text
-    assert_hidden_code_is_not_shown(nb, lectures.slides_html(nb))
+    assert_hidden_code_is_not_shown(nb, decks.slides_html(nb))
 
 
 def test_slides_use_local_reveal_when_given():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title\nline")])
-    body = lectures.slides_html(nb, assets="assets")
+    body = decks.slides_html(nb, assets="assets")
     assert 'src="assets/requirejs/require.js"' in body and '"assets/reveal.js/dist/reveal.js"' in body
     assert "unpkg.com" not in body
 
@@ -158,21 +148,21 @@ def test_tagged_figures_are_each_cells_last_image_and_a_tag_without_one_is_refus
     drawn.outputs = [png_output(b"first"), nbformat.v4.new_output("stream", text="x\n"), png_output(b"last")]
     untagged = nbformat.v4.new_code_cell("draw()")
     untagged.outputs = [png_output(b"not a README figure")]
-    assert lectures.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, untagged])) == {"cuts": b"last"}
+    assert decks.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, untagged])) == {"cuts": b"last"}
 
     blank = nbformat.v4.new_code_cell("print(1)", metadata={"tags": ["figure:lens"]})
     with pytest.raises(UserError, match="cell 1 is tagged figure:lens but drew no image"):
-        lectures.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, blank]))
+        decks.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, blank]))
 
 
 def test_export_of_a_missing_notebook_is_one_line(tmp_path):
     with pytest.raises(UserError, match="expected a Jupyter notebook") as error:
-        lectures.export_slides(tmp_path / "nowhere.ipynb", tmp_path)
+        decks.export_slides(tmp_path / "nowhere.ipynb", tmp_path)
     assert "\n" not in str(error.value)
-    assert lectures.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path), "--online"]) == 2
+    assert cli.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path), "--online"]) == 2
     assert not list(tmp_path.glob("*.html"))
     # checked before anything is fetched or written
-    assert lectures.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path / "decks")]) == 2
+    assert cli.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path / "decks")]) == 2
     assert not (tmp_path / "decks").exists()
 
 
@@ -190,61 +180,61 @@ def simple_top_p(logits, p):
 def test_the_cut_slide_says_top_p_adapts_on_the_shipped_distributions(source):
     shipped = source()
     panels = [shipped["peaked"], shipped["flat"]]
-    verdict = lectures.cut_verdict(panels, simple_top_k, simple_top_p, k=10, p=0.9)
+    verdict = sampling.cut_verdict(panels, simple_top_k, simple_top_p, k=10, p=0.9)
     assert verdict.startswith("Top-p (p = 0.9) adapts to the shape, top-k (k = 10) does not: ")
     assert "top-k keeps 10, top-p 1;" in verdict  # the peaked prompt: one token holds 90% of the mass
-    flat_only = lectures.cut_verdict([shipped["flat"]], simple_top_k, simple_top_p, k=10, p=0.9)
+    flat_only = sampling.cut_verdict([shipped["flat"]], simple_top_k, simple_top_p, k=10, p=0.9)
     assert flat_only.startswith("Top-p (p = 0.9) keeps more tokens than top-k (k = 10) after each prompt")
 
 
 def test_repetition_verdict():
-    assert lectures.repetition_verdict({"greedy": 0.8, "sampling": 0.0}) == (
+    assert sampling.repetition_verdict({"greedy": 0.8, "sampling": 0.0}) == (
         "Share of repeated 4-grams in each continuation: greedy 80% (a loop), sampling 0%."
     )
 
 
 def test_gltr_verdict_says_truncation_only_when_the_numbers_do():
     human, full = "human", "T = 1"
-    said = lectures.gltr_verdict({human: 0.40, full: 0.38, "top-k 10": 0.70, "top-p 0.9": 0.55}, human, full)
+    said = gltr.gltr_verdict({human: 0.40, full: 0.38, "top-k 10": 0.70, "top-p 0.9": 0.55}, human, full)
     assert said.startswith("Share of tokens in the model's top 10: human 40%, T = 1 38%, top-k 10 70%, top-p 0.9 55%.")
     assert "More predictable to the model than the human text: top-k 10, top-p 0.9." in said
     assert "Truncation is what makes machine text predictable" in said
     # the full sample stands out too: no word about truncation
-    said = lectures.gltr_verdict({human: 0.40, full: 0.60, "top-k 10": 0.70}, human, full)
+    said = gltr.gltr_verdict({human: 0.40, full: 0.60, "top-k 10": 0.70}, human, full)
     assert "Truncation" not in said
-    said = lectures.gltr_verdict({human: 0.40, full: 0.41, "top-k 10": 0.42}, human, full)
+    said = gltr.gltr_verdict({human: 0.40, full: 0.41, "top-k 10": 0.42}, human, full)
     assert "No sample is more predictable" in said and "Truncation" not in said
 
 
 def test_kv_substitution_verdict():
     # (d_true, d_prev, d_rand): changes in loss, nats per token; within 0.01 counts as none
-    assert "helps" in lectures.kv_substitution_verdict([2, 3], -0.05, 0.0, 0.1)
-    assert "The substitution hurts" in lectures.kv_substitution_verdict([2, 3], 0.05, 0.0, 0.1)
-    unharmed = lectures.kv_substitution_verdict([2, 3], -0.001, 0.0, 0.013)
+    assert "helps" in inside.kv_substitution_verdict([2, 3], -0.05, 0.0, 0.1)
+    assert "The substitution hurts" in inside.kv_substitution_verdict([2, 3], 0.05, 0.0, 0.1)
+    unharmed = inside.kv_substitution_verdict([2, 3], -0.001, 0.0, 0.013)
     assert "lose nothing" in unharmed and "hurts" in unharmed and "cannot tell" in unharmed
-    assert "cannot tell" not in lectures.kv_substitution_verdict([2, 3], 0.0, 0.05, 0.1)
-    assert "says little" in lectures.kv_substitution_verdict([3], 0.0, 0.0, 0.004)
+    assert "cannot tell" not in inside.kv_substitution_verdict([2, 3], 0.0, 0.05, 0.1)
+    assert "says little" in inside.kv_substitution_verdict([3], 0.0, 0.0, 0.004)
 
 
 def test_embedding_verdict():
     # (unchanged, true next token, random token) in nats; within 0.01 counts as equal
-    assert "Later positions lose nothing" in lectures.embedding_verdict(3.0, 3.005, 3.5, 2, 4)
-    assert "carry more than a guess" in lectures.embedding_verdict(3.0, 3.2, 3.5, 2, 4)
-    assert "no better than a random one" in lectures.embedding_verdict(3.0, 3.5, 3.5, 2, 4)
+    assert "Later positions lose nothing" in inside.embedding_verdict(3.0, 3.005, 3.5, 2, 4)
+    assert "carry more than a guess" in inside.embedding_verdict(3.0, 3.2, 3.5, 2, 4)
+    assert "no better than a random one" in inside.embedding_verdict(3.0, 3.5, 3.5, 2, 4)
     assert "enters layer 2, by the embedding of the token that follows it (layers 2-3 then" in (
-        lectures.embedding_verdict(3.0, 3.5, 3.5, 2, 4)
+        inside.embedding_verdict(3.0, 3.5, 3.5, 2, 4)
     )
-    assert "(layer 3 then" in lectures.embedding_verdict(3.0, 3.5, 3.5, 3, 4)
+    assert "(layer 3 then" in inside.embedding_verdict(3.0, 3.5, 3.5, 3, 4)
 
 
 def test_standardized_logits_and_segment_kinds():
-    z = lectures.standardized(torch.tensor([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]))
+    z = inside.standardized(torch.tensor([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]))
     torch.testing.assert_close(z[0], z[1])  # the same shape at another scale: the same histogram
     torch.testing.assert_close(z.mean(-1), torch.zeros(2))
     torch.testing.assert_close(z.std(-1), torch.ones(2))
-    assert [lectures.segment_kind(s) for s in ("attn 0", "mlp 0", "attn 11")] == ["attn", "mlp", "attn"]
+    assert [inside.segment_kind(s) for s in ("attn 0", "mlp 0", "attn 11")] == ["attn", "mlp", "attn"]
     with pytest.raises(ValueError, match="expected a site"):
-        lectures.segment_kind("embed")
+        inside.segment_kind("embed")
 
 
 @pytest.fixture(scope="session")
@@ -253,7 +243,7 @@ def deck_folder(tmp_path_factory):
     (tests/test_slides.py renders them in a browser)."""
     folder = tmp_path_factory.getbasetemp() / "lecture-slides"
     try:
-        lectures.provide_slide_assets(folder, fetch=False)
+        decks.provide_slide_assets(folder, fetch=False)
     except UserError:
         pass  # the decks load reveal.js from the web; tests/test_slides.py then says why it skips
     return folder
@@ -266,7 +256,7 @@ def test_lecture_runs_and_exports_to_slides(path, tiny_checkpoint, wikitext2_dir
     monkeypatch.setenv("COURSE_DATA_DIR", str(wikitext2_dir))
     # On a shared 2-core machine, torch's thread pool spinning against other processes costs far more than it gains.
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    deck, nb = lectures.export_slides(path, deck_folder)  # UserError naming the cell on any error
+    deck, nb = decks.export_slides(path, deck_folder)  # UserError naming the cell on any error
 
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
@@ -283,10 +273,10 @@ def test_lecture_runs_and_exports_to_slides(path, tiny_checkpoint, wikitext2_dir
     shown = [
         out
         for cell in nb.cells
-        if cell.cell_type == "code" and lectures.HIDE_CELL not in cell.metadata.get("tags", [])
+        if cell.cell_type == "code" and decks.HIDE_CELL not in cell.metadata.get("tags", [])
         for out in cell.outputs
         if "image/png" in out.get("data", {})
     ]
     assert shown and body.count('src="data:image/png;base64,') >= len(shown)
     # the README's figures (`make figures`) are images of this run
-    assert all(png.startswith(b"\x89PNG") for png in lectures.tagged_figures(nb).values())
+    assert all(png.startswith(b"\x89PNG") for png in decks.tagged_figures(nb).values())

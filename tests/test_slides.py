@@ -14,9 +14,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from course import lectures
 from course.errors import UserError
 from course.kit import ROOT
+from course.lectures import decks
 
 CHROMIUM = next(
     (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None
@@ -36,16 +36,16 @@ SLIDES = ("0", "2/1", "4")
 def deck(tmp_path_factory, tiny_checkpoint, wikitext2_dir):
     folder = tmp_path_factory.getbasetemp() / "lecture-slides"  # where tests/test_lectures.py exports its decks
     try:
-        lectures.provide_slide_assets(folder, fetch=False)
+        decks.provide_slide_assets(folder, fetch=False)
     except UserError as e:
         pytest.skip(f"reveal.js is not available offline ({e}); fetch it once with `python -m course.lectures`")
-    path = lectures.slides_path(LECTURE, folder)
-    if not path.is_file() or f'"{lectures.ASSETS}/reveal.js/dist/reveal.js"' not in path.read_text():
+    path = decks.slides_path(LECTURE, folder)
+    if not path.is_file() or f'"{decks.ASSETS}/reveal.js/dist/reveal.js"' not in path.read_text():
         with pytest.MonkeyPatch.context() as env:
             env.setenv("COURSE_CHECKPOINT", str(tiny_checkpoint))
             env.setenv("COURSE_DATA_DIR", str(wikitext2_dir))
             env.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-            path, _ = lectures.export_slides(LECTURE, folder)
+            path, _ = decks.export_slides(LECTURE, folder)
     return path
 
 
