@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
 
 import nbformat
 import pytest
 import torch
 
+from conftest import TIMED_LECTURE
 from course import fixtures
 from course.errors import UserError
 from course.kit import ROOT
-from course.lectures import cli, decks, gltr, inside, loading, sampling
+from course.lectures import cli, decks, gltr, inside, kv_cache, loading, sampling
 
 LECTURES = sorted((ROOT / "lectures").glob("*.ipynb"))
 HIDDEN = {decks.HIDE_INPUT, decks.HIDE_CELL}
@@ -237,26 +237,10 @@ def test_standardized_logits_and_segment_kinds():
         inside.segment_kind("embed")
 
 
-@pytest.fixture(scope="session")
-def deck_folder(tmp_path_factory):
-    """Where this session's exported decks go, with reveal.js beside them when it can be had offline
-    (tests/test_slides.py renders them in a browser)."""
-    folder = tmp_path_factory.getbasetemp() / "lecture-slides"
-    try:
-        decks.provide_slide_assets(folder, fetch=False)
-    except UserError:
-        pass  # the decks load reveal.js from the web; tests/test_slides.py then says why it skips
-    return folder
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.name)
-def test_lecture_runs_and_exports_to_slides(path, tiny_checkpoint, wikitext2_dir, deck_folder, monkeypatch):
-    monkeypatch.setenv("COURSE_CHECKPOINT", str(tiny_checkpoint))
-    monkeypatch.setenv("COURSE_DATA_DIR", str(wikitext2_dir))
-    # On a shared 2-core machine, torch's thread pool spinning against other processes costs far more than it gains.
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    deck, nb = decks.export_slides(path, deck_folder)  # UserError naming the cell on any error
+def test_lecture_runs_and_exports_to_slides(path, exported_lecture):
+    deck, nb = exported_lecture(path)
 
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
@@ -264,7 +248,7 @@ def test_lecture_runs_and_exports_to_slides(path, tiny_checkpoint, wikitext2_dir
     assert figures, f"{path.name} drew no figure"
 
     body = deck.read_text()
-    assert deck == deck_folder / f"{path.stem}.slides.html"
+    assert deck.name == f"{path.stem}.slides.html"
     assert "Reveal.initialize" in body
     title = nb.cells[0].source.splitlines()[0].removeprefix("# ")
     assert title in page_text(body)
@@ -280,3 +264,85 @@ def test_lecture_runs_and_exports_to_slides(path, tiny_checkpoint, wikitext2_dir
     assert shown and body.count('src="data:image/png;base64,') >= len(shown)
     # the README's figures (`make figures`) are images of this run
     assert all(png.startswith(b"\x89PNG") for png in decks.tagged_figures(nb).values())
+
+
+def markdown_said(nb) -> str:
+    """The Markdown that a notebook's code cells displayed (what the slides say in sentences computed from data)."""
+    return "\n".join(
+        out["data"]["text/markdown"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if "text/markdown" in out.get("data", {})
+    )
+
+
+GENERATION_CLAIM = re.compile(
+    r"The cache made the \d+ tokens ([\d.]+)× faster: (\d+) ms with the cache, (\d+) ms without, medians of \d+ runs"
+)
+CURVE_CLAIM = re.compile(
+    r"costs ([\d.]+)× more without the cache and ([\d.]+)× more with it; "
+    r"at \d+ tokens ([\d.]+) ms with the cache, ([\d.]+) ms without \(([\d.]+)× faster\)"
+)
+NOT_SHOWN = "These timings do not show the cache's gain"
+
+
+def assert_timings_never_contradict_the_lesson(said: str, measurements: int) -> None:
+    """Every timing sentence either states the cache's gain with numbers that show it, or says that the numbers
+    do not show it; `measurements` sentences in all."""
+    generation = GENERATION_CLAIM.findall(said)
+    curves = CURVE_CLAIM.findall(said)
+    for ratio, with_ms, without_ms in generation:
+        assert int(without_ms) > int(with_ms), f"'faster' with {with_ms} ms with the cache, {without_ms} ms without"
+        assert float(ratio) == pytest.approx(int(without_ms) / int(with_ms), abs=0.1 + 1 / int(with_ms))
+    for growth_without, growth_with, with_ms, without_ms, ratio in curves:
+        assert float(growth_without) > float(growth_with)
+        assert float(without_ms) > float(with_ms) and float(ratio) > 1
+    assert len(generation) + len(curves) + said.count(NOT_SHOWN) == measurements, said
+    assert "slower" not in said
+
+
+def test_timing_sentences_state_the_gain_only_when_the_numbers_show_it():
+    shown = kv_cache.generation_verdict(64, 800.0, 1800.0, repeats=3)
+    assert (
+        shown == "The cache made the 64 tokens 2.2× faster: 800 ms with the cache, 1800 ms without, medians of 3 runs."
+    )
+    opposite = kv_cache.generation_verdict(64, 7516.0, 5328.0, repeats=3)  # what a loaded machine once gave
+    assert opposite.startswith(NOT_SHOWN) and "7516 ms with the cache, 5328 ms without" in opposite
+    assert kv_cache.generation_verdict(64, 1000.0, 1100.0).startswith(NOT_SHOWN)  # within the 1.2 margin
+    curve = kv_cache.timing_verdict([16, 122], [1.0, 1.6], [2.0, 14.4])
+    assert curve.startswith("From 16 to 122 tokens of context the next token costs 7.2× more without the cache")
+    # the issue's figure: the time with the cache grew more than without it
+    assert kv_cache.timing_verdict([16, 122], [1.0, 23.3], [2.0, 9.4]).startswith(NOT_SHOWN)
+    assert kv_cache.timing_verdict([16, 122], [1.0, 1.0], [1.0, 1.1]).startswith(NOT_SHOWN)
+    for sentence in (shown, opposite, curve):
+        assert_timings_never_contradict_the_lesson(sentence, 1)
+
+
+def test_timings_are_interleaved_after_a_warm_up_and_their_median_is_reported(monkeypatch):
+    clock = iter(range(1000))
+    monkeypatch.setattr(kv_cache.time, "perf_counter", lambda: next(clock) / 1000)  # each reading 1 ms later
+    order = []
+    durations = {"a": iter([5, 1, 9]), "b": iter([2, 2, 2])}
+
+    def run(name):
+        def step():
+            order.append(name)
+            for _ in range(next(durations[name], 0)):
+                next(clock)
+
+        return step
+
+    medians = kv_cache.interleaved_medians({"a": run("a"), "b": run("b")}, repeats=2, warmup=1)
+    assert order == ["a", "b", "a", "b", "a", "b"]  # a warm-up round, then the timed rounds in turns
+    # timed: a took 1 and 9 extra readings, b 2 and 2; each reading pair adds 1 ms
+    assert medians == {"a": pytest.approx(6.0), "b": pytest.approx(3.0)}
+
+
+@pytest.mark.slow
+def test_the_timing_lecture_never_contradicts_its_lesson_on_a_busy_machine(exported_lecture):
+    """02_kv_cache is executed beside one CPU-bound process per processor (see `exported_lecture`): its three live
+    timings (a whole generation, the tiny model's curve, the course preset's curve) each state the cache's gain
+    with numbers that show it, or say that the numbers do not show it."""
+    _, nb = exported_lecture(ROOT / "lectures" / TIMED_LECTURE)
+    assert_timings_never_contradict_the_lesson(markdown_said(nb), measurements=3)

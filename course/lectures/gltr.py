@@ -9,11 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from course.lectures.style import set_suptitle
+from course.lectures.style import SLIDE_WIDTH_IN, SMALL_PT, set_suptitle
 from course.lens import GLTR_BUCKETS, GLTR_COLORS, gltr_bucket, gltr_buckets
 
 
-def gltr_text(token_strings: Sequence[str], ranks, title: str, width: float = 11.0, fontsize: float = 10.0):
+def gltr_text(
+    token_strings: Sequence[str], ranks, title: str, width: float = SLIDE_WIDTH_IN, fontsize: float = SMALL_PT
+):
     """Text with each token's background in its GLTR bucket colour (the first token, which has no prefix,
     is left white), and the fraction of tokens in each bucket in the legend. Drawn in a monospace font,
     so that every character is 0.6 em wide and the layout does not depend on the renderer."""
@@ -76,7 +78,7 @@ def gltr_html(token_strings: Sequence[str], ranks, surprisal=None) -> str:
 
 def gltr_histograms(results: dict[str, tuple[torch.Tensor, torch.Tensor]]):
     """Bucket fractions and surprisal histograms for several texts: {name: (ranks, surprisal_bits)}."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(SLIDE_WIDTH_IN, 4.2))
     names = list(results)
     width = 0.8 / len(names)
     for i, name in enumerate(names):
@@ -89,10 +91,10 @@ def gltr_histograms(results: dict[str, tuple[torch.Tensor, torch.Tensor]]):
     axes[0].set_xticks(np.arange(4), [f"rank {lo}-{hi if hi != math.inf else '∞'}" for _, lo, hi in GLTR_BUCKETS])
     axes[0].set_ylabel("fraction of tokens")
     axes[0].set_xlabel("GLTR bucket")
-    axes[0].legend(fontsize="small")
+    axes[0].legend(fontsize=SMALL_PT)
     axes[1].set_xlabel("surprisal −log₂ p (bits)")
     axes[1].set_ylabel("tokens")
-    axes[1].legend(fontsize="small")
+    axes[1].legend(fontsize=SMALL_PT)
     top10 = ", ".join(f"{name} {gltr_buckets(r)['top 10']:.0%}" for name, (r, _) in results.items())
     set_suptitle(fig, f"Share of tokens in the model's own top 10: {top10}", fontsize="large")
     fig.tight_layout()

@@ -10,7 +10,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from course.lectures.style import label_sites, set_suptitle, set_title, show_token
+from course.lectures.style import (
+    SLIDE_WIDTH_IN,
+    SMALL_PT,
+    label_sites,
+    prompt_tail,
+    set_suptitle,
+    set_title,
+    show_token,
+)
 
 # How the logit-lens figures tell the blocks apart: each segment (the change one block makes) is shaded and marked by
 # the kind of block that made it.
@@ -40,11 +48,13 @@ def standardized(logits: torch.Tensor) -> torch.Tensor:
 
 
 def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, ranks, all_logits, context: str):
-    """The three 'Logit Evolution' figures in one, for one position: the final top tokens' logits (left) and
-    ranks (middle) after every attention (circles, blue band) and MLP (squares, orange band) block, and the
-    histogram of all logits at each stage, standardised per stage (right), with the final top token marked."""
+    """The three 'Logit Evolution' figures in one, for one position: the final top tokens' logits (top left) and
+    ranks (top right) after every attention (circles, blue band) and MLP (squares, orange band) block, and the
+    histogram of all logits at each stage, standardised per stage (below), with the final top token marked."""
     logits, ranks, all_logits = (torch.as_tensor(t).cpu() for t in (logits, ranks, all_logits))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.8))
+    fig = plt.figure(figsize=(SLIDE_WIDTH_IN, 7.6))
+    grid = fig.add_gridspec(2, 2)
+    axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])]
     x = np.arange(len(sites))
     kinds = [segment_kind(site) for site in sites]
     for ax, values in ((axes[0], logits), (axes[1], ranks)):
@@ -55,19 +65,16 @@ def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, r
                 at = [s for s in x if kinds[s] == kind]
                 ax.plot(at, values[at, j], marker, color=line.get_color(), ms=4, ls="none")
     axes[0].set_ylabel("logit")
-    set_title(axes[0], f"Logits of the final top {len(token_labels)} tokens", fontsize="medium")
+    set_title(axes[0], f"Logits of the final top {len(token_labels)}")
     axes[1].set_yscale("log")
     axes[1].invert_yaxis()
     axes[1].set_ylabel("rank (1 = top, log scale)")
     settled = len(sites) - 1
     while settled > 0 and int(ranks[settled - 1, 0]) == 1:
         settled -= 1
-    set_title(
-        axes[1], f"Their ranks: “{show_token(token_labels[0])}” is top-1 from {sites[settled]} on", fontsize="medium"
-    )
+    set_title(axes[1], f"Ranks: “{show_token(token_labels[0])}” is top-1 from {sites[settled]} on")
     for ax in axes[:2]:
         label_sites(ax, sites)
-        ax.set_xlabel("residual stream after block")
         ax.set_xlim(-0.5, len(sites) - 0.5)
     z = standardized(all_logits)
     top = int(torch.as_tensor(all_logits)[-1].argmax())
@@ -92,11 +99,11 @@ def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, r
         plt.cm.ScalarMappable(norm=plt.Normalize(-0.5, len(sites) - 0.5), cmap=cmap), ax=axes[2], pad=0.02
     )
     stages.set_ticks(range(len(sites)), labels=sites)
-    stages.ax.tick_params(labelsize="small")
+    stages.ax.tick_params(labelsize=SMALL_PT)
     set_title(
         axes[2],
-        f"“{show_token(token_labels[0])}” (markers): {z[0, top]:+.1f} → {z[-1, top]:+.1f} std from the mean",
-        fontsize="medium",
+        f"All logits at each stage; “{show_token(token_labels[0])}” (markers): {z[0, top]:+.1f} → {z[-1, top]:+.1f} "
+        "std from the mean",
     )
     tokens = [line for line in axes[0].get_lines() if not line.get_label().startswith("_")]
     segments = list(axes[0].patches[: min(2, len(axes[0].patches))])
@@ -104,22 +111,20 @@ def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, r
         tokens + segments,
         [h.get_label() for h in tokens + segments],
         loc="lower center",
-        ncol=len(tokens) + len(segments),
-        fontsize="small",
+        ncol=4,
+        fontsize=SMALL_PT,
         frameon=False,
     )
     set_suptitle(
-        fig,
-        f"Logit lens after “…{context[-50:]}”: the prediction if the model stopped after each block",
-        fontsize="large",
+        fig, f"Logit lens after “{prompt_tail(context, 40)}”: the prediction if the model stopped after each block"
     )
-    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below
+    fig.tight_layout(rect=(0, 0.1, 1, 1))  # room for the legend below
     return fig
 
 
 def lens_rank_curves(sites: Sequence[str], current: torch.Tensor, following: torch.Tensor):
     """Per stage, how often the current token and the next token are the lens's top-1, and their median rank."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(SLIDE_WIDTH_IN, 4.4))
     x = np.arange(len(sites))
     for ranks, label in ((current, "current token t"), (following, "next token t + 1")):
         r = ranks.flatten(1).float()
@@ -133,7 +138,7 @@ def lens_rank_curves(sites: Sequence[str], current: torch.Tensor, following: tor
         label_sites(ax, sites)
         ax.set_xlabel("residual stream after block")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize=SMALL_PT)
     top1 = [
         ((r.flatten() == 1).float().mean().item(), (f.flatten() == 1).float().mean().item())
         for r, f in zip(current, following)
@@ -151,7 +156,9 @@ def lens_rank_curves(sites: Sequence[str], current: torch.Tensor, following: tor
 
 def head_kl_heatmap(table: torch.Tensor):
     table = torch.as_tensor(table).cpu()
-    fig, ax = plt.subplots(figsize=(max(6.0, 2.0 + 0.9 * table.size(1)), 1.3 + 0.6 * table.size(0)))
+    fig, ax = plt.subplots(
+        figsize=(min(SLIDE_WIDTH_IN, max(6.0, 2.0 + 0.9 * table.size(1))), 1.3 + 0.6 * table.size(0))
+    )
     im = ax.imshow(table.numpy(), cmap="magma_r")
     for (layer, head), value in np.ndenumerate(table.numpy()):
         ax.text(
@@ -160,7 +167,7 @@ def head_kl_heatmap(table: torch.Tensor):
             f"{value:.3f}",
             ha="center",
             va="center",
-            fontsize="small",
+            fontsize=SMALL_PT,
             color="white" if value > 0.6 * float(table.max()) else "black",
         )
     ax.set_xticks(range(table.size(1)))
@@ -188,7 +195,7 @@ def entropy_histograms(entropies: dict[str, torch.Tensor], vocab_size: int):
     ax.axvline(math.log2(vocab_size), color="k", ls=":", lw=1)
     ax.set_xlabel(f"entropy of the next-token distribution (bits; uniform = {math.log2(vocab_size):.1f})")
     ax.set_ylabel("positions")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize=SMALL_PT)
     means = ", ".join(f"{2 ** torch.as_tensor(h).float().mean().item():.0f}" for h in entropies.values())
     set_title(
         ax, f"Mean entropy ≈ as uncertain as a choice among {means} equally likely tokens (2^H)", fontsize="medium"

@@ -8,13 +8,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from course.lectures.style import probabilities, set_suptitle, set_title, show_token
+from course.lectures.style import (
+    SLIDE_WIDTH_IN,
+    SMALL_PT,
+    probabilities,
+    prompt_tail,
+    set_suptitle,
+    set_title,
+    show_token,
+)
 
 
 def sorted_distributions(panels: Sequence[tuple[str, torch.Tensor]], token_strings: Callable, annotate: int = 5):
     """Side by side, each prompt's next-token probabilities over the whole vocabulary, sorted.
     `panels` is a list of (prompt, logits (vocab,)); `token_strings(ids)` names tokens."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(SLIDE_WIDTH_IN, 4.2), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, (prompt, logits) in zip(axes, panels):
         p = probabilities(logits)
@@ -25,12 +33,14 @@ def sorted_distributions(panels: Sequence[tuple[str, torch.Tensor]], token_strin
             ax.annotate(
                 f"{show_token(tok)} {p[order[i]]:.2f}",
                 (r, p[order[i]]),
-                fontsize="small",
-                xytext=(6, -4 - 13 * i),
+                fontsize=SMALL_PT,
+                xytext=(6, -4 - 1.3 * SMALL_PT * i),
                 textcoords="offset points",
             )
         top1, top10 = p[order[0]], p[order[:10]].sum()
-        set_title(ax, f"“…{prompt[-40:]}”\ntop-1 {top1:.0%}, top-10 {top10:.0%} of the mass", fontsize="medium")
+        set_title(
+            ax, f"“{prompt_tail(prompt, 30)}”\ntop-1 {top1:.0%}, top-10 {top10:.0%} of the mass", fontsize="medium"
+        )
         ax.set_xlabel(f"rank of the token (all {len(p):,} tokens)")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("probability")
@@ -49,7 +59,7 @@ def spread_verdict(panels: Sequence[tuple[str, torch.Tensor]], mass: float = 0.9
     """What the panels show, from their numbers: how many tokens hold `mass` after each prompt, and whether
     one prompt is much more spread out than another (ten times as many tokens or more)."""
     counts = [tokens_for_mass(logits, mass) for _, logits in panels]
-    listed = ", ".join(f"{n:,} after “…{prompt[-20:]}”" for n, (prompt, _) in zip(counts, panels))
+    listed = ", ".join(f"{n:,} after “{prompt_tail(prompt, 20)}”" for n, (prompt, _) in zip(counts, panels))
     if max(counts) >= 10 * min(counts):
         return f"Peaked vs flat: {mass:.0%} of the mass takes {listed}"
     return f"These prompts are spread alike: {mass:.0%} of the mass takes {listed}"
@@ -66,7 +76,7 @@ def temperature_bars(
     apply_temperature = apply_temperature or (lambda x, t: x / t)
     base = probabilities(logits)
     top = np.argsort(-base)[:n]
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    fig, ax = plt.subplots(figsize=(SLIDE_WIDTH_IN, 4.2))
     width = 0.8 / len(temperatures)
     for i, t in enumerate(temperatures):
         p = probabilities(apply_temperature(logits, t))
@@ -103,7 +113,7 @@ def cut_plots(
 ):
     """For each prompt: top-k's cut (left column) and top-p's cumulative-sum cut (right column) on the
     sorted distribution; the kept tokens are shaded and their count and mass printed."""
-    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.3 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(SLIDE_WIDTH_IN, 3.6 * len(panels)), squeeze=False)
     for row, (prompt, logits) in enumerate(panels):
         probs = probabilities(logits)
         order = np.argsort(-probs)
@@ -124,7 +134,7 @@ def cut_plots(
                 where=kept[:m],
                 color="tab:green",
                 alpha=0.5,
-                label=f"kept: {n_kept:,} tokens, {mass:.0%} of the mass",
+                label=f"kept: {n_kept:,} token{'' if n_kept == 1 else 's'}, {mass:.0%} of the mass",
             )
             ax.axvline(n_kept, color="tab:green", lw=1)
             ax.set_ylim(max(sorted_p[m - 1], 1e-9), 1.5)
@@ -136,8 +146,8 @@ def cut_plots(
                 twin.axhline(p, color="tab:orange", ls="--", lw=1)
                 twin.set_ylim(0, 1.02)
                 twin.set_ylabel("cumulative probability", color="tab:orange")
-            ax.legend(loc="lower left", fontsize="small")
-            set_title(ax, f"{name} on “…{prompt[-28:]}”", fontsize="medium")
+            ax.legend(loc="lower left", fontsize=SMALL_PT)
+            set_title(ax, f"{name} on “{prompt_tail(prompt, 24)}”", fontsize="medium")
     set_suptitle(fig, cut_verdict(panels, top_k_filter, top_p_filter, k, p), fontsize="medium")
     fig.tight_layout()
     return fig
@@ -153,7 +163,8 @@ def cut_verdict(panels, top_k_filter: Callable, top_p_filter: Callable, k: int =
     one prompt and more on another (it adapts to the shape), with the counts."""
     kept = [kept_counts(logits, top_k_filter, top_p_filter, k, p) for _, logits in panels]
     listed = "; ".join(
-        f"after “…{prompt[-24:]}” top-k keeps {n_k:,}, top-p {n_p:,}" for (prompt, _), (n_k, n_p) in zip(panels, kept)
+        f"after “{prompt_tail(prompt, 24)}” top-k keeps {n_k:,}, top-p {n_p:,}"
+        for (prompt, _), (n_k, n_p) in zip(panels, kept)
     )
     if any(n_p < n_k for n_k, n_p in kept) and any(n_p > n_k for n_k, n_p in kept):
         return f"Top-p (p = {p}) adapts to the shape, top-k (k = {k}) does not: {listed}"
@@ -184,7 +195,7 @@ def repetition_verdict(fractions: dict[str, float], n: int = 4, loop: float = 0.
 def penalty_example(names: Sequence[str], logits, new_logits, k, probs, new_probs):
     """The worked penalty example: logits and probabilities before and after, per token."""
     x = np.arange(len(names))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(SLIDE_WIDTH_IN, 3.6))
     for ax, before, after, label in (
         (axes[0], logits, new_logits, "logit"),
         (axes[1], probs, new_probs, "probability"),
@@ -194,7 +205,7 @@ def penalty_example(names: Sequence[str], logits, new_logits, k, probs, new_prob
         ax.set_xticks(x, [f"{n}\nk={float(kk):.1f}" for n, kk in zip(names, k)])
         ax.set_xlabel("token (and its multiplier k)")
         ax.set_ylabel(label)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize=SMALL_PT)
     loss = np.asarray(probs) - np.asarray(new_probs)
     most = int(np.argmax(loss))
     set_suptitle(
@@ -233,7 +244,7 @@ def sampling_panel(
     kept = torch.isfinite(kept_logits)
     after = torch.softmax(kept_logits.float(), -1)
     order = before.argsort(descending=True)[:n]
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig, ax = plt.subplots(figsize=(SLIDE_WIDTH_IN, 4.4))
     colors = ["tab:green" if kept[i] else "lightgrey" for i in order.tolist()]
     ax.bar(range(len(order)), before[order].numpy(), color=colors, label="probability before the cut")
     ax.plot(range(len(order)), after[order].numpy(), "k.", label="probability when sampling (renormalised)")
@@ -242,11 +253,11 @@ def sampling_panel(
         [show_token(s) for s in token_strings(order.tolist())],
         rotation=60,
         ha="right",
-        fontsize="small",
+        fontsize=SMALL_PT,
     )
     ax.set_xlabel(f"the {len(order)} most likely tokens (green: kept, grey: cut)")
     ax.set_ylabel("probability")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize=SMALL_PT)
     set_title(
         ax,
         f"{title}T={temperature:g}, top-k={top_k or 'off'}, top-p={top_p:g}, penalty={penalty:g}: "

@@ -11,14 +11,61 @@ import numpy as np
 import torch
 from matplotlib.font_manager import FontProperties
 
-# Figures on a projector: a base font large enough to read from the back (the figure functions size their text
-# relative to it), titles wrapped at the figure's edge.
-LECTURE_STYLE = {"font.size": 13.0, "figure.titlesize": "large", "axes.titlesize": "medium", "legend.fontsize": "small"}
+# Figures on a projector. reveal.js lays a slide out 960 px wide and shrinks it to the screen (about 0.8 at 1280x720);
+# an image wider than the slide is shrunk to fit it first. So a figure at most SLIDE_WIDTH_IN wide, drawn at 100 dpi,
+# shows its text at about 1.1 px per point, and SMALL_PT is the smallest text a lecture figure uses: 14 px or more.
+SLIDE_WIDTH_IN = 9.6
+SMALL_PT = 14.0
+LECTURE_STYLE = {
+    "figure.dpi": 100,
+    "font.size": 16.0,
+    "axes.titlesize": 16.0,
+    "axes.labelsize": 16.0,
+    "xtick.labelsize": SMALL_PT,
+    "ytick.labelsize": SMALL_PT,
+    "legend.fontsize": SMALL_PT,
+    "figure.titlesize": 18.0,
+}
+# Each figure's PNG says the size of its smallest text, in its own pixels (tests/test_slides.py reads it and measures
+# how large the slide shows the image).
+SMALLEST_TEXT = "Smallest text (px)"
+
+
+def smallest_text_px(fig) -> float:
+    """The size in pixels, at the figure's dpi, of the smallest text the figure shows."""
+    from matplotlib.text import Text
+
+    sizes = [text.get_fontsize() for text in fig.findobj(Text) if text.get_visible() and text.get_text().strip()]
+    return min(sizes, default=0.0) * fig.dpi / 72
+
+
+def figure_png(fig) -> str | None:
+    """The figure as IPython shows it (base64 PNG, cropped to its content), with `SMALLEST_TEXT` in the PNG's text."""
+    from IPython.core.pylabtools import print_figure
+
+    return print_figure(fig, "png", base64=True, metadata={SMALLEST_TEXT: f"{smallest_text_px(fig):.1f}"})
 
 
 def use_lecture_style() -> None:
-    """Set matplotlib's defaults for the lecture figures (call once, after importing pyplot)."""
+    """Set matplotlib's defaults for the lecture figures, and (in IPython) show figures through `figure_png`."""
+    from matplotlib.figure import Figure
+
     plt.rcParams.update(LECTURE_STYLE)
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
+
+
+def prompt_tail(text: str, chars: int) -> str:
+    """The end of `text` in at most about `chars` characters, cut between words and marked with '…' when cut."""
+    if len(text) <= chars:
+        return text
+    tail = text[-chars:]
+    return "…" + (tail.split(" ", 1)[1] if " " in tail.strip() else tail)
 
 
 def show_token(token: str) -> str:
