@@ -33,7 +33,7 @@ def gltr_text(
                 used += len(piece)
     lines.append(line)
     row = 1.9 * fontsize / 72  # inches per line of text
-    height = row * len(lines) + 1.0
+    height = row * len(lines) + 1.5  # the title above, the two rows of the legend below
     fig = plt.figure(figsize=(width, height))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, 1)
@@ -54,7 +54,7 @@ def gltr_text(
     labels = [
         f"rank {low}-{high if high != math.inf else '∞'}: {fractions[name]:.0%}" for (name, low, high) in GLTR_BUCKETS
     ]
-    ax.legend(handles, labels, loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    ax.legend(handles, labels, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.0))
     set_suptitle(fig, title, y=1 - 0.08 / height, fontsize="large", va="top")
     return fig
 

@@ -12,9 +12,10 @@ import torch
 from matplotlib.font_manager import FontProperties
 
 # Figures on a projector. reveal.js lays a slide out 960 px wide and shrinks it to the screen (about 0.8 at 1280x720);
-# an image wider than the slide is shrunk to fit it first. So a figure at most SLIDE_WIDTH_IN wide, drawn at 100 dpi,
-# shows its text at about 1.1 px per point, and SMALL_PT is the smallest text a lecture figure uses: 14 px or more.
-SLIDE_WIDTH_IN = 9.6
+# an image wider than the slide is shrunk to fit it first. So a figure that stays within the slide's 9.6 inches at
+# 100 dpi shows its text at about 1.1 px per point, and SMALL_PT is the smallest text a lecture figure uses: 14 px or
+# more. Figures are made SLIDE_WIDTH_IN wide, which leaves room for what sticks out (a label, a legend).
+SLIDE_WIDTH_IN = 9.0
 SMALL_PT = 14.0
 LECTURE_STYLE = {
     "figure.dpi": 100,
@@ -57,6 +58,7 @@ def use_lecture_style() -> None:
         return
     shell = get_ipython()
     if shell is not None:
+        plt.close(plt.figure())  # loads the backend now: the inline backend sets its own formatter as it loads
         shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
 
 
