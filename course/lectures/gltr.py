@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from course.lectures.style import SLIDE_WIDTH_IN, SMALL_PT, set_suptitle
+from course.lectures.style import SLIDE_WIDTH_IN, SMALL_PT, TITLE_PT, set_suptitle, wrap_to_width
 from course.lens import GLTR_BUCKETS, GLTR_COLORS, gltr_bucket, gltr_buckets
 
 
@@ -33,14 +33,16 @@ def gltr_text(
                 used += len(piece)
     lines.append(line)
     row = 1.9 * fontsize / 72  # inches per line of text
-    height = row * len(lines) + 1.5  # the title above, the two rows of the legend below
+    title = wrap_to_width(title, width, TITLE_PT)
+    above = 0.3 + 1.4 * TITLE_PT / 72 * len(title.splitlines())  # inches for the title
+    height = above + row * len(lines) + 1.0  # and the two rows of the legend below
     fig = plt.figure(figsize=(width, height))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.axis("off")
     for i, line in enumerate(lines):
-        top = 1 - (0.45 + i * row) / height
+        top = 1 - (above + i * row) / height
         for start, piece, r in line:
             x = 0.01 + start * char
             color = "white" if r is None else GLTR_COLORS[gltr_bucket(r)]
@@ -55,7 +57,7 @@ def gltr_text(
         f"rank {low}-{high if high != math.inf else '∞'}: {fractions[name]:.0%}" for (name, low, high) in GLTR_BUCKETS
     ]
     ax.legend(handles, labels, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.0))
-    set_suptitle(fig, title, y=1 - 0.08 / height, fontsize="large", va="top")
+    fig.suptitle(title, y=1 - 0.15 / height, fontsize=TITLE_PT, va="top")
     return fig
 
 
@@ -88,9 +90,9 @@ def gltr_histograms(results: dict[str, tuple[torch.Tensor, torch.Tensor]]):
         axes[1].hist(
             bits.numpy(), bins=20, range=(0, 20), histtype="step", lw=2, label=f"{name}: mean {bits.mean():.1f} bits"
         )
-    axes[0].set_xticks(np.arange(4), [f"rank {lo}-{hi if hi != math.inf else '∞'}" for _, lo, hi in GLTR_BUCKETS])
+    axes[0].set_xticks(np.arange(4), [f"{lo}-{hi}" if hi != math.inf else f">{lo - 1}" for _, lo, hi in GLTR_BUCKETS])
     axes[0].set_ylabel("fraction of tokens")
-    axes[0].set_xlabel("GLTR bucket")
+    axes[0].set_xlabel("rank under the model")
     axes[0].legend(fontsize=SMALL_PT)
     axes[1].set_xlabel("surprisal −log₂ p (bits)")
     axes[1].set_ylabel("tokens")

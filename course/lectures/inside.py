@@ -47,14 +47,11 @@ def standardized(logits: torch.Tensor) -> torch.Tensor:
     return (logits - logits.mean(-1, keepdim=True)) / logits.std(-1, keepdim=True).clamp_min(1e-12)
 
 
-def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, ranks, all_logits, context: str):
-    """The three 'Logit Evolution' figures in one, for one position: the final top tokens' logits (top left) and
-    ranks (top right) after every attention (circles, blue band) and MLP (squares, orange band) block, and the
-    histogram of all logits at each stage, standardised per stage (below), with the final top token marked."""
-    logits, ranks, all_logits = (torch.as_tensor(t).cpu() for t in (logits, ranks, all_logits))
-    fig = plt.figure(figsize=(SLIDE_WIDTH_IN, 7.6))
-    grid = fig.add_gridspec(2, 2)
-    axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])]
+def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, ranks, context: str):
+    """Two of the three 'Logit Evolution' figures, for one position: the final top tokens' logits (left) and ranks
+    (right) after every attention (circles, blue band) and MLP (squares, orange band) block."""
+    logits, ranks = torch.as_tensor(logits).cpu(), torch.as_tensor(ranks).cpu()
+    fig, axes = plt.subplots(1, 2, figsize=(SLIDE_WIDTH_IN, 5.0))
     x = np.arange(len(sites))
     kinds = [segment_kind(site) for site in sites]
     for ax, values in ((axes[0], logits), (axes[1], ranks)):
@@ -64,47 +61,17 @@ def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, r
             for kind, (_, marker, _) in SEGMENT_STYLE.items():
                 at = [s for s in x if kinds[s] == kind]
                 ax.plot(at, values[at, j], marker, color=line.get_color(), ms=4, ls="none")
+        label_sites(ax, sites)
+        ax.set_xlim(-0.5, len(sites) - 0.5)
     axes[0].set_ylabel("logit")
     set_title(axes[0], f"Logits of the final top {len(token_labels)}")
     axes[1].set_yscale("log")
     axes[1].invert_yaxis()
-    axes[1].set_ylabel("rank (1 = top, log scale)")
+    axes[1].set_ylabel("rank (1 = top)")
     settled = len(sites) - 1
     while settled > 0 and int(ranks[settled - 1, 0]) == 1:
         settled -= 1
-    set_title(axes[1], f"Ranks: “{show_token(token_labels[0])}” is top-1 from {sites[settled]} on")
-    for ax in axes[:2]:
-        label_sites(ax, sites)
-        ax.set_xlim(-0.5, len(sites) - 0.5)
-    z = standardized(all_logits)
-    top = int(torch.as_tensor(all_logits)[-1].argmax())
-    cmap = plt.get_cmap("viridis", len(sites))
-    lo, hi = float(z.min()), float(z.max())
-    for s in range(len(sites)):
-        axes[2].hist(
-            z[s].numpy(),
-            bins=60,
-            range=(lo, hi),
-            density=True,
-            histtype="step",
-            color=cmap(s),
-            ls="-" if kinds[s] == "attn" else "--",
-        )
-        axes[2].plot(z[s, top], 2e-5, SEGMENT_STYLE[kinds[s]][1], color=cmap(s), ms=6)
-    axes[2].set_yscale("log")
-    axes[2].set_ylim(bottom=1e-5)
-    axes[2].set_xlabel("logit, standardised per stage\n(dashed: after an MLP block)")
-    axes[2].set_ylabel("density")
-    stages = fig.colorbar(
-        plt.cm.ScalarMappable(norm=plt.Normalize(-0.5, len(sites) - 0.5), cmap=cmap), ax=axes[2], pad=0.02
-    )
-    stages.set_ticks(range(len(sites)), labels=sites)
-    stages.ax.tick_params(labelsize=SMALL_PT)
-    set_title(
-        axes[2],
-        f"All logits at each stage; “{show_token(token_labels[0])}” (markers): {z[0, top]:+.1f} → {z[-1, top]:+.1f} "
-        "std from the mean",
-    )
+    set_title(axes[1], f"“{show_token(token_labels[0])}” is top-1 from {sites[settled]} on")
     tokens = [line for line in axes[0].get_lines() if not line.get_label().startswith("_")]
     segments = list(axes[0].patches[: min(2, len(axes[0].patches))])
     fig.legend(
@@ -115,10 +82,45 @@ def logit_evolution(sites: Sequence[str], token_labels: Sequence[str], logits, r
         fontsize=SMALL_PT,
         frameon=False,
     )
-    set_suptitle(
-        fig, f"Logit lens after “{prompt_tail(context, 40)}”: the prediction if the model stopped after each block"
+    set_suptitle(fig, f"Logit lens after “{prompt_tail(context, 28)}”: the prediction after each block")
+    fig.tight_layout(rect=(0, 0.14, 1, 1))  # room for the legend below
+    return fig
+
+
+def logit_histograms(sites: Sequence[str], token_label: str, all_logits):
+    """The third 'Logit Evolution' figure, for one position: the histogram of all logits at each stage (after each
+    block), standardised per stage, with the final top token (`token_label`) marked."""
+    all_logits = torch.as_tensor(all_logits).cpu()
+    kinds = [segment_kind(site) for site in sites]
+    fig, ax = plt.subplots(figsize=(SLIDE_WIDTH_IN, 4.6))
+    z = standardized(all_logits)
+    top = int(all_logits[-1].argmax())
+    cmap = plt.get_cmap("viridis", len(sites))
+    lo, hi = float(z.min()), float(z.max())
+    for s in range(len(sites)):
+        ax.hist(
+            z[s].numpy(),
+            bins=60,
+            range=(lo, hi),
+            density=True,
+            histtype="step",
+            color=cmap(s),
+            ls="-" if kinds[s] == "attn" else "--",
+        )
+        ax.plot(z[s, top], 2e-5, SEGMENT_STYLE[kinds[s]][1], color=cmap(s), ms=6)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1e-5)
+    ax.set_xlabel("logit, standardised per stage (dashed: after an MLP block)")
+    ax.set_ylabel("density")
+    stages = fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(-0.5, len(sites) - 0.5), cmap=cmap), ax=ax, pad=0.02)
+    stages.set_ticks(range(len(sites)), labels=sites)
+    stages.ax.tick_params(labelsize=SMALL_PT)
+    set_title(
+        ax,
+        f"All logits after each block; “{show_token(token_label)}” (markers) goes from {z[0, top]:+.1f} to "
+        f"{z[-1, top]:+.1f} std from the mean",
     )
-    fig.tight_layout(rect=(0, 0.1, 1, 1))  # room for the legend below
+    fig.tight_layout()
     return fig
 
 
@@ -156,15 +158,13 @@ def lens_rank_curves(sites: Sequence[str], current: torch.Tensor, following: tor
 
 def head_kl_heatmap(table: torch.Tensor):
     table = torch.as_tensor(table).cpu()
-    fig, ax = plt.subplots(
-        figsize=(min(SLIDE_WIDTH_IN, max(6.0, 2.0 + 0.9 * table.size(1))), 1.3 + 0.6 * table.size(0))
-    )
-    im = ax.imshow(table.numpy(), cmap="magma_r")
+    fig, ax = plt.subplots(figsize=(SLIDE_WIDTH_IN, 2.0 + 0.45 * table.size(0)))
+    im = ax.imshow(table.numpy(), cmap="magma_r", aspect="auto")
     for (layer, head), value in np.ndenumerate(table.numpy()):
         ax.text(
             head,
             layer,
-            f"{value:.3f}",
+            f"{value:.2g}",
             ha="center",
             va="center",
             fontsize=SMALL_PT,
@@ -179,9 +179,8 @@ def head_kl_heatmap(table: torch.Tensor):
     share = float(table.max() / table.sum())
     set_title(
         ax,
-        f"Zeroing one head before c_proj: layer {layer} head {head} matters most\n"
+        f"Zeroing one head before c_proj: layer {layer} head {head} matters most "
         f"({share:.0%} of the summed KL over all {table.numel()} heads)",
-        fontsize="medium",
     )
     fig.tight_layout()
     return fig

@@ -22,26 +22,21 @@ from course.lectures.style import (
 def sorted_distributions(panels: Sequence[tuple[str, torch.Tensor]], token_strings: Callable, annotate: int = 5):
     """Side by side, each prompt's next-token probabilities over the whole vocabulary, sorted.
     `panels` is a list of (prompt, logits (vocab,)); `token_strings(ids)` names tokens."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(SLIDE_WIDTH_IN, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(SLIDE_WIDTH_IN, 5.0), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, (prompt, logits) in zip(axes, panels):
         p = probabilities(logits)
         order = np.argsort(-p)
         ranks = np.arange(1, len(p) + 1)
         ax.loglog(ranks, p[order], lw=1.5)
-        for i, (tok, r) in enumerate(zip(token_strings(order[:annotate].tolist()), ranks[:annotate])):
-            ax.annotate(
-                f"{show_token(tok)} {p[order[i]]:.2f}",
-                (r, p[order[i]]),
-                fontsize=SMALL_PT,
-                xytext=(6, -4 - 1.3 * SMALL_PT * i),
-                textcoords="offset points",
-            )
-        top1, top10 = p[order[0]], p[order[:10]].sum()
-        set_title(
-            ax, f"“{prompt_tail(prompt, 30)}”\ntop-1 {top1:.0%}, top-10 {top10:.0%} of the mass", fontsize="medium"
+        ax.plot(ranks[:annotate], p[order[:annotate]], "o", ms=4, color="tab:blue")
+        listed = "\n".join(
+            f"{show_token(tok)} {p[i]:.2f}" for tok, i in zip(token_strings(order[:annotate].tolist()), order)
         )
-        ax.set_xlabel(f"rank of the token (all {len(p):,} tokens)")
+        ax.text(0.97, 0.97, listed, transform=ax.transAxes, ha="right", va="top", fontsize=SMALL_PT, linespacing=1.3)
+        top1, top10 = p[order[0]], p[order[:10]].sum()
+        set_title(ax, f"“{prompt_tail(prompt, 24)}”\ntop-1 {top1:.0%}, top-10 {top10:.0%}")
+        ax.set_xlabel(f"rank (of {len(p):,})")
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("probability")
     set_suptitle(fig, spread_verdict(panels))
@@ -113,41 +108,32 @@ def cut_plots(
 ):
     """For each prompt: top-k's cut (left column) and top-p's cumulative-sum cut (right column) on the
     sorted distribution; the kept tokens are shaded and their count and mass printed."""
-    fig, axes = plt.subplots(len(panels), 2, figsize=(SLIDE_WIDTH_IN, 3.6 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(SLIDE_WIDTH_IN, 3.0 * len(panels) + 1.0), squeeze=False)
     for row, (prompt, logits) in enumerate(panels):
         probs = probabilities(logits)
         order = np.argsort(-probs)
         sorted_p = probs[order]
         ranks = np.arange(1, len(probs) + 1)
-        m = len(probs)
         for col, (name, filt) in enumerate(
             ((f"top-k, k = {k}", lambda x: top_k_filter(x, k)), (f"top-p, p = {p}", lambda x: top_p_filter(x, p)))
         ):
             ax = axes[row, col]
             kept = torch.isfinite(filt(logits)).cpu().numpy()[order]
             n_kept, mass = int(kept.sum()), float(sorted_p[kept].sum())
-            ax.loglog(ranks[:m], sorted_p[:m], color="grey", lw=1)
-            ax.fill_between(
-                ranks[:m],
-                sorted_p[:m],
-                1e-12,
-                where=kept[:m],
-                color="tab:green",
-                alpha=0.5,
-                label=f"kept: {n_kept:,} token{'' if n_kept == 1 else 's'}, {mass:.0%} of the mass",
-            )
+            ax.loglog(ranks, sorted_p, color="grey", lw=1)
+            ax.fill_between(ranks, sorted_p, 1e-12, where=kept, color="tab:green", alpha=0.5)
             ax.axvline(n_kept, color="tab:green", lw=1)
-            ax.set_ylim(max(sorted_p[m - 1], 1e-9), 1.5)
-            ax.set_xlabel("rank")
-            ax.set_ylabel("probability")
+            ax.set_ylim(max(sorted_p[-1], 1e-9), 1.5)
+            ax.set_ylabel(f"“{prompt_tail(prompt, 16)}”" if col == 0 else "")
+            if row == len(panels) - 1:
+                ax.set_xlabel("rank")
             if col == 1:
                 twin = ax.twinx()
-                twin.semilogx(ranks[:m], np.cumsum(sorted_p)[:m], color="tab:orange", lw=1.2)
+                twin.semilogx(ranks, np.cumsum(sorted_p), color="tab:orange", lw=1.2)
                 twin.axhline(p, color="tab:orange", ls="--", lw=1)
                 twin.set_ylim(0, 1.02)
-                twin.set_ylabel("cumulative probability", color="tab:orange")
-            ax.legend(loc="lower left", fontsize=SMALL_PT)
-            set_title(ax, f"{name} on “{prompt_tail(prompt, 24)}”", fontsize="medium")
+                twin.tick_params(axis="y", colors="tab:orange")
+            set_title(ax, f"{name}: keeps {n_kept:,} token{'' if n_kept == 1 else 's'}, {mass:.0%}")
     set_suptitle(fig, cut_verdict(panels, top_k_filter, top_p_filter, k, p), fontsize="medium")
     fig.tight_layout()
     return fig

@@ -17,6 +17,7 @@ from matplotlib.font_manager import FontProperties
 # more. Figures are made SLIDE_WIDTH_IN wide, which leaves room for what sticks out (a label, a legend).
 SLIDE_WIDTH_IN = 9.0
 SMALL_PT = 14.0
+TITLE_PT = 18.0
 LECTURE_STYLE = {
     "figure.dpi": 100,
     "font.size": 16.0,
@@ -25,7 +26,7 @@ LECTURE_STYLE = {
     "xtick.labelsize": SMALL_PT,
     "ytick.labelsize": SMALL_PT,
     "legend.fontsize": SMALL_PT,
-    "figure.titlesize": 18.0,
+    "figure.titlesize": TITLE_PT,
 }
 # Each figure's PNG says the size of its smallest text, in its own pixels (tests/test_slides.py reads it and measures
 # how large the slide shows the image).
