@@ -113,8 +113,6 @@ def exported_lecture(tmp_path_factory, tiny_checkpoint, wikitext2_dir):
             with pytest.MonkeyPatch.context() as env:
                 env.setenv("COURSE_CHECKPOINT", str(tiny_checkpoint))
                 env.setenv("COURSE_DATA_DIR", str(wikitext2_dir))
-                # On a shared machine torch's thread pool spinning against other processes costs more than it gains.
-                env.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
                 with busy_machine() if path.name == TIMED_LECTURE else contextlib.nullcontext():
                     done[path] = decks.export_slides(path, folder)  # UserError naming the cell on any error
         return done[path]

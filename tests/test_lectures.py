@@ -15,7 +15,7 @@ from conftest import TIMED_LECTURE
 from course import fixtures
 from course.errors import UserError
 from course.kit import ROOT
-from course.lectures import cli, decks, gltr, inside, kv_cache, loading, sampling
+from course.lectures import cli, decks, gltr, inside, kv_cache, loading, sampling, style
 
 LECTURES = sorted((ROOT / "lectures").glob("*.ipynb"))
 HIDDEN = {decks.HIDE_INPUT, decks.HIDE_CELL}
@@ -346,3 +346,51 @@ def test_the_timing_lecture_never_contradicts_its_lesson_on_a_busy_machine(expor
     with numbers that show it, or say that the numbers do not show it."""
     _, nb = exported_lecture(ROOT / "lectures" / TIMED_LECTURE)
     assert_timings_never_contradict_the_lesson(markdown_said(nb), measurements=3)
+
+
+def test_a_lecture_figure_records_its_smallest_text_in_its_png():
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.set_title("a title", fontsize=20)
+    ax.tick_params(labelsize=9)
+    ax.text(0.5, 0.5, " ", fontsize=4)  # blank: nothing to read
+    assert style.smallest_text_px(fig) == pytest.approx(9 * 100 / 72)
+    with Image.open(io.BytesIO(base64.b64decode(style.figure_png(fig)))) as png:
+        assert png.info[style.SMALLEST_TEXT] == "12.5"
+    plt.close(fig)
+
+
+def test_prompts_are_cut_between_words():
+    assert style.prompt_tail("He was born in the United", 14) == "…in the United"
+    assert style.prompt_tail("In the", 14) == "In the"  # short enough: whole, no ellipsis
+    assert style.prompt_tail("Supercalifragilistic", 8) == "…gilistic"  # one long word: cut inside it
+
+
+def small_checkpoint(folder, preset_name="tiny"):
+    from course.checkpoint import save_checkpoint
+    from course.model import GPT, preset
+    from course.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train(["A tiny corpus for a tiny tokenizer, with words that repeat: the the the."] * 20, 300)
+    return save_checkpoint(folder, GPT(preset(preset_name, tokenizer.vocab_size)), tokenizer)
+
+
+def test_make_figures_will_not_replace_a_larger_presets_figures(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("COURSE_CHECKPOINT", str(small_checkpoint(tmp_path / "runs" / "tiny")))
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / cli.FIGURES_SOURCE).write_text(json.dumps({"preset": "laptop", "parameters": 5864448, "steps": 3800}))
+    lecture = ROOT / "lectures" / "01_sampling.ipynb"
+    assert cli.main([str(lecture), "--out", str(tmp_path / "decks"), "--figures", str(figures), "--online"]) == 2
+    said = capsys.readouterr().err
+    assert "holds figures drawn by the laptop preset" in said and "--force" in said and said[-1] == "\n"
+    assert not (tmp_path / "decks").exists() and sorted(p.name for p in figures.iterdir()) == [cli.FIGURES_SOURCE]
+    assert cli.checkpoint_summary(tmp_path / "runs" / "tiny")["preset"] == "tiny"
+    cli.check_figures_may_be_replaced(figures, {"preset": "course"}, force=False)  # a larger one may
+    cli.check_figures_may_be_replaced(figures, {"preset": "tiny"}, force=True)

@@ -37,6 +37,7 @@ def smallest_text_px(fig) -> float:
     """The size in pixels, at the figure's dpi, of the smallest text the figure shows."""
     from matplotlib.text import Text
 
+    fig.draw_without_rendering()  # tick labels get their text when the figure is drawn
     sizes = [text.get_fontsize() for text in fig.findobj(Text) if text.get_visible() and text.get_text().strip()]
     return min(sizes, default=0.0) * fig.dpi / 72
 
