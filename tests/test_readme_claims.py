@@ -62,3 +62,18 @@ def test_the_figures_caption_names_the_checkpoint_that_drew_them():
     drew = json.loads((ROOT / "docs" / "figures" / "source.json").read_text())
     assert f"drawn by the {drew['preset']} preset's checkpoint ({drew['parameters'] / 1e6:.1f}M parameters" in README
     assert f"{drew['steps']:,} steps)" in README
+
+
+def test_the_gradescope_sentence_is_the_benchmarks_table():
+    results = (ROOT / "bench" / "RESULTS.md").read_text()
+    section = results.split("## Grading in Gradescope's default container")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| (\d\d_\w+) \| ([\d.]+) s \| (\d+) MB \| (\d+)/(\d+) \|$", section, flags=re.MULTILINE)
+    assert sorted(name for name, *_ in rows) == sorted(path.stem for path in (ROOT / "solutions").glob("*.ipynb"))
+    assert all(score == total for *_, score, total in rows)  # each solution at full marks
+    seconds = [float(wall) for _, wall, *_ in rows]
+    memory = [int(peak) for _, _, peak, *_ in rows]
+    sentence = " ".join(README.split())
+    in_words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")[len(rows)]
+    assert f"for the {in_words} assignments" in sentence
+    assert f"a peak of {min(memory)} to {max(memory)} MB" in sentence
+    assert f"{int(min(seconds))} to {int(max(seconds)) + 1} s each" in sentence

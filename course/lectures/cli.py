@@ -71,7 +71,7 @@ def make_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m course.lectures [--out DIR] [--figures DIR] [NOTEBOOK...]` (what `make slides` and
+    """`python -m course.lectures [--out DIR] [--figures DIR [--force]] [NOTEBOOK...]` (what `make slides` and
     `make figures` run); without a notebook it only fetches reveal.js into DIR/assets."""
     import sys
 

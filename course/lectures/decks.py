@@ -15,15 +15,9 @@ SLIDE_ASSETS = {
     "requirejs@2.3.7": ("require.js",),
     "jquery@2.2.4": ("dist/jquery.min.js",),
 }
-
-
 ASSETS = "assets"
-
-
 # Hidden from the slides: the code of cells tagged `remove-input` (their output stays), whole `remove-cell` cells.
 HIDE_INPUT, HIDE_CELL = "remove-input", "remove-cell"
-
-
 # A cell tagged `figure:NAME` draws a figure the README shows: `--figures DIR` writes its image to DIR/NAME.png.
 FIGURE_TAG = "figure:"
 
