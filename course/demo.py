@@ -3,7 +3,7 @@
     python -m course.demo [--data-dir DIR] [--out runs] [--max-steps N] [--assignments 02_sampling ...]
 
 1. `course prepare`   WikiText-2 (from --data-dir / $COURSE_DATA_DIR offline, from the hub otherwise)
-2. `course train`     the tiny preset, with a progress bar (a progress line every 20 s when not on a terminal)
+2. `course train`     the tiny preset, with a progress bar (a progress line every 25 s when not on a terminal)
 3. one prompt continued by greedy, top-p and penalised sampling, side by side
 4. `course build`     the student notebooks from the solutions
 5. `grader grade`     each solution and each blank assignment: one line each, the whole report in a file
@@ -32,7 +32,7 @@ from course.notebook import load_notebook, require
 
 GRADED = ["01_training", "02_sampling", "03_penalties", "04_kv_cache", "05_decoding"]
 PROMPT = "The game was released in"
-PROGRESS_EVERY = 20  # seconds: without a terminal (no progress bar), a line at least this often while a command runs
+PROGRESS_EVERY = 25  # seconds: without a terminal (no progress bar), a line at least this often while a command runs
 
 
 def step(title: str) -> None:
