@@ -20,6 +20,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,11 +40,13 @@ def step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def command(program: str, *args: str, log: Path | None = None) -> str:
+def command(
+    program: str, *args: str, log: Path | None = None, hidden: Callable[[str], bool] = lambda line: False
+) -> str:
     """Run `program args` as the user would (console scripts of this environment) and return what it printed; stop
-    the demo if it fails. Its output is shown as it comes, or with `log` written there instead. When stderr is not a
-    terminal (no progress bars), a line says the command is still running whenever it has been quiet for
-    PROGRESS_EVERY seconds."""
+    the demo if it fails. Its output is shown as it comes, but for the `hidden` lines (said already), or with
+    `log` written there instead. When stderr is not a terminal (no progress bars), a line says the command is still
+    running whenever it has been quiet for PROGRESS_EVERY seconds."""
     shown = f"$ {program} {shlex.join(args)}"
     print(shown + (f"  > {log}" if log else ""), flush=True)
     module = {"course": "course.cli", "grader": "grader.cli"}[program]
@@ -69,7 +72,7 @@ def command(program: str, *args: str, log: Path | None = None) -> str:
     try:
         for line in child.stdout:
             lines.append(line)
-            if not log:
+            if not log and not hidden(line):
                 print(line, end="", flush=True)
                 quiet_since[0] = time.monotonic()
         child.wait()
@@ -84,6 +87,11 @@ def command(program: str, *args: str, log: Path | None = None) -> str:
         tail = "".join(lines[-20:]) if log else ""
         sys.exit(f"{tail}demo: `{program} {shlex.join(args)}` failed with exit code {child.returncode}")
     return output
+
+
+def said_before(prepared: list[str]) -> Callable[[str], bool]:
+    """`course train`'s lines that `course prepare` printed already: the corpus summary, and that it is prepared."""
+    return lambda line: line in prepared or line.startswith("already prepared, nothing to do")
 
 
 def continuations(checkpoint: Path, max_new_tokens: int, seed: int) -> dict[str, str]:
@@ -146,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     results = args.out.resolve() / "demo-results"
 
     step("1. Prepare WikiText-2: train the BPE tokenizer, cache the encoded splits")
-    command("course", "prepare", *data)
+    prepared = command("course", "prepare", *data).splitlines(keepends=True)
 
     step("2. Train the tiny model on the CPU")
     steps = ["--max-steps", str(args.max_steps)] if args.max_steps else []
     resume = ["--resume"] if has_train_state(checkpoint) else []  # a second demo continues (or reuses) the first
-    command("course", "train", "--preset", "tiny", "--out", str(checkpoint), *steps, *resume, *data)
+    train = ["--preset", "tiny", "--out", str(checkpoint), *steps, *resume, *data]
+    command("course", "train", *train, hidden=said_before(prepared))
 
     step(f"3. One prompt, three ways to choose the next token: {PROMPT!r}")
     print(side_by_side(continuations(checkpoint, args.max_new_tokens, args.seed)))
