@@ -51,7 +51,8 @@ bench: $(VENV)/.installed
 slides: $(VENV)/.installed
 	$(PY) -m course.lectures --out lectures/slides $(sort $(wildcard lectures/*.ipynb))
 
-# The same, and the README's figures (docs/figures/NAME.png): the images of the lecture cells tagged figure:NAME.
+# The same, and the README's figures (docs/figures/NAME.png): the images of the lecture cells tagged figure:NAME,
+# with docs/figures/source.json saying which checkpoint drew them (it refuses to replace a larger preset's figures).
 .PHONY: figures
 figures: $(VENV)/.installed
 	$(PY) -m course.lectures --out lectures/slides --figures docs/figures $(sort $(wildcard lectures/*.ipynb))

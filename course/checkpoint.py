@@ -16,6 +16,7 @@ that swap, the previous checkpoint waits under a backup name and the next load o
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -33,6 +34,8 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TRAIN_STATE_FILE = "train_state.pt"
 TIED_DUPLICATE = "lm_head.weight"  # the same tensor as transformer.wte.weight
+CHECKPOINT_VARIABLE = "COURSE_CHECKPOINT"
+PREFERRED_RUNS = ("course", "laptop", "tiny")  # `course train --preset NAME` saves runs/NAME; the largest first
 
 
 def save_checkpoint(
@@ -53,6 +56,34 @@ def save_checkpoint(
         if train_state is not None:
             torch.save(train_state, staging / TRAIN_STATE_FILE)
     return path
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / MODEL_FILE).is_file()
+
+
+def find_checkpoints(folder: str | Path | None = None) -> dict[str, Path]:
+    """The checkpoints a notebook, a lecture or `python -m course.lectures` uses, the preferred first: the folder in
+    $COURSE_CHECKPOINT (as 'env') when set, then runs/course, runs/laptop and runs/tiny in `folder` (default: the
+    current one) and, for those not there, one folder up (where they are for a notebook in assignments/ or
+    lectures/). Empty when there is none; UserError when $COURSE_CHECKPOINT names no checkpoint."""
+    folder = Path.cwd() if folder is None else Path(folder)
+    found = {}
+    chosen = os.environ.get(CHECKPOINT_VARIABLE)
+    if chosen:
+        if not is_checkpoint(chosen):
+            raise UserError(
+                f"{CHECKPOINT_VARIABLE}={chosen} is not a checkpoint folder (expected {CONFIG_FILE} and {MODEL_FILE} "
+                "in it, as written by `course train`)"
+            )
+        found["env"] = Path(chosen)
+    for name in PREFERRED_RUNS:
+        path = next(
+            (base / "runs" / name for base in (folder, folder.parent) if is_checkpoint(base / "runs" / name)), None
+        )
+        if path is not None and all(path.resolve() != other.resolve() for other in found.values()):
+            found[name] = path
+    return found
 
 
 def has_train_state(path: str | Path) -> bool:

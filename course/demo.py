@@ -3,20 +3,24 @@
     python -m course.demo [--data-dir DIR] [--out runs] [--max-steps N] [--assignments 02_sampling ...]
 
 1. `course prepare`   WikiText-2 (from --data-dir / $COURSE_DATA_DIR offline, from the hub otherwise)
-2. `course train`     the tiny preset, with a progress bar
+2. `course train`     the tiny preset, with a progress bar (a progress line every 25 s when not on a terminal)
 3. one prompt continued by greedy, top-p and penalised sampling, side by side
 4. `course build`     the student notebooks from the solutions
-5. `grader grade`     each solution and each blank assignment, with the reports and where results.json is
+5. `grader grade`     each solution and each blank assignment: one line each, the whole report in a file
+Then what to do next, for students, instructors and teaching assistants.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,21 +31,67 @@ from course.errors import UserError
 from course.generation import generate, until_eos
 from course.notebook import load_notebook, require
 
-GRADED = ["01_training", "02_sampling", "03_penalties", "04_kv_cache"]
+GRADED = ["01_training", "02_sampling", "03_penalties", "04_kv_cache", "05_decoding"]
 PROMPT = "The game was released in"
+PROGRESS_EVERY = 25  # seconds: without a terminal (no progress bar), a line at least this often while a command runs
 
 
 def step(title: str) -> None:
-    print(f"\n{'=' * 100}\n{title}\n{'=' * 100}", flush=True)
+    print(f"\n== {title}", flush=True)
 
 
-def command(program: str, *args: str) -> None:
-    """Run `program args` as the user would (console scripts of this environment), stop the demo if it fails."""
-    print(f"$ {program} {shlex.join(args)}", flush=True)
+def command(
+    program: str, *args: str, log: Path | None = None, hidden: Callable[[str], bool] = lambda line: False
+) -> str:
+    """Run `program args` as the user would (console scripts of this environment) and return what it printed; stop
+    the demo if it fails. Its output is shown as it comes, but for the `hidden` lines (said already), or with
+    `log` written there instead. When stderr is not a terminal (no progress bars), a line says the command is still
+    running whenever it has been quiet for PROGRESS_EVERY seconds."""
+    shown = f"$ {program} {shlex.join(args)}"
+    print(shown + (f"  > {log}" if log else ""), flush=True)
     module = {"course": "course.cli", "grader": "grader.cli"}[program]
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=kit.ROOT)
-    if result.returncode != 0:
-        sys.exit(f"demo: `{program} {shlex.join(args)}` failed with exit code {result.returncode}")
+    child = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=kit.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if log else None,
+        text=True,
+        bufsize=1,
+    )
+    started, lines, quiet_since = time.monotonic(), [], [time.monotonic()]
+    done = threading.Event()
+
+    def keep_saying_it_runs():
+        while not done.wait(1):
+            if not sys.stderr.isatty() and time.monotonic() - quiet_since[0] >= PROGRESS_EVERY:
+                print(f"  ... {program} {args[0]} still running ({time.monotonic() - started:.0f} s)", flush=True)
+                quiet_since[0] = time.monotonic()
+
+    heartbeat = threading.Thread(target=keep_saying_it_runs, daemon=True)
+    heartbeat.start()
+    try:
+        for line in child.stdout:
+            lines.append(line)
+            if not log and not hidden(line):
+                print(line, end="", flush=True)
+                quiet_since[0] = time.monotonic()
+        child.wait()
+    finally:
+        done.set()
+        heartbeat.join()
+    output = "".join(lines)
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        kit.write_atomically(log, output)
+    if child.returncode != 0:
+        tail = "".join(lines[-20:]) if log else ""
+        sys.exit(f"{tail}demo: `{program} {shlex.join(args)}` failed with exit code {child.returncode}")
+    return output
+
+
+def said_before(prepared: list[str]) -> Callable[[str], bool]:
+    """`course train`'s lines that `course prepare` printed already: the corpus summary, and that it is prepared."""
+    return lambda line: line in prepared or line.startswith("already prepared, nothing to do")
 
 
 def continuations(checkpoint: Path, max_new_tokens: int, seed: int) -> dict[str, str]:
@@ -104,32 +154,52 @@ def main(argv: list[str] | None = None) -> int:
     results = args.out.resolve() / "demo-results"
 
     step("1. Prepare WikiText-2: train the BPE tokenizer, cache the encoded splits")
-    command("course", "prepare", *data)
+    prepared = command("course", "prepare", *data).splitlines(keepends=True)
 
     step("2. Train the tiny model on the CPU")
     steps = ["--max-steps", str(args.max_steps)] if args.max_steps else []
     resume = ["--resume"] if has_train_state(checkpoint) else []  # a second demo continues (or reuses) the first
-    command("course", "train", "--preset", "tiny", "--out", str(checkpoint), *steps, *resume, *data)
+    train = ["--preset", "tiny", "--out", str(checkpoint), *steps, *resume, *data]
+    command("course", "train", *train, hidden=said_before(prepared))
 
     step(f"3. One prompt, three ways to choose the next token: {PROMPT!r}")
     print(side_by_side(continuations(checkpoint, args.max_new_tokens, args.seed)))
+    print(CONTINUATIONS_SAY)
 
     step("4. Build the student notebooks from the solutions")
     command("course", "build")
 
-    written = []
+    step("5. Grade each solution (full marks expected) and each blank assignment (0 expected)")
     for name in args.assignments:
-        for kind, folder in (("solution", "solutions"), ("blank assignment", "assignments")):
-            step(f"5. Grade the {kind} {folder}/{name}.ipynb")
-            path = results / f"{kind.split()[-1]}-{name}.json"
-            command("grader", "grade", f"{folder}/{name}.ipynb", "--results", str(path))
-            written.append(path)
+        for kind, folder in (("solution", "solutions"), ("assignment", "assignments")):
+            path = results / f"{kind}-{name}.json"
+            command("grader", "grade", f"{folder}/{name}.ipynb", "--results", str(path), log=path.with_suffix(".txt"))
+            graded = json.loads(path.read_text())
+            total = sum(test["max_score"] for test in graded["tests"])
+            print(f"  {folder}/{name}.ipynb: {graded['score']:g}/{total:g}", flush=True)
+    print(f"  (the blank notebooks score 0: every function still raises NotImplementedError; reports: {results})")
 
-    step(f"Done in {time.perf_counter() - started:.0f} s")
-    print(f"checkpoint:   {checkpoint}")
-    print("results.json: " + "\n              ".join(str(p) for p in written))
-    print(f"next: course generate {checkpoint} --prompt 'The film' --top-p 0.9")
+    step(f"Done in {time.perf_counter() - started:.0f} s. Next steps:")
+    print(
+        NEXT_STEPS.format(
+            checkpoint=checkpoint.relative_to(kit.ROOT) if checkpoint.is_relative_to(kit.ROOT) else checkpoint
+        )
+    )
     return 0
+
+
+CONTINUATIONS_SAY = """\
+greedy takes the most likely token every time: a model this small soon repeats itself (as in the `greedy:` line that
+training ends with). top-p 0.9 samples among the tokens that hold 90% of the probability; the penalties lower the
+tokens already written. <unk> stands for the rare words that WikiText itself replaced."""
+NEXT_STEPS = """\
+students:     open the notebooks: .venv/bin/jupyter lab assignments/ (start with 01_training)
+              try a sampler: .venv/bin/course generate {checkpoint} --prompt 'The film' --top-p 0.9
+instructors:  lectures as slides: make slides (decks in lectures/slides/); edit an assignment in solutions/, then
+              .venv/bin/course build; the student kit: .venv/bin/course release OUT
+assistants:   grade a folder of submissions:
+              .venv/bin/grader batch SUBMISSIONS --assignment 02_sampling --jobs 4
+everyone:     README.md, per role; every command: docs/cli.md"""
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from course.build import DROP_TAG, joined_source, planned_assignments, solution_
 from course.errors import UserError
 from course.notebook import read_notebook
 
+PLACEHOLDER_REPOSITORY = b"YOUR-COURSE/YOUR-STUDENT-KIT"  # the Colab cell's address until an instructor sets it
 TRIVIAL_LINE = 12  # characters: shorter solution lines (`else:`, `return ids`) appear anywhere and reveal nothing
 LIBRARY = ("course", "grader")
 KIT_FILES = ("pyproject.toml", "data/README.md", ".gitignore")
@@ -37,9 +38,9 @@ STUDENT_SECTIONS = ("For students", "Troubleshooting", "Licence and data")  # of
 STUDENT_README = """\
 # Sampling & Inference: the student kit
 
-The "Sampling and Inference" module of a build-ChatGPT-from-scratch course. You train a small GPT on
-WikiText, then write its decoding yourself in Jupyter notebooks: {what}. The autograder's visible
-tests tell you how you are doing as you go; your instructor grades with more tests of the same rules.
+The "Sampling and Inference" module of a build-ChatGPT-from-scratch course: a small GPT trained on WikiText, and
+how it chooses the next token, written by you in Jupyter notebooks. The autograder's visible tests tell you how you
+are doing as you go; your instructor grades with more tests of the same rules.
 
 | folder | what is in it |
 |---|---|
@@ -99,8 +100,14 @@ def release(
             print(
                 f"note: lectures/{name}.ipynb runs the solutions, which a release does not hold: students can read it, not run it"
             )
+    placeholder = [name for name in names if PLACEHOLDER_REPOSITORY in built[f"{name}.ipynb"]]
+    if placeholder:
+        print(
+            f"note: on Colab, {', '.join(placeholder)} would clone the placeholder {PLACEHOLDER_REPOSITORY.decode()}: "
+            "set COURSE_KIT_REPOSITORY in solutions/ to the students' repository and run `course build` first"
+        )
     files.update({path: (kit.ROOT / path).read_bytes() for path in KIT_FILES if (kit.ROOT / path).is_file()})
-    files["README.md"] = student_readme(names, lectures).encode("utf-8")
+    files["README.md"] = student_readme(names, lectures, built).encode("utf-8")
     files["Makefile"] = MAKEFILE.format(checks="".join(_check_line(name) for name in names)).encode("utf-8")
     _refuse_given_away(files, [name for name in names if name not in reveal])
     with kit.atomic_folder(out) as staging:
@@ -175,22 +182,45 @@ def _check_line(name: str) -> str:
     return f"\t$(VENV)/bin/grader check {name} --notebook assignments/{name}.ipynb\n"
 
 
-def student_readme(assignments: list[str], lectures: list[str]) -> str:
-    """The release's README: a short introduction, then the students' sections of the kit's README."""
+def student_readme(assignments: list[str], lectures: list[str], notebooks: dict[str, bytes]) -> str:
+    """The release's README: a short introduction naming the shipped notebooks (`notebooks`: file name -> the built
+    notebook), then the students' sections of the kit's README without the numbered steps and the table rows that name
+    an assignment left out of the release."""
     readme = (kit.ROOT / "README.md").read_text(encoding="utf-8")
+    left_out = [path.stem for path in (kit.ROOT / "solutions").glob("*.ipynb") if path.stem not in assignments]
     sections = []
     for title in STUDENT_SECTIONS:
         found = re.search(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", readme, flags=re.MULTILINE | re.DOTALL)
         if found is None:
             raise UserError(f"{kit.ROOT / 'README.md'} has no `## {title}` section, which the students' README copies")
-        sections.append(found.group(0).strip())
+        sections.append(_without_items_naming(found.group(0).strip(), left_out))
     lectures_row = "\n| `lectures/` | the lecture notebooks: " + ", ".join(f"`{n}`" for n in lectures) + " |"
     return STUDENT_README.format(
-        what="greedy decoding, temperature, top-k, top-p, repetition penalties and a KV cache",
-        notebooks=", ".join(f"`{name}.ipynb`" for name in assignments),
+        notebooks=", ".join(f"`{name}.ipynb` ({_title(notebooks[f'{name}.ipynb'])})" for name in assignments),
         lectures_row=lectures_row if lectures else "",
         sections="\n\n".join(sections),
     )
+
+
+def _title(notebook: bytes) -> str:
+    """A notebook's title (its first heading), without the 'Assignment NN ·' that the file name already says."""
+    cells = json.loads(notebook)["cells"]
+    heading = next(("".join(c["source"]).splitlines() for c in cells if c["cell_type"] == "markdown"), [""])[0]
+    return re.sub(r"^#+\s*(Assignment\s+\d+\s*[·:]\s*)?", "", heading).strip()
+
+
+def _without_items_naming(section: str, names: list[str]) -> str:
+    """`section` without the table rows and the items of its numbered list that name one of `names`, the list's
+    other items renumbered."""
+    kept, number = [], 0
+    for block in re.split(r"(?m)^(?=\d+\. |\|)", section):
+        if any(name in block for name in names) and re.match(r"\d+\. |\|", block):
+            continue
+        if re.match(r"\d+\. ", block):
+            number += 1
+            block = re.sub(r"^\d+\.", f"{number}.", block)
+        kept.append(block)
+    return "".join(kept)
 
 
 def solution_lines(name: str) -> list[list[str]]:

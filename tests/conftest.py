@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -71,6 +72,52 @@ def tiny_checkpoint(tmp_path_factory, wikitext2_dir, course_cache_dir) -> Path:
         result = run_course(*args, cache_dir=course_cache_dir)
         assert result.returncode == 0, f"course {' '.join(args)} failed:\n{result.stderr[-3000:]}"
     return out
+
+
+@contextlib.contextmanager
+def busy_machine():
+    """One CPU-bound process per processor beside the block, as on a laptop that runs other programs in class."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL)
+        for _ in range(os.cpu_count() or 1)
+    ]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+# A lecture that times things live (with course.lectures.kv_cache) is executed on a machine made busy on purpose.
+TIMES_LIVE = "from course.lectures import kv_cache"
+
+
+@pytest.fixture(scope="session")
+def exported_lecture(tmp_path_factory, tiny_checkpoint, wikitext2_dir):
+    """`exported_lecture(path)`: (deck, executed notebook) of a lecture notebook run on the tiny checkpoint, each
+    lecture executed once a session, its deck in one folder with reveal.js beside it when it can be had offline.
+    A lecture that times things live runs beside `busy_machine()`."""
+    from course.errors import UserError
+    from course.lectures import decks
+
+    folder = tmp_path_factory.mktemp("lecture-slides")
+    try:
+        decks.provide_slide_assets(folder, fetch=False)
+    except UserError:
+        pass  # the decks load reveal.js from the web; tests/test_slides.py then says why it skips
+    done = {}
+
+    def export(path: Path):
+        if path not in done:
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("COURSE_CHECKPOINT", str(tiny_checkpoint))
+                env.setenv("COURSE_DATA_DIR", str(wikitext2_dir))
+                with busy_machine() if TIMES_LIVE in path.read_text() else contextlib.nullcontext():
+                    done[path] = decks.export_slides(path, folder)  # UserError naming the cell on any error
+        return done[path]
+
+    return export
 
 
 # The mutation tests record what each wrong implementation lost; the tables are printed after the results.

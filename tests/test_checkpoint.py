@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import course.checkpoint as checkpoint
-from course.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from course.checkpoint import find_checkpoints, load_checkpoint, load_train_state, save_checkpoint
 from course.errors import UserError
 from course.model import GPT, GPTConfig
 from course.tokenizer import Tokenizer
@@ -197,3 +197,27 @@ def test_damaged_train_state(saved):
     (path / "train_state.pt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="damaged"):
         load_train_state(path)
+
+
+def fake_checkpoint(folder):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+def test_checkpoints_are_found_here_then_one_folder_up_the_largest_preset_first(tmp_path, monkeypatch):
+    monkeypatch.delenv("COURSE_CHECKPOINT", raising=False)
+    notebooks = tmp_path / "assignments"
+    notebooks.mkdir()
+    assert find_checkpoints(notebooks) == {}
+    up = {name: fake_checkpoint(tmp_path / "runs" / name) for name in ("tiny", "laptop", "course")}
+    here = fake_checkpoint(notebooks / "runs" / "tiny")
+    assert find_checkpoints(notebooks) == {"course": up["course"], "laptop": up["laptop"], "tiny": here}
+    monkeypatch.setenv("COURSE_CHECKPOINT", str(up["tiny"]))
+    assert list(find_checkpoints(notebooks)) == ["env", "course", "laptop", "tiny"]
+    monkeypatch.setenv("COURSE_CHECKPOINT", str(up["course"]))  # the same folder is listed once
+    assert list(find_checkpoints(notebooks)) == ["env", "laptop", "tiny"]
+    monkeypatch.setenv("COURSE_CHECKPOINT", str(tmp_path))
+    with pytest.raises(UserError, match=rf"COURSE_CHECKPOINT={tmp_path} is not a checkpoint folder"):
+        find_checkpoints(notebooks)

@@ -13,9 +13,10 @@ import subprocess
 
 import pytest
 
-from course import demo, fixtures, lectures
+from course import demo, fixtures
 from course.cli import make_parser as course_parser
 from course.kit import ROOT
+from course.lectures import cli as lectures_cli
 from grader.cli import make_parser as grader_parser
 
 CLI_PAGE = ROOT / "docs" / "cli.md"
@@ -40,7 +41,7 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
     for parser in (course_parser(), grader_parser()):
         subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         found.update({f"{parser.prog} {name}": sub for name, sub in subcommands.choices.items()})
-    for module in (demo, lectures, fixtures):
+    for module in (demo, lectures_cli, fixtures):
         parser = module.make_parser()
         found[parser.prog] = parser
     return found

@@ -77,11 +77,11 @@ def test_regenerating_from_a_missing_checkpoint_is_one_line(tmp_path, capsys):
 def test_the_lectures_titles_say_peaked_vs_flat_on_the_shipped_distributions(source):
     """The lecture's figure titles are computed from the data they show; on the shipped fixtures they say the
     peaked prompt needs far fewer tokens for 90% of the mass than the flat one."""
-    from course import lectures
+    from course.lectures import sampling
 
     shipped = source()
     panels = [shipped["peaked"], shipped["flat"]]
-    assert lectures.spread_verdict(panels).startswith("Peaked vs flat: 90% of the mass takes ")
-    assert lectures.spread_verdict([shipped["flat"], shipped["flat"]]).startswith("These prompts are spread alike")
-    title = lectures.temperature_verdict(shipped["flat"][1], (0.5, 1.0, 2.0), lambda x, t: x / t)
+    assert sampling.spread_verdict(panels).startswith("Peaked vs flat: 90% of the mass takes ")
+    assert sampling.spread_verdict([shipped["flat"], shipped["flat"]]).startswith("These prompts are spread alike")
+    title = sampling.temperature_verdict(shipped["flat"][1], (0.5, 1.0, 2.0), lambda x, t: x / t)
     assert title.startswith("Temperature reshapes, never reorders: the top token holds ")

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
 
 import nbformat
 import pytest
 import torch
 
-from course import fixtures, lectures
+from course import fixtures
 from course.errors import UserError
 from course.kit import ROOT
+from course.lectures import cli, decks, gltr, inside, kv_cache, loading, sampling, style
 
 LECTURES = sorted((ROOT / "lectures").glob("*.ipynb"))
-HIDDEN = {lectures.HIDE_INPUT, lectures.HIDE_CELL}
+HIDDEN = {decks.HIDE_INPUT, decks.HIDE_CELL}
 
 
 def test_there_are_lectures():
@@ -67,32 +67,21 @@ def test_outputs_are_stripped(path):
 
 def test_without_a_checkpoint_the_lecture_says_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_CHECKPOINT", raising=False)
-    monkeypatch.setattr(lectures, "ROOT", tmp_path)
-    with pytest.raises(lectures.LectureStop) as stop:
-        lectures.find_checkpoints()
+    lecture_folder = tmp_path / "lectures"
+    lecture_folder.mkdir()
+    with pytest.raises(loading.LectureStop) as stop:
+        loading.lecture_checkpoints(lecture_folder)
     message = "\n".join(stop.value._render_traceback_())
+    assert "runs/course, runs/laptop, runs/tiny" in message and str(lecture_folder) in message
     assert "course train --preset tiny --out runs/tiny" in message
     monkeypatch.setenv("COURSE_CHECKPOINT", str(tmp_path / "nowhere"))
-    with pytest.raises(lectures.LectureStop, match="not a checkpoint folder"):
-        lectures.find_checkpoints()
-
-
-def test_checkpoints_are_preferred_largest_first(tmp_path, monkeypatch):
-    monkeypatch.delenv("COURSE_CHECKPOINT", raising=False)
-    monkeypatch.setattr(lectures, "ROOT", tmp_path)
-    for name in ("tiny", "laptop", "course"):
-        folder = tmp_path / "runs" / name
-        folder.mkdir(parents=True)
-        (folder / "config.json").write_text("{}")
-        (folder / "model.safetensors").write_bytes(b"")
-    assert list(lectures.find_checkpoints()) == ["course", "laptop", "tiny"]
-    monkeypatch.setenv("COURSE_CHECKPOINT", str(tmp_path / "runs" / "tiny"))
-    assert list(lectures.find_checkpoints()) == ["env", "course", "laptop"]
+    with pytest.raises(loading.LectureStop, match="not a checkpoint folder"):
+        loading.lecture_checkpoints(lecture_folder)
 
 
 def test_repeated_ngram_fraction():
-    assert lectures.repeated_ngram_fraction([1, 2, 3, 4, 5, 6]) == 0
-    assert lectures.repeated_ngram_fraction([1, 2] * 10, n=2) == pytest.approx(17 / 19)
+    assert sampling.repeated_ngram_fraction([1, 2, 3, 4, 5, 6]) == 0
+    assert sampling.repeated_ngram_fraction([1, 2] * 10, n=2) == pytest.approx(17 / 19)
 
 
 def page_text(body: str) -> str:
@@ -135,17 +124,17 @@ def test_slides_hide_tagged_code_and_keep_its_output():
     figure.outputs = [nbformat.v4.new_output("stream", text="output of the figure cell\n")]
     lesson = nbformat.v4.new_code_cell("kept_tokens = cumulative_mass_before_each_token < p")
     nb = nbformat.v4.new_notebook(cells=[md, setup, figure, lesson])
-    text = page_text(lectures.slides_html(nb))
+    text = page_text(decks.slides_html(nb))
     assert "said in one line" in text and "kept_tokens = cumulative_mass_before_each_token < p" in text
     assert "output of the figure cell" in text
     assert "draw_the_figure_of_the_lesson" not in text
     assert "hidden_setup_value" not in text and "output of the set-up cell" not in text
-    assert_hidden_code_is_not_shown(nb, lectures.slides_html(nb))
+    assert_hidden_code_is_not_shown(nb, decks.slides_html(nb))
 
 
 def test_slides_use_local_reveal_when_given():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title\nline")])
-    body = lectures.slides_html(nb, assets="assets")
+    body = decks.slides_html(nb, assets="assets")
     assert 'src="assets/requirejs/require.js"' in body and '"assets/reveal.js/dist/reveal.js"' in body
     assert "unpkg.com" not in body
 
@@ -158,21 +147,21 @@ def test_tagged_figures_are_each_cells_last_image_and_a_tag_without_one_is_refus
     drawn.outputs = [png_output(b"first"), nbformat.v4.new_output("stream", text="x\n"), png_output(b"last")]
     untagged = nbformat.v4.new_code_cell("draw()")
     untagged.outputs = [png_output(b"not a README figure")]
-    assert lectures.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, untagged])) == {"cuts": b"last"}
+    assert decks.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, untagged])) == {"cuts": b"last"}
 
     blank = nbformat.v4.new_code_cell("print(1)", metadata={"tags": ["figure:lens"]})
     with pytest.raises(UserError, match="cell 1 is tagged figure:lens but drew no image"):
-        lectures.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, blank]))
+        decks.tagged_figures(nbformat.v4.new_notebook(cells=[drawn, blank]))
 
 
 def test_export_of_a_missing_notebook_is_one_line(tmp_path):
     with pytest.raises(UserError, match="expected a Jupyter notebook") as error:
-        lectures.export_slides(tmp_path / "nowhere.ipynb", tmp_path)
+        decks.export_slides(tmp_path / "nowhere.ipynb", tmp_path)
     assert "\n" not in str(error.value)
-    assert lectures.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path), "--online"]) == 2
+    assert cli.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path), "--online"]) == 2
     assert not list(tmp_path.glob("*.html"))
     # checked before anything is fetched or written
-    assert lectures.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path / "decks")]) == 2
+    assert cli.main([str(tmp_path / "nowhere.ipynb"), "--out", str(tmp_path / "decks")]) == 2
     assert not (tmp_path / "decks").exists()
 
 
@@ -190,83 +179,67 @@ def simple_top_p(logits, p):
 def test_the_cut_slide_says_top_p_adapts_on_the_shipped_distributions(source):
     shipped = source()
     panels = [shipped["peaked"], shipped["flat"]]
-    verdict = lectures.cut_verdict(panels, simple_top_k, simple_top_p, k=10, p=0.9)
+    verdict = sampling.cut_verdict(panels, simple_top_k, simple_top_p, k=10, p=0.9)
     assert verdict.startswith("Top-p (p = 0.9) adapts to the shape, top-k (k = 10) does not: ")
     assert "top-k keeps 10, top-p 1;" in verdict  # the peaked prompt: one token holds 90% of the mass
-    flat_only = lectures.cut_verdict([shipped["flat"]], simple_top_k, simple_top_p, k=10, p=0.9)
+    flat_only = sampling.cut_verdict([shipped["flat"]], simple_top_k, simple_top_p, k=10, p=0.9)
     assert flat_only.startswith("Top-p (p = 0.9) keeps more tokens than top-k (k = 10) after each prompt")
 
 
 def test_repetition_verdict():
-    assert lectures.repetition_verdict({"greedy": 0.8, "sampling": 0.0}) == (
+    assert sampling.repetition_verdict({"greedy": 0.8, "sampling": 0.0}) == (
         "Share of repeated 4-grams in each continuation: greedy 80% (a loop), sampling 0%."
     )
 
 
 def test_gltr_verdict_says_truncation_only_when_the_numbers_do():
     human, full = "human", "T = 1"
-    said = lectures.gltr_verdict({human: 0.40, full: 0.38, "top-k 10": 0.70, "top-p 0.9": 0.55}, human, full)
+    said = gltr.gltr_verdict({human: 0.40, full: 0.38, "top-k 10": 0.70, "top-p 0.9": 0.55}, human, full)
     assert said.startswith("Share of tokens in the model's top 10: human 40%, T = 1 38%, top-k 10 70%, top-p 0.9 55%.")
     assert "More predictable to the model than the human text: top-k 10, top-p 0.9." in said
     assert "Truncation is what makes machine text predictable" in said
     # the full sample stands out too: no word about truncation
-    said = lectures.gltr_verdict({human: 0.40, full: 0.60, "top-k 10": 0.70}, human, full)
+    said = gltr.gltr_verdict({human: 0.40, full: 0.60, "top-k 10": 0.70}, human, full)
     assert "Truncation" not in said
-    said = lectures.gltr_verdict({human: 0.40, full: 0.41, "top-k 10": 0.42}, human, full)
+    said = gltr.gltr_verdict({human: 0.40, full: 0.41, "top-k 10": 0.42}, human, full)
     assert "No sample is more predictable" in said and "Truncation" not in said
 
 
 def test_kv_substitution_verdict():
     # (d_true, d_prev, d_rand): changes in loss, nats per token; within 0.01 counts as none
-    assert "helps" in lectures.kv_substitution_verdict([2, 3], -0.05, 0.0, 0.1)
-    assert "The substitution hurts" in lectures.kv_substitution_verdict([2, 3], 0.05, 0.0, 0.1)
-    unharmed = lectures.kv_substitution_verdict([2, 3], -0.001, 0.0, 0.013)
+    assert "helps" in inside.kv_substitution_verdict([2, 3], -0.05, 0.0, 0.1)
+    assert "The substitution hurts" in inside.kv_substitution_verdict([2, 3], 0.05, 0.0, 0.1)
+    unharmed = inside.kv_substitution_verdict([2, 3], -0.001, 0.0, 0.013)
     assert "lose nothing" in unharmed and "hurts" in unharmed and "cannot tell" in unharmed
-    assert "cannot tell" not in lectures.kv_substitution_verdict([2, 3], 0.0, 0.05, 0.1)
-    assert "says little" in lectures.kv_substitution_verdict([3], 0.0, 0.0, 0.004)
+    assert "cannot tell" not in inside.kv_substitution_verdict([2, 3], 0.0, 0.05, 0.1)
+    assert "says little" in inside.kv_substitution_verdict([3], 0.0, 0.0, 0.004)
 
 
 def test_embedding_verdict():
     # (unchanged, true next token, random token) in nats; within 0.01 counts as equal
-    assert "Later positions lose nothing" in lectures.embedding_verdict(3.0, 3.005, 3.5, 2, 4)
-    assert "carry more than a guess" in lectures.embedding_verdict(3.0, 3.2, 3.5, 2, 4)
-    assert "no better than a random one" in lectures.embedding_verdict(3.0, 3.5, 3.5, 2, 4)
+    assert "Later positions lose nothing" in inside.embedding_verdict(3.0, 3.005, 3.5, 2, 4)
+    assert "carry more than a guess" in inside.embedding_verdict(3.0, 3.2, 3.5, 2, 4)
+    assert "no better than a random one" in inside.embedding_verdict(3.0, 3.5, 3.5, 2, 4)
     assert "enters layer 2, by the embedding of the token that follows it (layers 2-3 then" in (
-        lectures.embedding_verdict(3.0, 3.5, 3.5, 2, 4)
+        inside.embedding_verdict(3.0, 3.5, 3.5, 2, 4)
     )
-    assert "(layer 3 then" in lectures.embedding_verdict(3.0, 3.5, 3.5, 3, 4)
+    assert "(layer 3 then" in inside.embedding_verdict(3.0, 3.5, 3.5, 3, 4)
 
 
 def test_standardized_logits_and_segment_kinds():
-    z = lectures.standardized(torch.tensor([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]))
+    z = inside.standardized(torch.tensor([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]))
     torch.testing.assert_close(z[0], z[1])  # the same shape at another scale: the same histogram
     torch.testing.assert_close(z.mean(-1), torch.zeros(2))
     torch.testing.assert_close(z.std(-1), torch.ones(2))
-    assert [lectures.segment_kind(s) for s in ("attn 0", "mlp 0", "attn 11")] == ["attn", "mlp", "attn"]
+    assert [inside.segment_kind(s) for s in ("attn 0", "mlp 0", "attn 11")] == ["attn", "mlp", "attn"]
     with pytest.raises(ValueError, match="expected a site"):
-        lectures.segment_kind("embed")
-
-
-@pytest.fixture(scope="session")
-def deck_folder(tmp_path_factory):
-    """Where this session's exported decks go, with reveal.js beside them when it can be had offline
-    (tests/test_slides.py renders them in a browser)."""
-    folder = tmp_path_factory.getbasetemp() / "lecture-slides"
-    try:
-        lectures.provide_slide_assets(folder, fetch=False)
-    except UserError:
-        pass  # the decks load reveal.js from the web; tests/test_slides.py then says why it skips
-    return folder
+        inside.segment_kind("embed")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.name)
-def test_lecture_runs_and_exports_to_slides(path, tiny_checkpoint, wikitext2_dir, deck_folder, monkeypatch):
-    monkeypatch.setenv("COURSE_CHECKPOINT", str(tiny_checkpoint))
-    monkeypatch.setenv("COURSE_DATA_DIR", str(wikitext2_dir))
-    # On a shared 2-core machine, torch's thread pool spinning against other processes costs far more than it gains.
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    deck, nb = lectures.export_slides(path, deck_folder)  # UserError naming the cell on any error
+def test_lecture_runs_and_exports_to_slides(path, exported_lecture):
+    deck, nb = exported_lecture(path)
 
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
@@ -274,7 +247,7 @@ def test_lecture_runs_and_exports_to_slides(path, tiny_checkpoint, wikitext2_dir
     assert figures, f"{path.name} drew no figure"
 
     body = deck.read_text()
-    assert deck == deck_folder / f"{path.stem}.slides.html"
+    assert deck.name == f"{path.stem}.slides.html"
     assert "Reveal.initialize" in body
     title = nb.cells[0].source.splitlines()[0].removeprefix("# ")
     assert title in page_text(body)
@@ -283,10 +256,142 @@ def test_lecture_runs_and_exports_to_slides(path, tiny_checkpoint, wikitext2_dir
     shown = [
         out
         for cell in nb.cells
-        if cell.cell_type == "code" and lectures.HIDE_CELL not in cell.metadata.get("tags", [])
+        if cell.cell_type == "code" and decks.HIDE_CELL not in cell.metadata.get("tags", [])
         for out in cell.outputs
         if "image/png" in out.get("data", {})
     ]
     assert shown and body.count('src="data:image/png;base64,') >= len(shown)
     # the README's figures (`make figures`) are images of this run
-    assert all(png.startswith(b"\x89PNG") for png in lectures.tagged_figures(nb).values())
+    assert all(png.startswith(b"\x89PNG") for png in decks.tagged_figures(nb).values())
+
+
+def markdown_said(nb) -> str:
+    """The Markdown that a notebook's code cells displayed (what the slides say in sentences computed from data)."""
+    return "\n".join(
+        out["data"]["text/markdown"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if "text/markdown" in out.get("data", {})
+    )
+
+
+GENERATION_CLAIM = re.compile(
+    r"The cache made the \d+ tokens ([\d.]+)× faster: (\d+) ms with the cache, (\d+) ms without, medians of \d+ runs"
+)
+CURVE_CLAIM = re.compile(
+    r"costs ([\d.]+)× more without the cache and ([\d.]+)× more with it; "
+    r"at \d+ tokens ([\d.]+) ms with the cache, ([\d.]+) ms without \(([\d.]+)× faster\)"
+)
+NOT_SHOWN = "These timings do not show the cache's gain"
+
+
+def assert_timings_never_contradict_the_lesson(said: str, measurements: int) -> None:
+    """Every timing sentence either states the cache's gain with numbers that show it, or says that the numbers
+    do not show it; `measurements` sentences in all."""
+    generation = GENERATION_CLAIM.findall(said)
+    curves = CURVE_CLAIM.findall(said)
+    for ratio, with_ms, without_ms in generation:
+        assert int(without_ms) > int(with_ms), f"'faster' with {with_ms} ms with the cache, {without_ms} ms without"
+        assert float(ratio) == pytest.approx(int(without_ms) / int(with_ms), abs=0.1 + 1 / int(with_ms))
+    for growth_without, growth_with, with_ms, without_ms, ratio in curves:
+        assert float(growth_without) > float(growth_with)
+        assert float(without_ms) > float(with_ms) and float(ratio) > 1
+    assert len(generation) + len(curves) + said.count(NOT_SHOWN) == measurements, said
+    assert "slower" not in said
+
+
+def test_timing_sentences_state_the_gain_only_when_the_numbers_show_it():
+    shown = kv_cache.generation_verdict(64, 800.0, 1800.0, repeats=3)
+    assert (
+        shown == "The cache made the 64 tokens 2.2× faster: 800 ms with the cache, 1800 ms without, medians of 3 runs."
+    )
+    opposite = kv_cache.generation_verdict(64, 7516.0, 5328.0, repeats=3)  # what a loaded machine once gave
+    assert opposite.startswith(NOT_SHOWN) and "7516 ms with the cache, 5328 ms without" in opposite
+    assert kv_cache.generation_verdict(64, 1000.0, 1100.0).startswith(NOT_SHOWN)  # within the 1.2 margin
+    curve = kv_cache.timing_verdict([16, 122], [1.0, 1.6], [2.0, 14.4])
+    assert curve.startswith("From 16 to 122 tokens of context the next token costs 7.2× more without the cache")
+    # the issue's figure: the time with the cache grew more than without it
+    assert kv_cache.timing_verdict([16, 122], [1.0, 23.3], [2.0, 9.4]).startswith(NOT_SHOWN)
+    assert kv_cache.timing_verdict([16, 122], [1.0, 1.0], [1.0, 1.1]).startswith(NOT_SHOWN)
+    for sentence in (shown, opposite, curve):
+        assert_timings_never_contradict_the_lesson(sentence, 1)
+
+
+def test_timings_are_interleaved_after_a_warm_up_and_their_median_is_reported(monkeypatch):
+    clock = iter(range(1000))
+    monkeypatch.setattr(kv_cache.time, "perf_counter", lambda: next(clock) / 1000)  # each reading 1 ms later
+    order = []
+    durations = {"a": iter([5, 1, 9]), "b": iter([2, 2, 2])}
+
+    def run(name):
+        def step():
+            order.append(name)
+            for _ in range(next(durations[name], 0)):
+                next(clock)
+
+        return step
+
+    medians = kv_cache.interleaved_medians({"a": run("a"), "b": run("b")}, repeats=2, warmup=1)
+    assert order == ["a", "b", "a", "b", "a", "b"]  # a warm-up round, then the timed rounds in turns
+    # timed: a took 1 and 9 extra readings, b 2 and 2; each reading pair adds 1 ms
+    assert medians == {"a": pytest.approx(6.0), "b": pytest.approx(3.0)}
+
+
+@pytest.mark.slow
+def test_the_timing_lecture_never_contradicts_its_lesson_on_a_busy_machine(exported_lecture):
+    """02_kv_cache is executed beside one CPU-bound process per processor (see `exported_lecture`): its three live
+    timings (a whole generation, the tiny model's curve, the course preset's curve) each state the cache's gain
+    with numbers that show it, or say that the numbers do not show it."""
+    lecture = ROOT / "lectures" / "02_kv_cache.ipynb"
+    assert "from course.lectures import kv_cache" in lecture.read_text()  # so conftest runs it beside busy loops
+    _, nb = exported_lecture(lecture)
+    assert_timings_never_contradict_the_lesson(markdown_said(nb), measurements=3)
+
+
+def test_a_lecture_figure_records_its_smallest_text_in_its_png():
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.set_title("a title", fontsize=20)
+    ax.tick_params(labelsize=9)
+    ax.text(0.5, 0.5, " ", fontsize=4)  # blank: nothing to read
+    assert style.smallest_text_px(fig) == pytest.approx(9 * 100 / 72)
+    with Image.open(io.BytesIO(base64.b64decode(style.figure_png(fig)))) as png:
+        assert png.info[style.SMALLEST_TEXT] == "12.5"
+    plt.close(fig)
+
+
+def test_prompts_are_cut_between_words():
+    assert style.prompt_tail("He was born in the United", 14) == "…in the United"
+    assert style.prompt_tail("In the", 14) == "In the"  # short enough: whole, no ellipsis
+    assert style.prompt_tail("Supercalifragilistic", 8) == "…gilistic"  # one long word: cut inside it
+
+
+def small_checkpoint(folder, preset_name="tiny"):
+    from course.checkpoint import save_checkpoint
+    from course.model import GPT, preset
+    from course.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train(["A tiny corpus for a tiny tokenizer, with words that repeat: the the the."] * 20, 300)
+    return save_checkpoint(folder, GPT(preset(preset_name, tokenizer.vocab_size)), tokenizer)
+
+
+def test_make_figures_will_not_replace_a_larger_presets_figures(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("COURSE_CHECKPOINT", str(small_checkpoint(tmp_path / "runs" / "tiny")))
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / cli.FIGURES_SOURCE).write_text(json.dumps({"preset": "laptop", "parameters": 5864448, "steps": 3800}))
+    lecture = ROOT / "lectures" / "01_sampling.ipynb"
+    assert cli.main([str(lecture), "--out", str(tmp_path / "decks"), "--figures", str(figures), "--online"]) == 2
+    said = capsys.readouterr().err
+    assert "holds figures drawn by the laptop preset" in said and "--force" in said and said[-1] == "\n"
+    assert not (tmp_path / "decks").exists() and sorted(p.name for p in figures.iterdir()) == [cli.FIGURES_SOURCE]
+    assert cli.checkpoint_summary(tmp_path / "runs" / "tiny")["preset"] == "tiny"
+    cli.check_figures_may_be_replaced(figures, {"preset": "course"}, force=False)  # a larger one may
+    cli.check_figures_may_be_replaced(figures, {"preset": "tiny"}, force=True)

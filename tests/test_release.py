@@ -6,6 +6,8 @@ import ast
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -116,7 +118,7 @@ def test_the_release_holds_what_students_need_and_nothing_else(student_kit):
     assert not list(student_kit.rglob("__pycache__")) and not list(student_kit.rglob(".build.json"))
     readme = (student_kit / "README.md").read_text()
     assert "## For students" in readme and "## For instructors" not in readme and "make check" in readme
-    assert ", ".join(f"`{name}.ipynb`" for name in SHIPPED) in readme
+    assert all(f"`{name}.ipynb` (" in readme for name in SHIPPED)  # each with its title
     makefile = (student_kit / "Makefile").read_text()
     assert "\t$(VENV)/bin/grader check 04_kv_cache --notebook assignments/04_kv_cache.ipynb\n" in makefile
     with zipfile.ZipFile(student_kit.with_name("sampling-kit.zip")) as bundle:
@@ -147,6 +149,86 @@ def test_generate_without_a_sampler_asks_for_one_in_the_release(student_kit):
     generated = in_release(student_kit, "-m", "course.cli", "generate", "runs/tiny", "--prompt", "The film")
     assert generated.returncode == 2
     assert generated.stderr.strip().endswith("give --sampler NOTEBOOK (a notebook that defines `sample_next`)")
+
+
+DEVELOPER_NOTES = ("development machine", "this project", "has run this version")
+README_COMMAND = re.compile(r"`((?:course|grader|make) [^`]+)`")
+
+
+def readme_commands(readme: str) -> list[list[str]]:
+    """The commands of a README's code spans, as argument lists: not the messages (`course prepare: error: ...`), nor
+    patterns (with '...' or a placeholder such as DIR or NAME), nor a bare mention of a subcommand (`grader batch`)."""
+    commands = []
+    for span in README_COMMAND.findall(readme):
+        words = span.split()
+        if ":" in words[1] or "..." in span or any(word.isupper() for word in words) or len(words) == 2:
+            continue
+        commands.append(shlex.split(span))
+    return commands
+
+
+def test_the_student_readme_speaks_only_of_what_was_shipped(student_kit, tmp_path):
+    readme = (student_kit / "README.md").read_text()
+    assert "05_decoding" not in readme and "course bakeoff" not in readme  # 05 was not shipped
+    assert not [note for note in DEVELOPER_NOTES if note in readme]
+    small = tmp_path / "small-kit"
+    assert course_main(["release", str(small), "--assignments", "01_training"]) == 0
+    readme = (small / "README.md").read_text()
+    assert not re.search(r"0[2-5]_\w+", readme), re.findall(r".*0[2-5]_\w+.*", readme)
+    assert re.findall(r"^(\d+)\. ", readme, flags=re.MULTILINE) == ["1", "2", "3", "4"]  # renumbered
+
+
+@pytest.fixture(scope="module")
+def full_kit(tmp_path_factory):
+    """A release of every assignment (05's bake-off command needs 02, 03 and 05 shipped)."""
+    out = tmp_path_factory.mktemp("published") / "full-kit"
+    assert course_main(["release", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("kit_name", ["student_kit", "full_kit"])
+def test_every_command_in_the_student_readme_is_one_the_release_knows(kit_name, request):
+    """Each `course` and `grader` command of the README parses with the release's own parsers, each `make` target
+    it names is in the release's Makefile, and each notebook or folder it names is in the release (runs/ is made
+    by training)."""
+    release_dir = request.getfixturevalue(kit_name)
+    readme = (release_dir / "README.md").read_text()
+    commands = readme_commands(readme)
+    assert {command[0] for command in commands} == {"course", "grader"}
+    assert {"make env", "make check"} <= set(README_COMMAND.findall(readme))
+    assert {"env", "check"} <= set(re.findall(r"^(\w+):", (release_dir / "Makefile").read_text(), flags=re.MULTILINE))
+    for command in commands:
+        parsed = in_release(
+            release_dir,
+            "-c",
+            f"import sys; from {command[0]}.cli import make_parser; make_parser().parse_args(sys.argv[1:])",
+            *command[1:],
+        )
+        assert parsed.returncode == 0, f"{shlex.join(command)}: {parsed.stderr}"
+        for word in command[1:]:
+            if word.endswith(".ipynb") or word.endswith("/"):
+                assert (release_dir / word).exists(), f"{shlex.join(command)} names {word}, which is not shipped"
+
+
+@pytest.mark.slow
+def test_the_student_readme_commands_run_for_a_student_who_did_the_work(full_kit, tiny_checkpoint, tmp_path):
+    """The README's `grader check` and `course generate` commands, as written, in a copy of the release where the
+    student has trained (runs/tiny) and completed every notebook. No solutions/ is there: nothing may need it.
+    (The bake-off command is only parsed: the session's checkpoint, 60 steps, writes greedy text of one token, on
+    which a Zipf coefficient is undefined.)"""
+    kit_copy = tmp_path / "student"
+    shutil.copytree(full_kit, kit_copy)
+    shutil.copytree(tiny_checkpoint, kit_copy / "runs" / "tiny")
+    for notebook in (kit.ROOT / "solutions").glob("*.ipynb"):
+        shutil.copy(notebook, kit_copy / "assignments" / notebook.name)
+    commands = readme_commands((kit_copy / "README.md").read_text())
+    runnable = [c for c in commands if c[:2] in (["grader", "check"], ["course", "generate"])]
+    assert [c[:2] for c in runnable] == [["grader", "check"], ["course", "generate"]]
+    for command in runnable:
+        ran = in_release(kit_copy, "-m", f"{command[0]}.cli", *command[1:])
+        assert ran.returncode == 0, f"{shlex.join(command)}: {ran.stdout[-2000:]}{ran.stderr[-2000:]}"
+        assert ran.stdout.strip()
+    assert not (kit_copy / "solutions").exists()
 
 
 @pytest.fixture
