@@ -36,7 +36,7 @@ def test_the_preset_table_gives_each_presets_size_and_vocabulary():
         vocabulary = PRESET_DEFAULTS[name]["vocab_size"]
         with torch.device("meta"):
             parameters = GPT(preset(name, vocabulary)).num_params()
-        shown = f"{parameters / 1e6:.1f}M" if parameters < 10e6 else f"{parameters / 1e6:.0f}M"
+        shown = f"{parameters / 1e6:.1f}M"
         assert [cell.strip() for cell in cells.split("|")] == [shown, f"{vocabulary:,}"], name
 
 

@@ -27,11 +27,13 @@ def checkpoint_summary(path: Path) -> dict:
     from course.model import GPT, PRESETS
 
     config = read_config(path)
-    shape = {key: value for key, value in config.to_dict().items() if key != "vocab_size"}
+    recorded = config.to_dict()  # a preset is its shape: the vocabulary and training's dropout aside
     with torch.device("meta"):
         parameters = GPT(config).num_params()
     return {
-        "preset": next((name for name, fields in PRESETS.items() if fields == shape), "custom"),
+        "preset": next(
+            (name for name, shape in PRESETS.items() if all(recorded.get(k) == v for k, v in shape.items())), "custom"
+        ),
         "parameters": parameters,
         "steps": load_train_state(path)["step"] if has_train_state(path) else None,
     }
