@@ -152,6 +152,22 @@ def test_top_p_one_keeps_everything(student):
 
 
 @points(1)
+def test_top_p_one_keeps_every_token_of_a_large_vocabulary(student):
+    """p = 1 keeps every token even of the kit's 16,384-token peaked example (a float32 running sum reaches 1 early)"""
+    from course import fixtures
+
+    _, logits = fixtures.distributions()["peaked"]
+    out = student.top_p_filter(logits, 1.0)
+    expect_tensor(out, dtype=logits.dtype, shape=tuple(logits.shape))
+    removed = int(torch.isinf(out).sum()) - int(torch.isinf(logits).sum())
+    assert removed == 0, (
+        f"p = 1 removed {removed} of the {logits.numel()} tokens: in float32 the running sum of the sorted "
+        "probabilities reaches 1.0 before the last token, so a test like `mass before < p` fails for the tail; "
+        "p = 1 must keep everything"
+    )
+
+
+@points(1)
 def test_top_p_invalid_p_raises(student):
     """p = 0 raises ValueError"""
     with pytest.raises(ValueError):
@@ -201,6 +217,21 @@ def test_sample_next_top_k_1_is_greedy(student):
     out = student.sample_next(logits, top_k=1, generator=_generator(3))
     expect_tensor(out, dtype=torch.int64, shape=(100,))
     assert out.tolist() == [1, 0] * 50, "with top_k=1 only the most likely token of each row may be drawn"
+
+
+@points(1)
+def test_sample_next_applies_the_temperature_before_the_filters(student):
+    """sample_next divides by the temperature first, then filters: top-p sees the sharpened distribution"""
+    # probabilities [0.5, 0.35, 0.15]: top-p 0.6 keeps tokens 0 and 1 at T=1, but at T=0.5 ([0.64, 0.31, 0.06])
+    # token 0 alone holds 0.6
+    logits = torch.log(torch.tensor([0.5, 0.35, 0.15])).expand(400, 3)
+    out = student.sample_next(logits, temperature=0.5, top_p=0.6, generator=_generator(9))
+    expect_tensor(out, dtype=torch.int64, shape=(400,))
+    drawn = sorted(set(out.tolist()))
+    assert drawn == [0], (
+        f"sample_next drew tokens {drawn}: at temperature 0.5 top-p 0.6 keeps token 0 only; a token 1 means the "
+        "filters ran before the temperature (temperature, then top-k, then top-p, then min-p)"
+    )
 
 
 @points(1)
