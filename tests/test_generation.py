@@ -293,7 +293,7 @@ def test_course_generate_end_to_end(tiny_checkpoint, sampler):
         str(sampler),
     )
     assert result.returncode == 0, result.stderr
-    text = result.stdout.split("sample_next temperature=1.0 top_k=20 top_p=None Generator\n")[-1]
+    text = result.stdout.split("sample_next temperature=1.0 top_k=20 top_p=None min_p=None Generator\n")[-1]
     assert text.startswith("The history of") and len(text) > len("The history of\n")
 
     partial = write_notebook(sampler.parent / "partial.ipynb", "def greedy(logits):\n    return logits.argmax(-1)")
