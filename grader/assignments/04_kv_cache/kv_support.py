@@ -37,7 +37,6 @@ TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (SPEC 5.3); also atte
 SMALL = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
 MAX_BATCH = 8  # the tests' prompts have at most 3 rows; a generate never runs more rows than its prompt has
 FORWARDS_PER_CALL_NEEDED = 10  # a generate may call the model this many times the calls it needs, no more
-MAX_NEXT_TOKEN_ELEMENTS = 1 << 16  # the most logits or history ids one next_token call is given (tests need < 1000)
 
 
 def small_model(seed: int = 0, **overrides) -> GPT:
@@ -130,7 +129,7 @@ class Recorder:
             positions.clone() if type(positions) is torch.Tensor and positions.numel() <= most else None
         )
         record.key_mask = key_mask.clone() if type(key_mask) is torch.Tensor and key_mask.numel() <= most else None
-        spy = None if cache is None else CacheSpy(cache, record, self._update_methods)
+        spy = None if cache is None else CacheSpy(cache, record, self._update_methods, self.block_size)
         attention = None if attend is None else AttendSpy(attend, record)
         try:
             with torch.no_grad():
@@ -229,10 +228,11 @@ class Recorder:
 class CacheSpy:
     """What the real model gets as its cache (a `course.model.KVCacheProtocol`): passes len() and update() on
     to the student's cache, records len(cache) as the model read it, and checks what update returns before
-    the attention uses it."""
+    the attention uses it: two tensors of the new keys' shape but for their positions, of which there are
+    no more than the model's context holds."""
 
-    def __init__(self, cache, record: Forward, methods: dict):
-        self.cache, self.record, self.methods = cache, record, methods
+    def __init__(self, cache, record: Forward, methods: dict, block_size: int):
+        self.cache, self.record, self.methods, self.block_size = cache, record, methods, block_size
 
     def __len__(self):
         n = len(self.cache)
@@ -260,6 +260,12 @@ class CacheSpy:
                     f"KVCache.update({layer}, k, v) with k and v of shape {tuple(new.shape)} returned {name} of "
                     f"shape {shape}; expected (batch, heads, positions, head_dim) = "
                     f"({new.size(0)}, {new.size(1)}, positions, {new.size(3)})"
+                )
+                raise ValueError(self.record.error)
+            if got.size(2) > self.block_size:
+                self.record.error = (
+                    f"KVCache.update({layer}, k, v) returned {name} of {got.size(2)} positions, more than the model's "
+                    f"context length {self.block_size}: return the positions cached so far, no more"
                 )
                 raise ValueError(self.record.error)
         return result
@@ -290,7 +296,7 @@ class AttendSpy:
 def describe(value) -> str:
     if type(value) is torch.Tensor:
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"a {type_name(value)}"
+    return f"a {value.student_type if isinstance(value, NotIds) else type_name(value)}"
 
 
 # ---------------------------------------------------------------- attention, right and wrong
@@ -381,7 +387,9 @@ class Picker:
     when it is given one; picks greedily, or the second most likely token.
 
     `history` is optional: a `generate` written to the earlier one-argument call, `next_token(logits)`,
-    grades exactly as before.
+    grades exactly as before. What it keeps is bounded by what the test asks for (`expect`): at most
+    `max_calls` calls, each with logits no larger than the model's whole output for the test's rows and a
+    history no longer than their ids; of a history that is not a tensor only its type is kept.
     """
 
     def __init__(self, rule: str = "greedy"):
@@ -390,7 +398,12 @@ class Picker:
         self.histories: list = []
         self.chosen: list[torch.Tensor] = []
         self.problem: str | None = None
-        self.max_calls: int | None = None  # set by `call_decoder` from the number of tokens it asks for
+        self.max_calls: int | None = None  # set by `expect`, from the test's rows and tokens
+        self.most: dict[str, int] = {}  # "logits", "a history" -> the most elements one call may be given
+
+    def expect(self, calls: int, logits: int, history: int) -> None:
+        """Bound the calls and, per call, the elements of the logits and of the history."""
+        self.max_calls, self.most = calls, {"logits": logits, "a history": history}
 
     def exposed(self):
         return expose(self)
@@ -403,10 +416,10 @@ class Picker:
             )
             raise ValueError(self.problem)
         if type(logits) is not torch.Tensor:
-            self.problem = self.problem or f"next_token was given a {type(logits).__name__}, not a tensor of logits"
+            self.problem = self.problem or f"next_token was given a {type_name(logits)}, not a tensor of logits"
             raise TypeError(self.problem)
         for what, given in (("logits", logits), ("a history", history)):
-            if type(given) is torch.Tensor and given.numel() > MAX_NEXT_TOKEN_ELEMENTS:
+            if type(given) is torch.Tensor and given.numel() > self.most.get(what, given.numel()):
                 self.problem = self.problem or (
                     f"next_token was given {what} of shape {tuple(given.shape)}, far more than this test's rows need"
                 )
@@ -418,10 +431,17 @@ class Picker:
             )
         self.seen.append(logits.clone())
         if history is not None:
-            self.histories.append(history.clone() if type(history) is torch.Tensor else history)
+            self.histories.append(history.clone() if type(history) is torch.Tensor else NotIds(type_name(history)))
         chosen = pick(logits, self.rule)
         self.chosen.append(chosen)
         return chosen
+
+
+@dataclass(frozen=True)
+class NotIds:
+    """What a Picker keeps of a history that is not a tensor of ids: the name of its type."""
+
+    student_type: str
 
 
 def pick(logits: torch.Tensor, rule: str) -> torch.Tensor:
@@ -462,7 +482,13 @@ def call_decoder(student, function, recorder, prompts, batch, max_new_tokens, pi
     recorder.max_forwards = FORWARDS_PER_CALL_NEEDED * batch * (max_new_tokens + 1)
     args = [recorder.exposed(), prompts, max_new_tokens]
     if picker is not None:
-        picker.max_calls = recorder.max_forwards
+        longest = prompts.size(1) if type(prompts) is torch.Tensor else max(map(len, prompts), default=0)
+        c = recorder.model.config
+        picker.expect(
+            calls=recorder.max_forwards,
+            logits=batch * c.block_size * c.vocab_size,  # the model's whole output: a loop that forgot [:, -1]
+            history=batch * (longest + max_new_tokens),
+        )
         kwargs["next_token"] = picker.exposed()
     try:
         out = getattr(student.with_timeout(timeout), function)(*args, **kwargs)
@@ -766,6 +792,8 @@ def expect_stopped(out, expected: torch.Tensor, eos_id: int) -> None:
 
 def batch_history_problem(picker: Picker, prompts, out) -> str | None:
     """generate_batch's next_token calls should get, once per unfinished row and step, that row's ids so far."""
+    if picker.problem:
+        return picker.problem
     for history in picker.histories:
         if type(history) is not torch.Tensor or history.dim() != 2:
             return f"next_token was given a history that is {describe(history)}, not ids of shape (1, length)"

@@ -11,8 +11,9 @@ plus a different constant per prefix, so code that sums raw logits instead of lo
 sums.
 
 The model checks what student code hands it before any work (int64 ids of shape (batch, positions), ids
-in the vocabulary, at most `block_size` positions, at most MAX_ROWS rows) and counts its calls, so a
-runaway loop is stopped with a sentence the test's feedback repeats.
+in the vocabulary, at most `block_size` positions, at most MAX_ROWS rows) and counts its calls and the
+positions it has run, so a runaway loop is stopped with a sentence the test's feedback repeats, and what
+it remembers of the prefixes it was given (their logits, computed once) stays within MAX_POSITIONS.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from grader.testing import expect_tensor, expose
 
 MAX_ROWS = 4096  # the widest test keeps 3**5 = 243 beams
 MAX_CALLS = 5000  # the slowest correct style (one call per beam and step) needs about 400
+MAX_POSITIONS = 1 << 16  # rows x positions over a test's calls (the solution's widest test runs 208, one call per
+# beam 142); each position run is at most one remembered prefix, a few hundred bytes
 
 # The notebook's worked example: tokens A, B, C (ids 0, 1, 2) after a one-token prompt (id 0). Keys are
 # the tokens generated so far; a prefix not listed gets TABLE_DEFAULT.
@@ -51,6 +54,7 @@ class PrefixModel:
         self.rule = rule
         self.config = SimpleNamespace(vocab_size=vocab_size, block_size=block_size)
         self.calls = 0
+        self.positions = 0  # rows x positions run for student code
         self._memo: dict[tuple[int, ...], torch.Tensor] = {}
 
     def exposed(self):
@@ -74,6 +78,9 @@ class PrefixModel:
             )
         if bool(((idx < 0) | (idx >= self.config.vocab_size)).any()):
             raise ValueError(f"the model was given ids outside its vocabulary 0..{self.config.vocab_size - 1}")
+        self.positions += idx.numel()
+        if self.positions > MAX_POSITIONS:
+            raise ValueError(f"the model was run on more than {MAX_POSITIONS} positions in one test: far more than needed")
         rows = idx.tolist()
         return torch.stack([torch.stack([self.logits(tuple(row[: t + 1])) for t in range(len(row))]) for row in rows])
 
