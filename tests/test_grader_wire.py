@@ -18,12 +18,14 @@ import torch
 
 from grader import wire
 from grader.errors import (
+    MATCHED_BUILTINS,
     MissingFunction,
     StudentCrashed,
     StudentError,
     StudentModifiedArgument,
     StudentRaised,
     StudentTimeout,
+    student_raised,
 )
 from grader.rpc import StudentObject, TrustedEndpoint, WorkerEndpoint
 from grader.testing import expect_number, expect_tensor, expose
@@ -414,6 +416,13 @@ def test_a_call_past_its_deadline_loses_the_worker(endpoint):
     assert time.monotonic() - started < 1.5
     with pytest.raises(StudentTimeout):  # a lost worker stays lost: the session replaces it
         call(endpoint, "add_one", torch.zeros(1))
+
+
+@pytest.mark.parametrize("builtin", MATCHED_BUILTINS, ids=lambda cls: cls.__name__)
+def test_a_student_exception_becomes_its_builtin(builtin):
+    """MemoryError too: a worker that runs out of memory in a call raises one, and it must reach the test as such."""
+    error = student_raised(builtin.__name__, "add_one raised it")
+    assert isinstance(error, builtin) and isinstance(error, StudentRaised) and str(error) == "add_one raised it"
 
 
 def test_student_errors_are_one_family():
