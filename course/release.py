@@ -3,8 +3,8 @@
     course release OUT [--assignments NAME ...] [--reveal NAME ...] [--lectures NAME ...] [--zip]
 
 OUT gets the library (course/), the grader with each shipped assignment's visible tests and the helper
-modules they use (no test_hidden.py, no helper that only hidden tests name), the student notebooks built
-afresh from solutions/ (never a copy of assignments/, which may hold someone's work), the lectures named
+modules they load (no test_hidden.py, no helper that only hidden tests load: see `visible_test_files`), the
+student notebooks built afresh from solutions/ (never a copy of assignments/, which may hold someone's work), the lectures named
 (default: none), pyproject.toml, data/README.md, a Makefile (`make env`, `make check`) and a README for
 students made from this kit's README. There is no solutions/, tests/ or bench/, so nothing in it can run
 a solution: `course generate` without --sampler asks for one.
@@ -19,6 +19,7 @@ a file holding at least half of a region's lines gives that solution away, and t
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import zipfile
@@ -159,23 +160,51 @@ def _is_source(path: Path, base: Path = kit.ROOT) -> bool:
 
 
 def visible_test_files(folder: Path) -> list[Path]:
-    """An assignment's test folder as students get it: test_visible.py, conftest.py, and every other file
-    that one of those names (`helper_module(__file__, "kv_support.py")`, `import kv_support`), transitively.
-    test_hidden.py and what only it names stay behind."""
+    """An assignment's test folder as students get it: test_visible.py, conftest.py, and every other file of the
+    folder that one of those loads, transitively. A Python file loads a file of its folder when it holds that file's
+    name as a string (`helper_module(__file__, "kv_support.py")`, `Path(__file__).with_name("cases.json")`) or
+    imports it (`import kv_support`); a name that only appears in a comment or inside a longer text (a docstring
+    that mentions the hidden tests' kv_reference.py) loads nothing. test_hidden.py and whatever only it loads stay
+    behind, so a helper that holds a reference answer ships only if a visible test loads it."""
     from grader.results import VISIBLE_FILE
     from grader.runner import HIDDEN_FILE
 
-    others = [
-        p for p in sorted(folder.rglob("*")) if _is_source(p, folder) and p.name not in (VISIBLE_FILE, HIDDEN_FILE)
-    ]
+    others = {
+        p.relative_to(folder).as_posix(): p
+        for p in sorted(folder.rglob("*"))
+        if _is_source(p, folder) and p.name not in (VISIBLE_FILE, HIDDEN_FILE)
+    }
     kept = [p for p in (folder / VISIBLE_FILE, folder / "conftest.py") if p.is_file()]
-    named_in_kept = True
-    while named_in_kept:
-        text = "\n".join(p.read_text(errors="replace") for p in kept)
-        named = [p for p in others if p not in kept and re.search(rf"\b{re.escape(p.stem)}\b", text)]
-        kept += named
-        named_in_kept = bool(named)
+    unread = list(kept)
+    while unread:
+        for name in sorted(_loaded_names(unread.pop(0))):
+            for candidate in (name, f"{name}.py"):
+                path = others.get(candidate)
+                if path is not None and path not in kept:
+                    kept.append(path)
+                    unread.append(path)
     return kept
+
+
+def _loaded_names(path: Path) -> set[str]:
+    """The file names a Python file holds as whole strings, and the modules it imports (first component)."""
+    if path.suffix != ".py":
+        return set()
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError as error:
+        raise UserError(
+            f"{path} is not valid Python ({error.msg}, line {error.lineno}): fix it before a release"
+        ) from None
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def _check_line(name: str) -> str:

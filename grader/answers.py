@@ -116,7 +116,7 @@ def _normalised(choice: str) -> str:
 
 
 def expect_prediction(value, expected, name: str, *, tolerance: float = 0.0) -> None:
-    """A test's check of a prediction constant (`PREDICT_TOP_P_KEPT = 3`, `PREDICT_SAME_COUNT = "top-k"`): a number
+    """A test's check of a prediction constant (`PREDICT_STEPS = 12`, `PREDICT_TREND = "fewer"`): a number
     within `tolerance` of `expected`, or a choice equal to it up to case, spaces, '-' and '_'. The message says
     that the prediction is wrong, never what the right one is."""
     if isinstance(expected, str):

@@ -301,14 +301,83 @@ def test_an_existing_folder_is_never_written_into(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "kit").iterdir()] == ["notes.txt"]
 
 
-def test_only_helpers_the_visible_tests_name_are_shipped(tmp_path):
-    (tmp_path / "test_visible.py").write_text('support = helper_module(__file__, "shared_support.py")\n')
+def test_only_the_files_the_visible_tests_load_are_shipped(tmp_path):
+    """A file ships when a shipped Python file of the folder holds its name as a string or imports it; a name in a
+    comment or inside a docstring loads nothing, and what only test_hidden.py loads stays behind."""
+    (tmp_path / "test_visible.py").write_text(
+        '"""The hidden tests compare with hidden_support.py; see also notes.py."""\n'
+        'support = helper_module(__file__, "shared_support.py")  # not hidden_support.py\n'
+    )
     (tmp_path / "test_hidden.py").write_text('secret = helper_module(__file__, "hidden_support.py")\n')
-    (tmp_path / "shared_support.py").write_text("import inner_support\n")  # named by a shipped helper: shipped
+    (tmp_path / "shared_support.py").write_text(
+        'import inner_support\nCASES = Path(__file__).with_name("cases.json")\n'
+    )
     (tmp_path / "inner_support.py").write_text("X = 1\n")
+    (tmp_path / "cases.json").write_text("[]\n")
     (tmp_path / "hidden_support.py").write_text("ANSWER = 42\n")
+    (tmp_path / "notes.py").write_text("NOTE = 1\n")
     assert [p.name for p in visible_test_files(tmp_path)] == [
         "test_visible.py",
         "shared_support.py",
+        "cases.json",
         "inner_support.py",
     ]
+
+
+@pytest.fixture(scope="module")
+def every_assignment(tmp_path_factory):
+    """A release of every assignment of solutions/ (course release's default)."""
+    out = tmp_path_factory.mktemp("every") / "kit"
+    assert release(out) == 0
+    return out
+
+
+def test_the_hidden_tests_references_stay_behind(every_assignment):
+    """The modules only the hidden tests load (02's trusted filters, 04's and 05's references: each holds correct
+    answers) are in the kit and not in a release of every assignment, though the shipped helpers mention them."""
+    shipped = every_assignment / "grader" / "assignments"
+    for helper in (
+        "02_sampling/trusted_filters.py",
+        "04_kv_cache/kv_reference.py",
+        "05_decoding/decoding_reference.py",
+    ):
+        assert (kit.ROOT / "grader" / "assignments" / helper).is_file()
+        assert not (shipped / helper).exists(), helper
+    assert sorted(p.name for p in (shipped / "05_decoding").iterdir()) == ["decoding_support.py", "test_visible.py"]
+    assert "kv_reference.py" in (shipped / "04_kv_cache" / "kv_support.py").read_text()
+
+
+def hidden_predictions() -> dict[str, str]:
+    """PREDICT_ name -> the source of the answer a hidden test expects (`expect_prediction(student.NAME, ANSWER, ...)`)."""
+    found = {}
+    for hidden in (kit.ROOT / "grader" / "assignments").glob("*/test_hidden*.py"):
+        for node in ast.walk(ast.parse(hidden.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "expect_prediction":
+                found[node.args[0].attr] = ast.unparse(node.args[1])
+    return found
+
+
+def test_no_shipped_file_states_a_hidden_prediction(every_assignment):
+    """Predictions are graded by hidden tests only: no shipped file but the student's notebook names one, and the
+    notebook does not assign it (its cell is a stub whose hint lists the choices)."""
+    predictions = hidden_predictions()
+    assert len(predictions) >= 10 and all(name.startswith("PREDICT_") for name in predictions)
+    notebooks = set((every_assignment / "assignments").glob("*.ipynb"))
+    for path in every_assignment.rglob("*"):
+        if not path.is_file() or path.suffix in (".pt", ".zip"):
+            continue
+        if path in notebooks:
+            code = "\n".join(
+                "".join(cell["source"]) for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"
+            )
+            assigned = {
+                target.id
+                for node in ast.walk(ast.parse(code))
+                if isinstance(node, ast.Assign)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            }
+            assert not assigned & set(predictions), (path.name, assigned & set(predictions))
+        else:
+            text = path.read_text(errors="replace")
+            assert not [name for name in predictions if name in text], path

@@ -1,6 +1,8 @@
 """Trusted helpers of the 05_decoding tests: small deterministic language models that run HERE, in the
-grader, and are exposed to the student's `beam_search` and `perplexity`, and the exhaustive search that
-beam search is checked against.
+grader, and are exposed to the student's `beam_search` and `perplexity`. They ship with the visible tests,
+so nothing here scores or searches sequences: the visible tests compare with fixed expected values, and the
+hidden tests' references (log-probabilities, sequence scores, greedy and exhaustive search) are in
+decoding_reference.py, which only they load.
 
 `PrefixModel` computes each position's next-token logits from the whole prefix ending there, through a
 rule given as a function of that prefix: a hand-written table (`table_model`, the worked example of the
@@ -11,13 +13,13 @@ plus a different constant per prefix, so code that sums raw logits instead of lo
 sums.
 
 The model checks what student code hands it before any work (int64 ids of shape (batch, positions), ids
-in the vocabulary, at most `block_size` positions, at most MAX_ROWS rows) and counts its calls, so a
-runaway loop is stopped with a sentence the test's feedback repeats.
+in the vocabulary, at most `block_size` positions, at most MAX_ROWS rows) and counts its calls and the
+positions it has run, so a runaway loop is stopped with a sentence the test's feedback repeats, and what
+it remembers of the prefixes it was given (their logits, computed once) stays within MAX_POSITIONS.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import zlib
 from collections.abc import Callable
@@ -29,6 +31,8 @@ from grader.testing import expect_tensor, expose
 
 MAX_ROWS = 4096  # the widest test keeps 3**5 = 243 beams
 MAX_CALLS = 5000  # the slowest correct style (one call per beam and step) needs about 400
+MAX_POSITIONS = 1 << 16  # rows x positions over a test's calls (the solution's widest test runs 208, one call per
+# beam 142); each position run is at most one remembered prefix, a few hundred bytes
 
 # The notebook's worked example: tokens A, B, C (ids 0, 1, 2) after a one-token prompt (id 0). Keys are
 # the tokens generated so far; a prefix not listed gets TABLE_DEFAULT.
@@ -51,6 +55,7 @@ class PrefixModel:
         self.rule = rule
         self.config = SimpleNamespace(vocab_size=vocab_size, block_size=block_size)
         self.calls = 0
+        self.positions = 0  # rows x positions run for student code
         self._memo: dict[tuple[int, ...], torch.Tensor] = {}
 
     def exposed(self):
@@ -74,6 +79,9 @@ class PrefixModel:
             )
         if bool(((idx < 0) | (idx >= self.config.vocab_size)).any()):
             raise ValueError(f"the model was given ids outside its vocabulary 0..{self.config.vocab_size - 1}")
+        self.positions += idx.numel()
+        if self.positions > MAX_POSITIONS:
+            raise ValueError(f"the model was run on more than {MAX_POSITIONS} positions in one test: far more than needed")
         rows = idx.tolist()
         return torch.stack([torch.stack([self.logits(tuple(row[: t + 1])) for t in range(len(row))]) for row in rows])
 
@@ -81,9 +89,6 @@ class PrefixModel:
         if prefix not in self._memo:
             self._memo[prefix] = torch.tensor(self.rule(prefix), dtype=torch.float32)
         return self._memo[prefix]
-
-    def log_probs(self, prefix: tuple[int, ...]) -> torch.Tensor:
-        return torch.log_softmax(self.logits(prefix).double(), dim=-1)
 
 
 def _offset(prefix: tuple[int, ...]) -> float:
@@ -109,43 +114,6 @@ def hashed_model(vocab_size: int, seed: int, scale: float = 1.0, block_size: int
         return (torch.randn(vocab_size, generator=generator, dtype=torch.float64) * scale + _offset(prefix)).tolist()
 
     return PrefixModel(rule, vocab_size=vocab_size, block_size=block_size)
-
-
-def sequence_score(model: PrefixModel, prompt: list[int], new: list[int]) -> float:
-    """The sum of the log-probabilities of `new` after `prompt` (float64)."""
-    ids = list(prompt)
-    total = 0.0
-    for token in new:
-        total += model.log_probs(tuple(ids))[token].item()
-        ids.append(token)
-    return total
-
-
-def every_sequence(vocab_size: int, max_new_tokens: int, eos_id: int | None) -> list[tuple[int, ...]]:
-    """Every sequence beam search may return: full length, or ending at its first `eos_id`."""
-    found = []
-    for length in range(1, max_new_tokens + 1):
-        for tokens in itertools.product(range(vocab_size), repeat=length):
-            ended = eos_id is not None and eos_id in tokens
-            if (ended and tokens.index(eos_id) == length - 1) or (not ended and length == max_new_tokens):
-                found.append(tokens)
-    return found
-
-
-def ranked_sequences(model: PrefixModel, prompt: list[int], max_new_tokens: int, eos_id: int | None = None):
-    """[(score, new tokens)] from the best down, over every sequence beam search may return."""
-    scored = [
-        (sequence_score(model, prompt, list(tokens)), tokens)
-        for tokens in every_sequence(model.config.vocab_size, max_new_tokens, eos_id)
-    ]
-    return sorted(scored, reverse=True)
-
-
-def greedy_continuation(model: PrefixModel, prompt: list[int], max_new_tokens: int) -> list[int]:
-    ids = list(prompt)
-    for _ in range(max_new_tokens):
-        ids.append(int(model.log_probs(tuple(ids)).argmax()))
-    return ids[len(prompt) :]
 
 
 def check_ids(out, prompt: list[int], what: str = "beam_search's result") -> list[int]:

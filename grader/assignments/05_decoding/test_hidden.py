@@ -18,6 +18,7 @@ import torch
 from grader.testing import expect_number, helper_module, points
 
 support = helper_module(__file__, "decoding_support.py")
+ref = helper_module(__file__, "decoding_reference.py")
 A, B, C = support.A, support.B, support.C
 MARGIN = 1e-3
 
@@ -34,7 +35,7 @@ def reference_beam_search(model, prompt, width, max_new_tokens, eos_id=None, win
                 candidates.append((score, new))
                 continue
             context = (tuple(prompt) + new)[-window:] if window else tuple(prompt) + new
-            log_probs = model.log_probs(context).tolist()
+            log_probs = ref.log_probs(model, context).tolist()
             candidates += [(score + lp, (*new, token)) for token, lp in enumerate(log_probs)]
         candidates.sort(reverse=True)
         if len(candidates) > width:
@@ -50,8 +51,8 @@ def _beam(student, model, prompt, width, max_new_tokens, eos_id=None):
 
 def _length_normalised_best(model, prompt, max_new_tokens, eos_id):
     scored = [
-        (support.sequence_score(model, prompt, list(tokens)) / len(tokens), tokens)
-        for tokens in support.every_sequence(model.config.vocab_size, max_new_tokens, eos_id)
+        (ref.sequence_score(model, prompt, list(tokens)) / len(tokens), tokens)
+        for tokens in ref.every_sequence(model.config.vocab_size, max_new_tokens, eos_id)
     ]
     return list(max(scored)[1])
 
@@ -73,7 +74,7 @@ def _diagnosis(found, expected, eos_id=None, length_normalised=None):
 def test_beam_search_exhaustive_with_eos(student, seed):
     """with eos_id and a width covering every sequence, beam_search returns the most likely finished or full one"""
     model = support.hashed_model(vocab_size=4, seed=seed)
-    best = list(support.ranked_sequences(model, [0], 4, eos_id=3)[0][1])
+    best = list(ref.ranked_sequences(model, [0], 4, eos_id=3)[0][1])
     found = _beam(student, model, [0], 4**4, 4, eos_id=3)
     assert found == best, (
         "a width covering every sequence must return the most likely one, either finished (cut right after its "
@@ -86,7 +87,7 @@ def test_beam_search_exhaustive_with_eos(student, seed):
 def test_beam_search_stops_at_eos(student):
     """beam_search with width 1 stops when the greedy token is eos_id, and the result ends with it"""
     model = support.hashed_model(vocab_size=5, seed=1)
-    greedy = support.greedy_continuation(model, [1], 6)
+    greedy = ref.greedy_continuation(model, [1], 6)
     eos_id = greedy[1]  # the second greedy token (not the first): the search must end there, after two new tokens
     found = _beam(student, model, [1], 1, 6, eos_id=eos_id)
     assert found == greedy[:2], (
@@ -111,7 +112,7 @@ def test_beam_search_keeps_the_best_sums(student, width, vocab_size, max_new_tok
     model = support.hashed_model(vocab_size=vocab_size, seed=seed)
     expected = reference_beam_search(model, [2], width, max_new_tokens, eos_id)
     found = _beam(student, model, [2], width, max_new_tokens, eos_id)
-    greedy = support.greedy_continuation(model, [2], max_new_tokens)
+    greedy = ref.greedy_continuation(model, [2], max_new_tokens)
     hint = " Yours returned the greedy sequence: keep several beams, not one." if found == greedy != expected else ""
     assert found == expected, (
         f"after every step keep the {width} candidates (each beam extended by every token"
@@ -279,7 +280,7 @@ def test_perplexity_on_a_model_with_many_tokens(student):
     continuations = [[9, 8, 7, 6, 5], [0, 49], [13, 14, 15, 16]]
     out = student.perplexity(model.exposed(), prompts, continuations)
     expect_number(out, what="perplexity")
-    total = sum(support.sequence_score(model, p, c) for p, c in zip(prompts, continuations))
+    total = sum(ref.sequence_score(model, p, c) for p, c in zip(prompts, continuations))
     expected = math.exp(-total / sum(len(c) for c in continuations))
     assert out == pytest.approx(expected, rel=1e-4), (
         "log_softmax of the float32 logits; the logits at position t predict the token at t + 1"
