@@ -36,9 +36,12 @@ ROOT_VARIABLE = "GRADER_AUTOGRADER_ROOT"
 
 # What grading imports, installed into the autograder's environment besides torch: the notebook loader
 # (nbformat, IPython's syntax cleaner), the test runner (pytest), what a worker preloads (numpy, tqdm,
-# matplotlib) and what the kit's modules that notebooks import need (tokenizers, safetensors). Not the
-# data pipeline (datasets, pyarrow) nor Jupyter: grading never runs them.
-GRADING_PACKAGES = ("numpy", "nbformat", "ipython", "pytest", "tqdm", "matplotlib", "tokenizers", "safetensors")
+# matplotlib), what the kit's modules that notebooks import need (tokenizers, safetensors) and the reader of
+# the assignment's manifest on Pythons before 3.11 (tomli). Not the data pipeline (datasets, pyarrow) nor
+# Jupyter: grading never runs them.
+GRADING_PACKAGES = (
+    "numpy", "nbformat", "ipython", "pytest", "tqdm", "matplotlib", "tokenizers", "safetensors", "tomli",
+)  # fmt: skip
 KIT_DISTRIBUTION = "sampling-course-kit"
 
 SETUP_SH = """#!/usr/bin/env bash
@@ -101,7 +104,7 @@ def setup_script() -> str:
         requirements = metadata.requires(KIT_DISTRIBUTION) or []
     except metadata.PackageNotFoundError:
         requirements = []
-    declared = {_requirement_name(r): r for r in requirements if ";" not in r}
+    declared = {_requirement_name(r): r for r in requirements if "extra ==" not in r}  # markers kept: pip reads them
     missing = [name for name in ("torch", *GRADING_PACKAGES) if name not in declared]
     if missing:
         raise GraderError(

@@ -45,7 +45,7 @@ def test_notebook_table_is_the_graders(sol):
     """The worked example the notebook prints is the model the visible tests grade with."""
     support = helper_module(str(SUPPORT), "decoding_support.py")
     reference = helper_module(str(SUPPORT.with_name("decoding_reference.py")), "decoding_reference.py")
-    notebook_model, grader_model = sol["TableModel"](), support.table_model()
+    notebook_model, grader_model = sol["TableModel"](), support.worked_example()
     for prefix in [(0,), (0, 0), (0, 1), (0, 2), (0, 1, 0), (0, 2, 2), (0, 0, 1), (0, 1, 0, 2)]:
         ids = torch.tensor([prefix])
         ours = torch.log_softmax(notebook_model(ids)[0, -1].double(), -1)

@@ -58,7 +58,7 @@ LATIN1_STUDENT = os.fsdecode(LATIN1_FOLDER)  # how Python names it: caf\udce9_9
 HOSTILE_MESSAGE = "\\ud800 \\x1b[2J boom"  # as the notebook's source writes it: a lone surrogate and an ESC
 HOSTILE_ANSWER = "Because\x1b[2J the bar\u202e moves\x00 here\r\nand over\rwritten."
 ESCAPED_ANSWER = "Because\\x1b[2J the bar\\u202e moves\\x00 here\nand over\\rwritten."
-WHY = {"questions": [{"name": "why", "points": 2, "question": "Why?"}]}
+WHY = 'title = "Example"\nsummary = "an example"\ngraded = ["greedy"]\n\n[[questions]]\nname = "why"\npoints = 2\nquestion = "Why?"\n'
 
 # The students of `class_folder`, in the folder's order: (student, the notebook to grade, or why there is none)
 STUDENTS = [
@@ -397,7 +397,7 @@ def batch_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
     tests = root / "tests" / "00_example"
     shutil.copytree(ASSIGNMENTS / "00_example", tests)
-    (tests / "questions.json").write_text(json.dumps(WHY))
+    (tests / "assignment.toml").write_text(WHY)  # its manifest, with a written question
     folder = class_folder(root)
     roster = root / "roster.csv"
     roster.write_text("student,id,name\nerin,erin@uni.edu,Erin Example\nzoe,zoe@uni.edu,Zoe Absent\n")

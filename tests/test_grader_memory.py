@@ -24,10 +24,9 @@ import torch
 from course.kit import ROOT
 from grader.runner import find_assignment, grade
 from grader.sandbox import Zygote
-from grader.testing import helper_module
+from grader.testing import hashed_model, helper_module
 
 kv = helper_module(ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py", "kv_support.py")
-decoding = helper_module(ROOT / "grader" / "assignments" / "05_decoding" / "decoding_support.py", "decoding_support.py")
 
 HEADROOM = 300 * 2**20  # bytes a hostile notebook may add to the grading process's peak (measured: 246 MB)
 
@@ -86,12 +85,12 @@ def test_the_cache_spy_refuses_more_positions_than_the_context_before_the_attent
 
 
 def test_a_prefix_model_runs_at_most_its_positions_a_test():
-    model = decoding.hashed_model(vocab_size=4, seed=0)
-    rows = decoding.MAX_POSITIONS // 32
-    model(torch.randint(0, 4, (rows, 32)))  # every position a new prefix: the budget, spent at once
-    with pytest.raises(ValueError, match=f"run on more than {decoding.MAX_POSITIONS} positions in one test"):
+    model = hashed_model(vocab_size=4, seed=0)
+    budget = model.limits.positions
+    model(torch.randint(0, 4, (budget // 32, 32)))  # every position a new prefix: the budget, spent at once
+    with pytest.raises(ValueError, match=f"run on more than {budget} positions in one test"):
         model(torch.zeros(1, 1, dtype=torch.long))
-    assert len(model._memo) <= decoding.MAX_POSITIONS
+    assert len(model._memo) <= budget
 
 
 # ---------------------------------------------------------------- through the grader (slow)
