@@ -184,7 +184,10 @@ def assignments(root: Path | None = None) -> list[Assignment]:
     naming no assignment are refused."""
     base = assignments_dir(root)
     found = []
-    for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+    folders = (
+        sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))) if base.is_dir() else []
+    )
+    for folder in folders:
         if (folder / MANIFEST_FILE).is_file() or any(folder.glob("test_*.py")):
             found.append(read_manifest(folder))
     numbers = [a.number for a in found]
@@ -223,15 +226,19 @@ def grading(functions: Sequence[str], root: Path | None = None) -> Assignment:
     return matching[0]
 
 
-def solution_functions(functions: Sequence[str], root: Path | None = None) -> dict[str, Callable]:
-    """The named functions of the solution notebook of the assignment that grades them all (`grading`), through the
-    course's notebook loader: the code students complete and the grader runs."""
+def solution_functions(
+    functions: Sequence[str], also: Sequence[str] = (), root: Path | None = None
+) -> dict[str, Callable]:
+    """The named functions of the solution notebook of the assignment that grades them all (`grading`), and the names
+    in `also` that the notebook gives (code it hands the student), through the course's notebook loader: the code
+    students complete and the grader runs."""
     from course.notebook import load_notebook, require
 
     path = grading(functions, root).solution
+    wanted = [*functions, *also]
     if not path.is_file():
-        raise UserError(f"expected the solution notebook {path}, which defines {', '.join(functions)}")
-    return require(load_notebook(path).namespace, list(functions), where=str(path))
+        raise UserError(f"expected the solution notebook {path}, which defines {', '.join(wanted)}")
+    return require(load_notebook(path).namespace, wanted, where=str(path))
 
 
 def check_reuses(chosen: Sequence[str], root: Path | None = None) -> None:

@@ -1,7 +1,7 @@
 """Grading one notebook: pytest runs the assignment's tests in a trusted process, the notebook's code
 runs in a worker (sandbox.py), and the results come from pytest's own reports.
 
-    results = grade("alice/02_sampling.ipynb", find_assignment("02_sampling"), results_path=Path("results.json"))
+    results = grade("alice/NN_name.ipynb", find_assignment("NN_name"), results_path=Path("results.json"))
 
 The order of events is what makes the results trustworthy:
 1. the notebook is parsed here (course.notebook.extract_code runs nothing);
@@ -91,7 +91,7 @@ def known_assignments(base: Path = ASSIGNMENTS_DIR) -> list[str]:
 
 
 def infer_assignment(notebook: Path, tests_dir=None) -> str:
-    """The assignment a notebook belongs to, from its file name: `02_sampling.ipynb`, `02_sampling-alice.ipynb`."""
+    """The assignment a notebook belongs to, from its file name: `NN_name.ipynb`, `NN_name-alice.ipynb`."""
     base = Path(tests_dir) if tests_dir is not None else ASSIGNMENTS_DIR
     matches = [name for name in known_assignments(base) if notebook.stem.startswith(name)]
     if matches:

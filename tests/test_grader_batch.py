@@ -191,8 +191,8 @@ def test_the_batchs_own_tables_in_the_folder_are_no_students_on_a_rerun(tmp_path
 @pytest.mark.parametrize(
     "name, is_folder, identity",
     [
-        ("smithjohn_123456_7890123_02_sampling.ipynb", False, Identity("smithjohn_123456", "smithjohn", "123456", "canvas")),
-        ("smithjohn_LATE_123456_7890124_02_sampling-1.ipynb", False, Identity("smithjohn_123456", "smithjohn", "123456", "canvas")),
+        ("smithjohn_123456_7890123_07_greedy.ipynb", False, Identity("smithjohn_123456", "smithjohn", "123456", "canvas")),
+        ("smithjohn_LATE_123456_7890124_07_greedy-1.ipynb", False, Identity("smithjohn_123456", "smithjohn", "123456", "canvas")),
         ("John Smith_4242_assignsubmission_file_", True, Identity("John Smith_4242", "John Smith", "4242", "moodle")),
         ("John Smith_4242_assignsubmission_file_02.ipynb", False, Identity("John Smith_4242", "John Smith", "4242", "moodle")),
         ("alice_123", True, Identity("alice_123", "alice_123")),

@@ -21,12 +21,13 @@ import nbformat
 import pytest
 import torch
 
-from course.kit import ROOT
+from course.assignments import grading
 from grader.runner import find_assignment, grade
 from grader.sandbox import Zygote
 from grader.testing import hashed_model, helper_module
 
-kv = helper_module(ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py", "kv_support.py")
+WITH_CACHE = grading(["KVCache"])
+kv = helper_module(WITH_CACHE.folder / "kv_support.py", "kv_support.py")
 
 HEADROOM = 300 * 2**20  # bytes a hostile notebook may add to the grading process's peak (measured: 246 MB)
 
@@ -196,11 +197,11 @@ def _peak_resident_bytes(pid: int) -> int | None:
 def test_a_hostile_notebook_raises_the_grading_process_peak_by_less_than_the_headroom(tmp_path):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(HOSTILE_04)]
-    hostile = tmp_path / "04_kv_cache.ipynb"
+    hostile = tmp_path / f"{WITH_CACHE.name}.ipynb"
     nbformat.write(notebook, hostile)
     with PeakMemory() as zygote:
-        baseline, solved = zygote.peak_of(ROOT / "solutions" / "04_kv_cache.ipynb", "04_kv_cache")
-        peak, attacked = zygote.peak_of(hostile, "04_kv_cache")
+        baseline, solved = zygote.peak_of(WITH_CACHE.solution, WITH_CACHE.name)
+        peak, attacked = zygote.peak_of(hostile, WITH_CACHE.name)
     assert solved["score"] == solved["max_score"] and baseline > 100 * 2**20  # torch is loaded: the reading is real
     assert peak - baseline < HEADROOM, (
         f"the grading process peaked at {peak / 2**20:.0f} MB, {(peak - baseline) / 2**20:.0f} MB above the "
