@@ -16,7 +16,7 @@ The manifest:
     summary = "one line for the kit's tables"
     graded = ["speculative_step"]               # the graded functions and classes, in teaching order
     ship = ["spec_support.py"]                  # helper modules the visible tests load (shipped to students)
-    reuses = ["02_sampling"]                    # earlier assignments whose graded functions the notebook gives
+    reuses = ["NN_earlier"]                     # earlier assignments whose graded functions the notebook gives
                                                 # as stubs or builds on: a release ships it only with them
     [[questions]]                               # written questions, answered in a markdown cell
     name = "when-drafting-pays"                 # `#### Answer: NAME`, graded by a person
@@ -67,7 +67,7 @@ class Question:
 
 @dataclass(frozen=True)
 class Assignment:
-    name: str  # "02_sampling": the folder's name, the notebooks' file stem
+    name: str  # "NN_name": the folder's name, the notebooks' file stem
     folder: Path  # grader/assignments/NN_name
     title: str
     summary: str
@@ -208,7 +208,7 @@ def names(root: Path | None = None) -> list[str]:
 
 
 def find(name: str, root: Path | None = None) -> Assignment:
-    """The assignment called `name` (`02_sampling`, `02_sampling.ipynb` or a path to its notebook)."""
+    """The assignment called `name` (`NN_name`, `NN_name.ipynb` or a path to its notebook)."""
     stem = Path(name).stem
     for one in assignments(root):
         if one.name == stem:

@@ -284,7 +284,13 @@ def register(subparsers) -> None:
         description="Continue WikiText prompts with every decoding strategy and measure them against the human text.",
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (course train --out)")
-    parser.add_argument("--metrics", type=Path, required=True, metavar="NOTEBOOK", help="a notebook that defines " + ", ".join(METRIC_FUNCTIONS))
+    parser.add_argument(
+        "--metrics",
+        type=Path,
+        required=True,
+        metavar="NOTEBOOK",
+        help="a notebook that defines " + ", ".join(METRIC_FUNCTIONS),
+    )
     parser.add_argument("--samples", type=int, default=20, help="prompts per strategy (default 20)")
     parser.add_argument("--length", type=int, default=64, help="new tokens per prompt (default 64)")
     parser.add_argument("--seed", type=int, default=0)

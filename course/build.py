@@ -369,7 +369,9 @@ def build(solutions_dir: Path, assignments_dir: Path, check: bool = False, force
         for name in solutions:
             print(f"stale: {solutions_dir / name} (a common cell differs from its template: `course build` writes it)")
         for path in documents:
-            print(f"stale: {path} (a table of assignments differs from the manifests: `course build` writes it)")
+            print(
+                f"stale: {path.relative_to(kit.ROOT)} (a table of assignments differs from the manifests: `course build` writes it)"
+            )
         for kind, name in found:
             print(CHECK_LINES[kind].format(path=assignments_dir / name))
         if solutions or documents or any(kind != "extra" for kind, _ in found):
@@ -382,7 +384,7 @@ def build(solutions_dir: Path, assignments_dir: Path, check: bool = False, force
         print(f"wrote the common cells of {solutions_dir / name}")
     for path, content in documents.items():
         write_atomically(path, content)
-        print(f"wrote the tables of assignments in {path}")
+        print(f"wrote the tables of assignments in {path.relative_to(kit.ROOT)}")
     written = read_manifest(assignments_dir)
     record = {name: sha256(content) for name, content in planned.items()}  # as the notebooks will be
     assignments_dir.mkdir(parents=True, exist_ok=True)

@@ -299,8 +299,8 @@ def _lines(path: str, content: bytes) -> set[str]:
 
 
 def own_solution_lines(name: str) -> list[list[str]]:
-    """solution_lines(name) without the regions that are another assignment's too: 03_penalties's stubs for the
-    student's own 02_sampling functions hold 02's bodies, which are 02's answers, not 03's."""
+    """solution_lines(name) without the regions that are another assignment's too: the stubs that an assignment gives
+    for the student's own functions of one it reuses hold that one's bodies, which are its answers, not this one's."""
     others = {
         tuple(region)
         for path in sorted((kit.ROOT / "solutions").glob("*.ipynb"))

@@ -140,6 +140,12 @@ def expect_frequencies(draws: torch.Tensor, expected, what: str = "the draws") -
         )
 
 
+def false_failure_bound(checks: int) -> float:
+    """The probability that a correct notebook fails at least one of `checks` frequency checks: at most the sum of
+    each one's (the union bound)."""
+    return checks * FALSE_FAILURE_PER_CHECK
+
+
 def chance_statement(checks_by_file: Mapping[str, int]) -> str:
     """The sentence a report gives about the frequency checks a grading made (test file -> checks), or ''."""
     total = sum(checks_by_file.values())
@@ -149,7 +155,7 @@ def chance_statement(checks_by_file: Mapping[str, int]) -> str:
     return (
         f"Sampled frequencies: {total} checks ({per_file}), each failing a correct sampler with probability at most "
         f"{FALSE_FAILURE_PER_CHECK:g}: a correct notebook loses a point to chance with probability at most "
-        f"{total * FALSE_FAILURE_PER_CHECK:.2g}."
+        f"{false_failure_bound(total):.2g}."
     )
 
 

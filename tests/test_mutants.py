@@ -5,7 +5,8 @@ solutions/NN_name.ipynb as it is now (tests/mutants/patches.py). The fast tests 
 fits the current solution and that every assignment with graded functions has enough mutants. The slow ones grade
 them all (tests/mutants/harness.py): each loses points, a failed hidden test explains itself without showing the
 test's code, and a mutant's `symptom` is what its feedback says. The table of points each mutant lost is printed
-after the results.
+after the results, and the frequency checks each solution's grading made with the chance that a correct notebook
+loses a point to them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 import pytest
 
 from course.assignments import grading
+from grader.results import frequency_checks_by_file
+from grader.testing import FALSE_FAILURE_PER_CHECK, false_failure_bound
 from mutants.harness import ASSIGNMENTS, graded
 from mutants.patches import (
     MINIMUM_PER_ASSIGNMENT,
@@ -159,9 +162,19 @@ def test_feedback_names_the_mistake(assignment):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_solution_full_marks_blank_zero(assignment):
+def test_solution_full_marks_blank_zero(assignment, mutant_table):
     results = graded(assignment)
     solution, blank = results["solution"], results["blank"]
+    checks = frequency_checks_by_file(solution.results)
+    table = mutant_table(
+        "frequency checks made grading each solution (grader.testing.expect_frequencies; each fails a correct "
+        f"sampler with probability at most {FALSE_FAILURE_PER_CHECK:g})",
+        "assignment",
+        "checks per test file",
+        "a correct notebook loses a point to chance with probability at most",
+    )
+    per_file = ", ".join(f"{name} {count}" for name, count in sorted(checks.items())) or "none"
+    table.append((assignment, per_file, f"{false_failure_bound(sum(checks.values())):.2g}"))
     assert solution.max_score > 0
     assert solution.score == solution.max_score, (
         f"solutions/{assignment}.ipynb lost points: {[t['name'] for t in solution.failed]}"
