@@ -5,7 +5,7 @@
 
 As Holtzman et al. 2020 (Table 1) did for GPT-2: prompts are cut from WikiText's validation split, each
 followed by its human continuation; every strategy continues the same prompts; each set of continuations
-(the human one included) is measured by the notebook's own 05_decoding functions, loaded with
+(the human one included) is measured by the notebook's own functions (the decoding assignment's), loaded with
 `course.notebook`: `perplexity` (under the model), `zipf_coefficient`, `repetition`, `distinct_n`, and
 `beam_search` for the beam row. Self-BLEU4 comes from NLTK's `sentence_bleu` with smoothing method 1, as
 in the paper's code: each continuation against all the others. The samplers come from the 02 and 03
@@ -338,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed must be 0 or more, not {args.seed}")
     if args.length < 4:
         raise UserError(f"--length must be at least 4 tokens, not {args.length}")
-    metrics = load_functions(args.metrics, METRIC_FUNCTIONS, "the bake-off measures with them (05_decoding)")
+    metrics = load_functions(args.metrics, METRIC_FUNCTIONS, "the bake-off measures with them")
     model, tokenizer = load_checkpoint(args.checkpoint)
     if model.num_params() < SMALL_MODEL_PARAMETERS:
         torch.set_num_threads(1)  # as `course train` does for tiny: its matrices are too small to share between cores
@@ -406,7 +406,13 @@ def register(subparsers) -> None:
         description="Continue WikiText prompts with every decoding strategy and measure them against the human text.",
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (course train --out)")
-    parser.add_argument("--metrics", type=Path, required=True, metavar="NOTEBOOK", help="a 05_decoding notebook")
+    parser.add_argument(
+        "--metrics",
+        type=Path,
+        required=True,
+        metavar="NOTEBOOK",
+        help="a notebook that defines " + ", ".join(METRIC_FUNCTIONS),
+    )
     parser.add_argument("--samples", type=int, default=20, help="prompts per strategy (default 20)")
     parser.add_argument("--length", type=int, default=64, help="new tokens per prompt (default 64)")
     parser.add_argument("--seed", type=int, default=0)

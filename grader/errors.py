@@ -64,9 +64,7 @@ def student_raised(builtin_name: str, message: str) -> StudentRaised:
         _raised_classes[builtin_name] = type(
             name, (StudentRaised, builtin), {"builtin": builtin, "__module__": __name__}
         )
-    error = _raised_classes[builtin_name].__new__(_raised_classes[builtin_name], message)
-    StudentError.__init__(error, message)
-    return error
+    return _raised_classes[builtin_name](message)  # MemoryError refuses a bare __new__ of a subclass
 
 
 def nearest_builtin(error: BaseException) -> str:

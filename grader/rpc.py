@@ -26,7 +26,10 @@ carry no arguments.
 Objects that are not data cross as handles. The worker hands out a handle for any of its objects
 (the student's KVCache); the trusted side only for objects wrapped with `expose`, which list the
 methods the worker may call and the data attributes it sees. A handle sent back to its owner
-arrives as the owner's own object.
+arrives as the owner's own object. The trusted side keeps what it exposed only as long as the grader
+itself holds it (the call's arguments while the call runs, a test's variables until the test ends):
+what student code makes an exposed model record is released with the test, however long the worker
+keeps the handle, and a later call through that handle fails with a sentence.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import socket
 import time
 import traceback
 import types
+import weakref
 from contextlib import contextmanager
 
 from grader import wire
@@ -54,6 +58,7 @@ from grader.errors import (
 
 MAX_MESSAGE_CHARS = 2000
 MAX_PARAMETER_NAMES = 100
+_NOT_EXPORTED = object()
 
 
 class Endpoint:
@@ -68,6 +73,7 @@ class Endpoint:
         self.codec = wire.Codec(self.export, self.import_handle, self.own)
         self.exported: dict[int, object] = {}  # handle id -> our object the peer may refer to
         self._ids: dict[int, int] = {}  # id(object) -> handle id, so an object keeps one handle
+        self._last_handle = 0  # handle ids are never reused
 
     # ---------------------------------------------------------------- calling the peer
 
@@ -184,14 +190,20 @@ class Endpoint:
     def handle_for(self, obj, **fields) -> dict:
         key = id(obj)
         if key not in self._ids:
-            self._ids[key] = len(self.exported) + 1
-            self.exported[self._ids[key]] = obj
+            self._last_handle += 1
+            self._ids[key] = self._last_handle
+            self.exported[self._last_handle] = obj
         return {"$": "handle", "id": self._ids[key], "type": type(obj).__name__, **fields}
 
     def own(self, handle_id):
-        if type(handle_id) is not int or handle_id not in self.exported:
-            raise wire.WireError(f"no object with handle {handle_id!r} was ever sent")
-        return self.exported[handle_id]
+        found = self.exported.get(handle_id, _NOT_EXPORTED) if type(handle_id) is int else _NOT_EXPORTED
+        if found is not _NOT_EXPORTED:
+            return found
+        if type(handle_id) is int and 0 < handle_id <= self._last_handle:
+            raise wire.WireError(
+                f"the grader's object behind handle {handle_id} is gone: the call that gave it has returned"
+            )
+        raise wire.WireError(f"no object with handle {handle_id!r} was ever sent")
 
     # ---------------------------------------------------------------- subclass hooks
 
@@ -268,6 +280,7 @@ class TrustedEndpoint(Endpoint):
 
     def __init__(self, sock, max_bytes=wire.MAX_MESSAGE_BYTES, describe_crash=lambda: ""):
         super().__init__(sock, max_bytes)
+        self.exported = weakref.WeakValueDictionary()  # what the grader no longer holds is released
         self.deadline = None  # set by the outermost call, obeyed by every nested wait
         self.depth = 0
         self.lost: StudentError | None = None  # once set, every call fails with it
@@ -348,6 +361,8 @@ class TrustedEndpoint(Endpoint):
             return {"$": "yours", "id": value._id}
         if isinstance(value, Exposed):
             attributes = {k: encode(v) for k, v in value.attributes.items()}
+            if id(value) not in self._ids:  # once it is released, its id() may be another object's
+                weakref.finalize(value, self._ids.pop, id(value), None)
             return self.handle_for(value, methods=list(value.methods), attributes=attributes)
         raise TypeError(
             f"a {type(value).__name__} cannot be passed to student code: pass data, tensors, generators, "

@@ -70,7 +70,7 @@ PRELOADED = (
     "abc", "bisect", "collections", "contextlib", "copy", "dataclasses", "enum", "functools", "heapq",
     "itertools", "json", "math", "numbers", "operator", "random", "re", "statistics", "string", "textwrap",
     "time", "typing", "warnings", "numpy", "torch", "torch.nn", "torch.nn.functional", "matplotlib.pyplot",
-    "tqdm", "course.model", "course.notebook", "grader.rpc",
+    "tqdm", "course.model", "course.checkpoint", "course.notebook", "grader.rpc",
 )  # fmt: skip
 
 

@@ -23,12 +23,14 @@ from grader.testing import helper_module
 SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "04_kv_cache.ipynb"
 SUPPORT = ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py"
+REFERENCE = SUPPORT.with_name("kv_reference.py")
 
 PREDICTIONS = 5  # PREDICT_... constants, a point each
 TOTAL_POINTS = 162  # 157 for the code, 5 for the predictions
 
 
-kv = helper_module(SUPPORT, SUPPORT.name)  # the same module object the grader's tests use
+kv = helper_module(SUPPORT, SUPPORT.name)  # the same module objects the grader's tests use
+ref = helper_module(REFERENCE, REFERENCE.name)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def solution():
 def test_solution_matches_the_uncached_reference(solution, batch, prompt_len, new):
     model = kv.small_model(seed=prompt_len)
     ids = kv.prompt(batch, prompt_len, seed=new)
-    expected, _ = kv.reference(model, ids, new)
+    expected, _ = ref.reference(model, ids, new)
     for use_cache in (True, False):
         out = solution["generate"](model, ids, new, use_cache=use_cache)
         assert out.dtype == torch.int64 and out.shape == (batch, prompt_len + new)
@@ -61,7 +63,7 @@ def test_recorder_finds_nothing_wrong_with_the_solution(solution, batch, prompt_
     ids = kv.prompt(batch, prompt_len, seed=4)
     recorder, picker = kv.Recorder(model), kv.Picker(rule)
     out = solution["generate"](recorder, ids, new, next_token=picker)
-    _, steps = kv.reference(model, ids, new, rule)
+    _, steps = ref.reference(model, ids, new, rule)
     assert kv.cached_run_problems(recorder, ids, new, out, picker) == []
     assert kv.logits_problems(picker, steps) == []
     within = [f for f in recorder.forwards if f.max_diff is not None]
@@ -185,7 +187,7 @@ def test_solution_attend_matches_pytorch_attention(solution, batch, heads, new, 
             q, k, v, attn_mask=causal if mask is None else causal & mask[:, None, None, :]
         )
         assert (solution["attend"](q, k, v, mask) - expected).abs().max() <= 1e-5
-        assert kv.attend_problem(solution["attend"](q, k, v, mask), q, k, v, mask) is None
+        assert ref.attend_problem(solution["attend"](q, k, v, mask), q, k, v, mask) is None
 
 
 def test_the_model_runs_a_padded_batch_as_each_row_alone(solution):
@@ -216,30 +218,30 @@ def test_the_model_runs_a_padded_batch_as_each_row_alone(solution):
 
 
 def test_attend_problem_names_each_known_mistake():
-    """Each mistake of kv_support.MISTAKES, computed on inputs where it changes the output, is the one named."""
+    """Each mistake of kv_reference.MISTAKES, computed on inputs where it changes the output, is the one named."""
     q, k, v = kv.attention_inputs(2, 2, 3, 6, 8, seed=3)
     key_mask = torch.tensor([[False, True, True, True, True, True], [True] * 6])
-    for mistake, knobs in kv.MISTAKES:
-        wrong = kv.reference_attention(q, k, v, key_mask, **knobs(8, 3, 6))[0].float()
-        problem = kv.attend_problem(wrong, q, k, v, key_mask)
+    for mistake, knobs in ref.MISTAKES:
+        wrong = ref.reference_attention(q, k, v, key_mask, **knobs(8, 3, 6))[0].float()
+        problem = ref.attend_problem(wrong, q, k, v, key_mask)
         assert problem is not None and problem.endswith(mistake), (mistake, problem)
     padded = torch.tensor([[False, False, False, False, True, True], [True] * 6])  # row 0's query 0 sees no key
-    nan = kv.reference_attention(q, k, v, padded)[0].float()
+    nan = ref.reference_attention(q, k, v, padded)[0].float()
     nan[0, :, 0] = float("nan")
-    assert "NaN for queries that see no key" in kv.attend_problem(nan, q, k, v, padded)
+    assert "NaN for queries that see no key" in ref.attend_problem(nan, q, k, v, padded)
 
 
 def test_cut_at_eos_fills_finished_rows_and_ends_with_the_last():
     ids = torch.tensor([[1, 5, 9, 5, 7], [2, 3, 4, 9, 8]])
-    assert kv.cut_at_eos(ids, 1, 9).tolist() == [[1, 5, 9, 9], [2, 3, 4, 9]]
-    assert kv.cut_at_eos(ids, 1, 5).tolist() == [[1, 5, 5, 5, 5], [2, 3, 4, 9, 8]]  # row 1 never emits 5: no end
+    assert ref.cut_at_eos(ids, 1, 9).tolist() == [[1, 5, 9, 9], [2, 3, 4, 9]]
+    assert ref.cut_at_eos(ids, 1, 5).tolist() == [[1, 5, 5, 5, 5], [2, 3, 4, 9, 8]]  # row 1 never emits 5: no end
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_solution_stops_at_eos(solution, use_cache):
     model = kv.small_model(seed=21)
     ids = kv.prompt(2, 5, seed=21)
-    eos_id, expected = kv.eos_for_every_row(model, ids, 12)
+    eos_id, expected = ref.eos_for_every_row(model, ids, 12)
     assert expected.size(1) < 5 + 12 and (expected[:, -1] == eos_id).all()  # the case stops early, rows apart
     assert not torch.equal(*(expected[row, 5:] == eos_id for row in range(2)))
     out = solution["generate"](model, ids, 12, eos_id=eos_id, use_cache=use_cache)

@@ -10,14 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from course.bakeoff import COLUMNS, PROMPT_TOKENS, STRATEGIES, Sweep, human_windows, last_position_logits
+from course.assignments import grading
+from course.bakeoff import (
+    COLUMNS,
+    METRIC_FUNCTIONS,
+    PROMPT_TOKENS,
+    STRATEGIES,
+    Sweep,
+    human_windows,
+    last_position_logits,
+)
 from course.cli import main
 from course.errors import UserError
 from course.generation import generate
-from course.kit import ROOT
 from course.model import GPT, GPTConfig
 
-SOLUTION = ROOT / "solutions" / "05_decoding.ipynb"
+SOLUTION = grading(METRIC_FUNCTIONS).solution
 
 
 def test_last_position_logits_decodes_the_same_tokens():
@@ -67,7 +75,8 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
 
 
 def test_notebook_without_metric_functions_is_one_line(tmp_path, capsys):
-    code = main(["bakeoff", str(tmp_path), "--metrics", str(ROOT / "solutions" / "02_sampling.ipynb")])
+    sampler = grading(["sample_next"]).solution  # a notebook without the metric functions
+    code = main(["bakeoff", str(tmp_path), "--metrics", str(sampler)])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "`beam_search`" in err and "`zipf_coefficient`" in err, err

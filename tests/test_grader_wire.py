@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import socket
@@ -9,6 +10,7 @@ import struct
 import threading
 import time
 import types
+import weakref
 from enum import IntEnum
 
 import pytest
@@ -16,12 +18,14 @@ import torch
 
 from grader import wire
 from grader.errors import (
+    MATCHED_BUILTINS,
     MissingFunction,
     StudentCrashed,
     StudentError,
     StudentModifiedArgument,
     StudentRaised,
     StudentTimeout,
+    student_raised,
 )
 from grader.rpc import StudentObject, TrustedEndpoint, WorkerEndpoint
 from grader.testing import expect_number, expect_tensor, expose
@@ -69,6 +73,13 @@ def test_non_contiguous_and_grad_tensors_cross_as_plain_data():
     tensor = torch.arange(6.0, requires_grad=True).reshape(2, 3).t()
     out = _roundtrip(tensor)
     assert torch.equal(out, tensor.detach()) and not out.requires_grad and out.is_contiguous()
+
+
+def test_one_element_with_a_stride_crosses():
+    """`logits.topk(2).indices[..., 1]` of one row: contiguous to torch, but its one element is 2 elements apart."""
+    second = torch.tensor([[0.5, 3.0, 2.0]]).topk(2, dim=-1).indices[..., 1]
+    assert second.stride() == (2,)
+    assert _roundtrip(second).tolist() == [2]
 
 
 def test_subclasses_of_plain_types_cross_as_their_plain_value():
@@ -254,8 +265,16 @@ def run_model(model, cache):
     """calls the grader's model, which calls back into the student's cache"""
     return model(torch.ones(2), cache=cache), model.config.width
 
+def keep_model(model, cache):
+    cache.items.append(model)
+    return 0
+
 def call_hidden(model):
     return model.state_dict()
+
+def call_kept_model(cache):
+    """calls the model that an earlier call left in the cache"""
+    return cache.items[0](torch.ones(1), cache=cache)
 
 def divide_in_place(logits, temperature):
     logits /= temperature
@@ -361,6 +380,27 @@ def test_callbacks_nest_in_both_directions(endpoint):
     assert torch.equal(cache[0], torch.full((2,), 2.0))
 
 
+def test_an_exposed_object_is_kept_only_while_the_grader_holds_it(endpoint):
+    """What student code makes an exposed object record goes with the test: the worker keeps the handle (in its
+    Cache), the grader lets go of the object when the test does, and a later call through the handle fails."""
+
+    class Model:
+        def __call__(self, x, cache):
+            return x + len(cache)
+
+    model = expose(Model())
+    released = []
+    weakref.finalize(model, released.append, "model")
+    cache = call(endpoint, "Cache")
+    call(endpoint, "keep_model", model, cache)
+    assert call(endpoint, "call_kept_model", cache).tolist() == [2.0]  # the test holds the model: kept
+    del model
+    gc.collect()
+    assert released == ["model"]
+    with pytest.raises(StudentRaised, match="the grader's object behind handle 1 is gone"):
+        call(endpoint, "call_kept_model", cache)
+
+
 def test_the_worker_can_use_only_what_is_exposed(endpoint):
     model = torch.nn.Linear(2, 2)
     with pytest.raises(AttributeError, match="no attribute 'state_dict'"):
@@ -376,6 +416,13 @@ def test_a_call_past_its_deadline_loses_the_worker(endpoint):
     assert time.monotonic() - started < 1.5
     with pytest.raises(StudentTimeout):  # a lost worker stays lost: the session replaces it
         call(endpoint, "add_one", torch.zeros(1))
+
+
+@pytest.mark.parametrize("builtin", MATCHED_BUILTINS, ids=lambda cls: cls.__name__)
+def test_a_student_exception_becomes_its_builtin(builtin):
+    """MemoryError too: a worker that runs out of memory in a call raises one, and it must reach the test as such."""
+    error = student_raised(builtin.__name__, "add_one raised it")
+    assert isinstance(error, builtin) and isinstance(error, StudentRaised) and str(error) == "add_one raised it"
 
 
 def test_student_errors_are_one_family():

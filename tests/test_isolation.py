@@ -29,6 +29,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course.assignments import assignments
 from course.kit import ROOT
 from grader import isolation
 from grader.errors import GraderError
@@ -171,10 +172,11 @@ def explorer(path: Path, walk_roots: list[str], known_secrets: list[str]) -> Pat
 
 def kit_secrets() -> list[str]:
     """A file of each kind of the checkout's secrets, for the explorer to try by name."""
+    first = assignments()[0]
     candidates = [
-        ROOT / "grader" / "assignments" / "02_sampling" / "test_hidden.py",
-        ROOT / "solutions" / "02_sampling.ipynb",
-        ROOT / "tests" / "mutants" / "02_sampling.toml",
+        first.folder / "test_hidden.py",
+        first.solution,
+        first.folder / "mutants.toml",
         ROOT / ".git" / "HEAD",
         ASSIGNMENT / "test_hidden.py",
     ]

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grader.testing import expect_number, points
+from grader.testing import expect_number, points, seeded
 
 
 def _reference(logits, targets):
@@ -21,7 +21,7 @@ def _reference(logits, targets):
 @points(2)
 def test_mean_nll_batch_dimensions(student):
     """mean_nll accepts any leading dimensions: logits (batch, positions, V) with targets (batch, positions)"""
-    g = torch.Generator().manual_seed(11)
+    g = seeded(11)
     logits = torch.randn(3, 5, 17, generator=g) * 3
     targets = torch.randint(0, 17, (3, 5), generator=g)
     expect_number(
@@ -58,7 +58,7 @@ def test_mean_nll_is_stable_for_extreme_logits(student):
 @points(1)
 def test_mean_nll_half_precision_in_float32(student):
     """float16 logits are converted to float32 before the softmax; the result is still a Python float"""
-    g = torch.Generator().manual_seed(12)
+    g = seeded(12)
     logits = (torch.randn(4, 8, 300, generator=g) * 4).half()
     targets = torch.randint(0, 300, (4, 8), generator=g)
     expect_number(

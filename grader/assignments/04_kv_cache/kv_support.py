@@ -1,7 +1,9 @@
-"""Trusted helpers of the 04_kv_cache tests: the real model wrapped in a recorder, a trusted next_token,
-the uncached reference (the library's own loop), and the checks that turn what was recorded into feedback.
-The student's `attend` (the attention step) is checked as data in, data out, and inside the model, where
-every call is compared with the trusted attention on the same queries, keys and values.
+"""Trusted helpers of the 04_kv_cache tests: the real model wrapped in a recorder, a trusted next_token, and
+the checks that turn what was recorded into feedback. They ship with the visible tests, so nothing here
+computes what a graded function returns: no attention, no decoding loop, no stopping rule. A test judges a
+run by properties the trusted model gives (each forward's logits against the model's own forward without a
+cache, the tokens against what the trusted next_token chose) or against fixed expected values; the hidden
+tests' references (the attention step, decoding without a cache) are in kv_reference.py, which only they load.
 
 How the tests observe decoding where student code cannot rewrite it: the test runs the real course
 model HERE, in the grader, wrapped in a `Recorder` and exposed to the student's `generate`. When the
@@ -28,16 +30,14 @@ from types import SimpleNamespace
 
 import torch
 
-from course.generation import generate
 from course.model import GPT, GPTConfig
 from grader.rpc import StudentObject
-from grader.testing import StudentError, expect_tensor, expose, type_name
+from grader.testing import StudentError, expect_tensor, expose, seeded, type_name
 
 TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (docs/assignments.md); also attend's fp32 outputs
 SMALL = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
 MAX_BATCH = 8  # the tests' prompts have at most 3 rows; a generate never runs more rows than its prompt has
 FORWARDS_PER_CALL_NEEDED = 10  # a generate may call the model this many times the calls it needs, no more
-MAX_NEXT_TOKEN_ELEMENTS = 1 << 16  # the most logits or history ids one next_token call is given (tests need < 1000)
 
 
 def small_model(seed: int = 0, **overrides) -> GPT:
@@ -50,7 +50,7 @@ def small_model(seed: int = 0, **overrides) -> GPT:
 
 
 def prompt(batch: int, positions: int, vocab: int = SMALL["vocab_size"], seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, vocab, (batch, positions), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, vocab, (batch, positions), generator=seeded(seed))
 
 
 def handle_key(cache):
@@ -76,13 +76,17 @@ class Forward:
     attend_problem: str | None = None  # the first attend call that differed from the trusted attention
     position_problem: str | None = None  # per-row positions that do not count each row's tokens from 0
     row_diffs: list[float] | None = None  # with a key mask: each row's largest difference from running it alone
+    full_last: torch.Tensor | None = None  # without a key mask: the last position's logits of the full recomputation
 
 
 class Recorder:
-    """The real model as the student's generate sees it. Use `exposed()` as the `model` argument."""
+    """The real model as the student's generate sees it. Use `exposed()` as the `model` argument.
+    `attend_check(y, q, k, v, key_mask)`, if given, says what is wrong with one output of the student's attend
+    (or None): the first problem of a forward is recorded in its `attend_problem`."""
 
-    def __init__(self, model: GPT):
+    def __init__(self, model: GPT, attend_check=None):
         self.model = model
+        self.attend_check = attend_check
         self.max_forwards: int | None = None  # set by `run_generate` from the number of tokens it asks for
         self.forwards: list[Forward] = []
         self._contexts: dict = {}  # cache key -> ids (batch, n) that went through that cache
@@ -130,8 +134,8 @@ class Recorder:
             positions.clone() if type(positions) is torch.Tensor and positions.numel() <= most else None
         )
         record.key_mask = key_mask.clone() if type(key_mask) is torch.Tensor and key_mask.numel() <= most else None
-        spy = None if cache is None else CacheSpy(cache, record, self._update_methods)
-        attention = None if attend is None else AttendSpy(attend, record)
+        spy = None if cache is None else CacheSpy(cache, record, self._update_methods, self.block_size)
+        attention = None if attend is None else AttendSpy(attend, record, self.attend_check)
         try:
             with torch.no_grad():
                 logits = self.model(idx, cache=spy, attend=attention, positions=positions, key_mask=key_mask)
@@ -198,6 +202,7 @@ class Recorder:
                 with torch.no_grad():
                     full = self.model(context)[:, -T:]
                 record.max_diff = (logits - full).abs().max().item()
+                record.full_last = full[:, -1].clone()
             return
         kept = record.key_mask  # (batch, S), checked by the model
         new_kept = kept[:, -T:]
@@ -229,10 +234,11 @@ class Recorder:
 class CacheSpy:
     """What the real model gets as its cache (a `course.model.KVCacheProtocol`): passes len() and update() on
     to the student's cache, records len(cache) as the model read it, and checks what update returns before
-    the attention uses it."""
+    the attention uses it: two tensors of the new keys' shape but for their positions, of which there are
+    no more than the model's context holds."""
 
-    def __init__(self, cache, record: Forward, methods: dict):
-        self.cache, self.record, self.methods = cache, record, methods
+    def __init__(self, cache, record: Forward, methods: dict, block_size: int):
+        self.cache, self.record, self.methods, self.block_size = cache, record, methods, block_size
 
     def __len__(self):
         n = len(self.cache)
@@ -262,15 +268,21 @@ class CacheSpy:
                     f"({new.size(0)}, {new.size(1)}, positions, {new.size(3)})"
                 )
                 raise ValueError(self.record.error)
+            if got.size(2) > self.block_size:
+                self.record.error = (
+                    f"KVCache.update({layer}, k, v) returned {name} of {got.size(2)} positions, more than the model's "
+                    f"context length {self.block_size}: return the positions cached so far, no more"
+                )
+                raise ValueError(self.record.error)
         return result
 
 
 class AttendSpy:
-    """What the real model gets as its attention step: calls the student's attend, checks what it returns before the
-    model uses it, and records the first call whose output differs from the trusted attention's."""
+    """What the real model gets as its attention step: calls the student's attend, checks the shape and dtype of what
+    it returns before the model uses it, and records the first problem `check` finds (see Recorder)."""
 
-    def __init__(self, attend, record: Forward):
-        self.attend, self.record, self.calls = attend, record, 0
+    def __init__(self, attend, record: Forward, check=None):
+        self.attend, self.record, self.check, self.calls = attend, record, check, 0
 
     def __call__(self, q, k, v, key_mask):
         layer, self.calls = self.calls, self.calls + 1
@@ -278,8 +290,8 @@ class AttendSpy:
         if type(y) is not torch.Tensor or y.shape != q.shape or y.dtype != q.dtype:
             self.record.error = f"attend returned {describe(y)}; it should return {describe(q)}, the shape of q"
             raise ValueError(self.record.error)
-        if self.record.attend_problem is None:
-            problem = attend_problem(y, q, k, v, key_mask)
+        if self.record.attend_problem is None and self.check is not None:
+            problem = self.check(y, q, k, v, key_mask)
             if problem is not None:
                 self.record.attend_problem = (
                     f"in layer {layer} (T = {q.size(2)} new queries, S = {k.size(2)} keys), {problem}"
@@ -290,107 +302,58 @@ class AttendSpy:
 def describe(value) -> str:
     if type(value) is torch.Tensor:
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"a {type_name(value)}"
+    return f"a {value.student_type if isinstance(value, NotIds) else type_name(value)}"
 
 
-# ---------------------------------------------------------------- attention, right and wrong
-
-
-def reference_attention(q, k, v, key_mask=None, *, scale=None, softmax_dim=-1, diagonal=None, key_mask_rule="keep"):
-    """softmax(q k^T / sqrt(head_dim)) v in float64, new query i seeing keys 0 .. S - T + i that key_mask keeps; and
-    which queries see any key at all, (batch, heads, T). The keywords reproduce mistakes (see MISTAKES)."""
-    T, S = q.size(2), k.size(2)
-    scores = q.double() @ k.double().transpose(-2, -1) * (q.size(3) ** -0.5 if scale is None else scale)
-    causal = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T if diagonal is None else diagonal)
-    visible = causal.expand(q.size(0), 1, T, S)
-    if key_mask is not None and key_mask_rule != "ignore":
-        kept = key_mask if key_mask_rule == "keep" else ~key_mask
-        visible = visible & kept[:, None, None, :]
-    weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=softmax_dim).nan_to_num(0.0)
-    return weights @ v.double(), visible.any(dim=-1).expand(q.size(0), q.size(1), T)
-
-
-# (what the output matches, the keywords of reference_attention that reproduce it, given head_dim, T and S)
-MISTAKES = [
-    ("scores not divided by sqrt(head_dim)", lambda d, T, S: dict(scale=1.0)),
-    ("scores divided by head_dim instead of sqrt(head_dim)", lambda d, T, S: dict(scale=1.0 / d)),
-    ("scores multiplied by sqrt(head_dim) instead of divided", lambda d, T, S: dict(scale=d**0.5)),
-    ("a softmax over the queries (dim -2) instead of over the keys (dim -1)", lambda d, T, S: dict(softmax_dim=-2)),
-    (
-        "a causal mask that is not offset by the cached positions: new query i sees keys 0 .. i instead of "
-        "0 .. S - T + i",
-        lambda d, T, S: dict(diagonal=0),
-    ),  # fmt: skip
-    ("no causal mask: the new queries also see the keys after them", lambda d, T, S: dict(diagonal=S)),
-    ("a causal mask one key short: query i does not see its own key", lambda d, T, S: dict(diagonal=S - T - 1)),
-    ("attention that ignores key_mask: the padding is attended", lambda d, T, S: dict(key_mask_rule="ignore")),
-    (
-        "key_mask read the wrong way round: True is a key to keep, False is padding",
-        lambda d, T, S: dict(key_mask_rule="flip"),
-    ),  # fmt: skip
-]
-
-
-def attend_problem(y, q, k, v, key_mask) -> str | None:
-    """What is wrong with attend's output `y` for these inputs, naming the mistake when it is a known one; None when
-    it is right (within TOLERANCE) for every query that sees a key and finite for those that see none."""
-    right, sees = reference_attention(q, k, v, key_mask)
-    finite = torch.isfinite(y).all(dim=-1)
-    if not bool(finite.all()):
-        if bool(finite[sees].all()):
-            return (
-                "attend returned NaN for queries that see no key at all (padding positions): a softmax over scores "
-                "that are all -inf is NaN, and NaN spreads through the next layer (0 x NaN is NaN); give such "
-                "queries a finite output, for example zeros"
-            )
-        return "attend returned NaN or infinity for queries that see keys"
-    if not bool(sees.any()):
-        return None
-    diff = (y.double() - right)[sees].abs().max().item()
-    if diff <= TOLERANCE:
-        return None
-    for mistake, knobs in MISTAKES:
-        wrong = reference_attention(q, k, v, key_mask, **knobs(q.size(3), q.size(2), k.size(2)))[0]
-        if (wrong - right)[sees].abs().max().item() > TOLERANCE and (y.double() - wrong)[sees].abs().max() <= TOLERANCE:
-            return f"attend's output differs from softmax(q k^T / sqrt(head_dim)) v by {diff:.3g}: it matches {mistake}"
-    return (
-        f"attend's output differs from softmax(q k^T / sqrt(head_dim)) v by {diff:.3g} (new query i of T sees the keys "
-        "0 .. S - T + i that key_mask keeps)"
-    )
+# ---------------------------------------------------------------- attention inputs, the trusted next_token
 
 
 def attention_inputs(batch, heads, new, keys, head_dim, seed, dtype=torch.float32):
     """Seeded q (batch, heads, new, head_dim) and k, v (batch, heads, keys, head_dim)."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     q = torch.randn(batch, heads, new, head_dim, generator=g, dtype=dtype)
     k = torch.randn(batch, heads, keys, head_dim, generator=g, dtype=dtype)
     v = torch.randn(batch, heads, keys, head_dim, generator=g, dtype=dtype)
     return q, k, v
 
 
-def check_attend(student, q, k, v, key_mask=None) -> None:
-    """The student's attend on these inputs, checked against the trusted attention; the feedback names the mistake."""
-    y = student.attend(q, k, v, key_mask) if key_mask is not None else student.attend(q, k, v)
+def expect_attention(y, expected: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
+    """attend's output `y` for queries `q` and keys `k` is `expected` (a fixed value), within TOLERANCE."""
     expect_tensor(y, dtype=q.dtype, shape=tuple(q.shape), what="attend's output")
-    problem = attend_problem(y, q, k, v, key_mask)
-    assert problem is None, f"with T = {q.size(2)} new queries after {k.size(2) - q.size(2)} cached keys, {problem}"
+    T, S = q.size(2), k.size(2)
+    wrong = (~((y.double() - expected.double()).abs() <= TOLERANCE)).any(dim=-1).nonzero()  # NaN is wrong too
+    assert not wrong.numel(), (
+        f"with T = {T} new queries after {S - T} cached keys, attend's output differs from the expected one (by more "
+        f"than {TOLERANCE:g}), first for head {int(wrong[0, 1])}'s query {int(wrong[0, 2])}: softmax(q k^T / "
+        "sqrt(head_dim)) v, where new query i sees the keys 0 .. S - T + i"
+    )
 
 
 class Picker:
     """A trusted next_token (`course.generation.NextToken`): records the logits it is given, and the history
-    when it is given one; picks greedily, or the second most likely token.
+    when it is given one; picks greedily, or the second most likely token, or follows a `script` (call i gives
+    every row `script[i]`, the last one once the script is used up), whatever the logits.
 
     `history` is optional: a `generate` written to the earlier one-argument call, `next_token(logits)`,
-    grades exactly as before.
+    grades exactly as before. What it keeps is bounded by what the test asks for (`expect`): at most
+    `max_calls` calls, each with logits no larger than the model's whole output for the test's rows and a
+    history no longer than their ids; of a history that is not a tensor only its type is kept.
     """
 
-    def __init__(self, rule: str = "greedy"):
-        self.rule = rule
+    def __init__(self, rule: str = "greedy", script: list[int] = ()):
+        self.rule, self.script = rule, list(script)
+        self.recorder: Recorder | None = None  # set by `call_decoder`: each call notes the forward before it
+        self.after_forward: list[int] = []  # per call, the index of the last forward run before it
         self.seen: list[torch.Tensor] = []
         self.histories: list = []
         self.chosen: list[torch.Tensor] = []
         self.problem: str | None = None
-        self.max_calls: int | None = None  # set by `call_decoder` from the number of tokens it asks for
+        self.max_calls: int | None = None  # set by `expect`, from the test's rows and tokens
+        self.most: dict[str, int] = {}  # "logits", "a history" -> the most elements one call may be given
+
+    def expect(self, calls: int, logits: int, history: int) -> None:
+        """Bound the calls and, per call, the elements of the logits and of the history."""
+        self.max_calls, self.most = calls, {"logits": logits, "a history": history}
 
     def exposed(self):
         return expose(self)
@@ -403,10 +366,10 @@ class Picker:
             )
             raise ValueError(self.problem)
         if type(logits) is not torch.Tensor:
-            self.problem = self.problem or f"next_token was given a {type(logits).__name__}, not a tensor of logits"
+            self.problem = self.problem or f"next_token was given a {type_name(logits)}, not a tensor of logits"
             raise TypeError(self.problem)
         for what, given in (("logits", logits), ("a history", history)):
-            if type(given) is torch.Tensor and given.numel() > MAX_NEXT_TOKEN_ELEMENTS:
+            if type(given) is torch.Tensor and given.numel() > self.most.get(what, given.numel()):
                 self.problem = self.problem or (
                     f"next_token was given {what} of shape {tuple(given.shape)}, far more than this test's rows need"
                 )
@@ -417,11 +380,24 @@ class Picker:
                 "logits, shape (batch, vocab)"
             )
         self.seen.append(logits.clone())
+        if self.recorder is not None:
+            self.after_forward.append(len(self.recorder.forwards) - 1)
         if history is not None:
-            self.histories.append(history.clone() if type(history) is torch.Tensor else history)
-        chosen = pick(logits, self.rule)
+            self.histories.append(history.clone() if type(history) is torch.Tensor else NotIds(type_name(history)))
+        if self.script:
+            token = self.script[min(len(self.seen), len(self.script)) - 1]
+            chosen = torch.full(logits.shape[:-1], token, dtype=torch.long)
+        else:
+            chosen = pick(logits, self.rule)
         self.chosen.append(chosen)
         return chosen
+
+
+@dataclass(frozen=True)
+class NotIds:
+    """What a Picker keeps of a history that is not a tensor of ids: the name of its type."""
+
+    student_type: str
 
 
 def pick(logits: torch.Tensor, rule: str) -> torch.Tensor:
@@ -430,13 +406,6 @@ def pick(logits: torch.Tensor, rule: str) -> torch.Tensor:
     if rule == "second":
         return logits.topk(2, dim=-1).indices[..., 1]
     raise ValueError(rule)
-
-
-def reference(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, rule: str = "greedy"):
-    """Decoding without a cache, here, by the library's loop: (ids, [logits of each step, (batch, vocab)])."""
-    picker = Picker(rule)
-    ids = generate(model, prompt_ids, max_new_tokens, picker)
-    return ids, picker.seen
 
 
 # ---------------------------------------------------------------- running and checking
@@ -462,7 +431,14 @@ def call_decoder(student, function, recorder, prompts, batch, max_new_tokens, pi
     recorder.max_forwards = FORWARDS_PER_CALL_NEEDED * batch * (max_new_tokens + 1)
     args = [recorder.exposed(), prompts, max_new_tokens]
     if picker is not None:
-        picker.max_calls = recorder.max_forwards
+        picker.recorder = recorder
+        longest = prompts.size(1) if type(prompts) is torch.Tensor else max(map(len, prompts), default=0)
+        c = recorder.model.config
+        picker.expect(
+            calls=recorder.max_forwards,
+            logits=batch * c.block_size * c.vocab_size,  # the model's whole output: a loop that forgot [:, -1]
+            history=batch * (longest + max_new_tokens),
+        )
         kwargs["next_token"] = picker.exposed()
     try:
         out = getattr(student.with_timeout(timeout), function)(*args, **kwargs)
@@ -589,6 +565,59 @@ def logits_problems(picker: Picker, expected_steps: list[torch.Tensor]) -> list[
     return []
 
 
+def expect_cache_used(recorder: Recorder) -> None:
+    """With use_cache=True (the default), generate passes a cache to the model."""
+    assert any(f.with_cache for f in recorder.forwards), (
+        "generate never passed a cache to the model: with use_cache=True (the default), create a KVCache and pass "
+        "it, model(ids, cache=cache)"
+    )
+
+
+def steps_problems(recorder: Recorder, picker: Picker) -> list[str]:
+    """At every step, next_token was given the last position's logits of the forward just run, and they equal the
+    model's own forward without a cache (within TOLERANCE), whenever that forward could be recomputed."""
+    for step, (logits, before) in enumerate(zip(picker.seen, picker.after_forward)):
+        full = recorder.forwards[before].full_last if before >= 0 else None
+        if full is None:
+            continue
+        if logits.shape != full.shape:
+            return [f"at step {step} next_token was given logits of shape {tuple(logits.shape)}, not (batch, vocab) "
+                    f"= {tuple(full.shape)}"]  # fmt: skip
+        diff = (logits.double() - full.double()).abs().max().item()
+        if not diff <= TOLERANCE:
+            return [f"at step {step} the logits given to next_token differ from the model's forward without a cache "
+                    f"by {diff:.3g} (more than {TOLERANCE:g})"]  # fmt: skip
+    return []
+
+
+def tokens_problem(out: torch.Tensor, prompt_ids: torch.Tensor, picker: Picker) -> str | None:
+    """The new tokens of `out` are, in order, what next_token returned."""
+    chosen = [c.reshape(-1) for c in picker.chosen]
+    expected = torch.cat([prompt_ids, *(c[:, None] for c in chosen)], dim=1) if chosen else prompt_ids
+    if out.shape != expected.shape or not torch.equal(out, expected):
+        return "the new tokens are not, in order, the ones next_token returned: append what next_token returns"
+    return None
+
+
+def uncached_run_problems(recorder: Recorder, prompt_ids: torch.Tensor, picker: Picker) -> list[str]:
+    """use_cache=False: every step runs the model, without a cache, on the whole context so far (the prompt and
+    the tokens chosen), cropped to the last block_size tokens."""
+    context = prompt_ids
+    for step, f in enumerate(recorder.forwards):
+        if f.with_cache:
+            return [f"with use_cache=False, step {step} passed a cache to the model"]
+        window = context[:, -recorder.block_size :]
+        if f.ids is None or f.ids.shape != window.shape:
+            return [f"without the cache, step {step} ran the model on {f.positions} positions; it should re-run the "
+                    f"whole context ({context.size(1)} tokens) cropped to the context length ({window.size(1)})"]  # fmt: skip
+        if not torch.equal(f.ids, window):
+            return [f"without the cache, step {step} ran the model on ids that are not the prompt and the tokens "
+                    "chosen so far"]  # fmt: skip
+        if step < len(picker.chosen):
+            context = torch.cat([context, picker.chosen[step].reshape(-1, 1)], dim=1)
+    return []
+
+
 def first_token_difference(out, expected) -> str | None:
     if torch.equal(out, expected):
         return None
@@ -599,7 +628,7 @@ def first_token_difference(out, expected) -> str | None:
 
 def random_kv(shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys and values of `shape` (batch, heads, positions, head_dim), seeded."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     return torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
 
 
@@ -616,34 +645,6 @@ def checked_update(cache, layer: int, k: torch.Tensor, v: torch.Tensor, what: st
 
 
 # ---------------------------------------------------------------- stopping and batches
-
-
-def cut_at_eos(ids: torch.Tensor, prompt_length: int, eos_id: int) -> torch.Tensor:
-    """The eos_id stopping rule applied to decoding that did not stop: after a row's first eos_id its tokens are eos_id,
-    and the result ends where the last row finished (rows of a batch do not see each other, so this is what a
-    generate that stops gives)."""
-    new = ids[:, prompt_length:].clone()
-    ends = []
-    for row in new:
-        hits = (row == eos_id).nonzero()
-        ends.append(int(hits[0]) + 1 if hits.numel() else None)
-        if hits.numel():
-            row[int(hits[0]) :] = eos_id
-    length = new.size(1) if None in ends else max(ends, default=0)
-    return torch.cat([ids[:, :prompt_length], new[:, :length]], dim=1)
-
-
-def reference_rows(model: GPT, prompts, max_new_tokens, eos_id=None, rule="greedy") -> list[list[int]]:
-    """generate_batch's expected result: each prompt decoded alone by the library's loop, cut after its first eos_id."""
-    rows = []
-    for p in prompts:
-        ids, _ = reference(model, torch.tensor([p]), max_new_tokens, rule)
-        row = ids[0].tolist()
-        new = row[len(p) :]
-        if eos_id is not None and eos_id in new:
-            new = new[: new.index(eos_id) + 1]
-        rows.append(row[: len(p)] + new)
-    return rows
 
 
 def check_rows(out, prompts, max_new_tokens) -> list[list[int]]:
@@ -723,29 +724,8 @@ def batch_run_problems(recorder: Recorder, prompts, use_cache: bool = True) -> l
     return found
 
 
-def eos_case(model: GPT, prompt_ids, max_new_tokens, row: int, step: int):
-    """An eos_id that `row` emits first at new token `step` (greedy, no stopping), and the expected result with it."""
-    ids, _ = reference(model, prompt_ids, max_new_tokens)
-    P = prompt_ids.size(1)
-    eos_id = int(ids[row, P + step])
-    assert eos_id not in ids[row, P : P + step].tolist(), "the test's eos case is not the row's first eos"
-    return eos_id, cut_at_eos(ids, P, eos_id)
-
-
-def eos_for_every_row(model: GPT, prompt_ids, max_new_tokens):
-    """An eos_id that every row emits (greedy, no stopping), the one that ends the generation earliest, and the
-    expected result with it."""
-    ids, _ = reference(model, prompt_ids, max_new_tokens)
-    P = prompt_ids.size(1)
-    rows = [row.tolist() for row in ids[:, P:]]
-    common = set(rows[0]).intersection(*rows[1:])
-    assert common, "the test's prompts share no token to stop at"
-    eos_id = min(sorted(common), key=lambda t: max(row.index(t) for row in rows))
-    return eos_id, cut_at_eos(ids, P, eos_id)
-
-
 def expect_stopped(out, expected: torch.Tensor, eos_id: int) -> None:
-    """generate's result with eos_id equals `expected` (cut_at_eos), with feedback that says which rule it broke."""
+    """generate's result with eos_id equals `expected`, with feedback that says which rule it broke."""
     expect_tensor(out, dtype=torch.int64, what="generate's result")
     batch, length = expected.shape
     assert out.dim() == 2 and out.size(0) == batch, f"generate's result should have {batch} rows, not {describe(out)}"
@@ -764,8 +744,30 @@ def expect_stopped(out, expected: torch.Tensor, eos_id: int) -> None:
                 raise AssertionError(f"row {row} differs from decoding without stopping at id {at}, before it finished")
 
 
+def batch_steps_problem(model: GPT, picker: Picker, out) -> str | None:
+    """generate_batch's next_token calls (one row each): the logits given equal the model's own forward on that
+    row's history alone (its last block_size tokens, within TOLERANCE), and the row goes on with the token chosen."""
+    for call, (history, logits, chosen) in enumerate(zip(picker.histories, picker.seen, picker.chosen)):
+        if type(history) is not torch.Tensor or history.dim() != 2 or history.size(0) != 1 or history.size(1) == 0:
+            return None  # batch_history_problem says what is wrong with it
+        ids = history[0].tolist()
+        if not all(0 <= t < model.config.vocab_size for t in ids):
+            return f"next_token was given a history with ids outside the vocabulary 0..{model.config.vocab_size - 1}"
+        with torch.no_grad():
+            alone = model(history[:, -model.config.block_size :])[:, -1]
+        if logits.shape != alone.shape or not (logits.double() - alone.double()).abs().max() <= TOLERANCE:
+            return (f"next_token call {call} was given logits that are not the last position's logits of its row "
+                    "(its own tokens, run alone): give each row its own logits[i : i + 1, -1]")  # fmt: skip
+        row = next((r for r in out if r[: len(ids)] == ids and len(r) > len(ids)), None)
+        if row is not None and row[len(ids)] != int(chosen.reshape(-1)[0]):
+            return "a row's next token is not the one next_token returned for it: append what next_token returns"
+    return None
+
+
 def batch_history_problem(picker: Picker, prompts, out) -> str | None:
     """generate_batch's next_token calls should get, once per unfinished row and step, that row's ids so far."""
+    if picker.problem:
+        return picker.problem
     for history in picker.histories:
         if type(history) is not torch.Tensor or history.dim() != 2:
             return f"next_token was given a history that is {describe(history)}, not ids of shape (1, length)"

@@ -12,6 +12,7 @@ from grader.answers import expect_prediction
 from grader.testing import expect_number, expect_tensor, helper_module, points
 
 kv = helper_module(__file__, "kv_support.py")
+ref = helper_module(__file__, "kv_reference.py")
 
 
 # ---------------------------------------------------------------- KVCache
@@ -79,14 +80,14 @@ def test_cache_drives_a_deeper_model(student):
 def test_generate_past_the_context_length(student):
     """prompt 10 + 20 new tokens with a context length of 16: the same tokens and logits as without a cache"""
     model = kv.small_model(seed=12)
-    recorder = kv.Recorder(model)
+    recorder = ref.recorder(model)
     ids = kv.prompt(1, 10, seed=12)
     picker = kv.Picker()
     out = kv.check_result(kv.run_generate(student, recorder, ids, 20, picker=picker), ids, 20)
-    _, steps = kv.reference(model, ids, 20)
+    _, steps = ref.reference(model, ids, 20)
     problems = kv.cached_run_problems(recorder, ids, 20, out, picker) + kv.logits_problems(picker, steps)
     assert not problems, problems[0]
-    expected, _ = kv.reference(model, ids, 20)
+    expected, _ = ref.reference(model, ids, 20)
     where = kv.first_token_difference(out, expected)
     assert where is None, f"past the context length the tokens differ from decoding without a cache, first at {where}"
 
@@ -96,10 +97,11 @@ def test_generate_prompt_fills_the_context(student):
     """a prompt as long as the context (16), and one longer (20): the same tokens as without a cache"""
     model = kv.small_model(seed=13)
     for length in (16, 20):
-        recorder = kv.Recorder(model)
+        recorder = ref.recorder(model)
         ids = kv.prompt(1, length, seed=13 + length)
         out = kv.check_result(kv.run_generate(student, recorder, ids, 4), ids, 4)
-        expected, _ = kv.reference(model, ids, 4)
+        kv.expect_cache_used(recorder)
+        expected, _ = ref.reference(model, ids, 4)
         where = kv.first_token_difference(out, expected)
         assert where is None, (
             f"with a prompt of {length} tokens (context length 16) the tokens differ from decoding without a cache, "
@@ -111,11 +113,11 @@ def test_generate_prompt_fills_the_context(student):
 def test_generate_batch(student):
     """a batch of 3 prompts: each row's tokens and every step's logits as without a cache"""
     model = kv.small_model(seed=14)
-    recorder = kv.Recorder(model)
+    recorder = ref.recorder(model)
     ids = kv.prompt(3, 6, seed=14)
     picker = kv.Picker()
     out = kv.check_result(kv.run_generate(student, recorder, ids, 8, picker=picker), ids, 8)
-    expected, steps = kv.reference(model, ids, 8)
+    expected, steps = ref.reference(model, ids, 8)
     problems = kv.cached_run_problems(recorder, ids, 8, out, picker) + kv.logits_problems(picker, steps)
     assert not problems, problems[0]
     for row in range(3):
@@ -126,11 +128,12 @@ def test_generate_batch(student):
 def test_generate_uses_next_token(student):
     """generate appends what next_token returns (a next_token that picks the second most likely token)"""
     model = kv.small_model(seed=15)
-    recorder = kv.Recorder(model)
+    recorder = ref.recorder(model)
     ids = kv.prompt(2, 5, seed=15)
     picker = kv.Picker("second")
     out = kv.check_result(kv.run_generate(student, recorder, ids, 6, picker=picker), ids, 6)
-    expected, steps = kv.reference(model, ids, 6, rule="second")
+    kv.expect_cache_used(recorder)
+    expected, steps = ref.reference(model, ids, 6, rule="second")
     assert len(picker.seen) > 0, (
         "generate never called next_token: pick each token with next_token(logits, ids), the last position's logits "
         "and the ids so far"
@@ -144,11 +147,11 @@ def test_generate_uses_next_token(student):
 def test_generate_one_token_prompt(student):
     """a prompt of one token, 12 new: one position per forward, and the logits of every step right"""
     model = kv.small_model(seed=16)
-    recorder = kv.Recorder(model)
+    recorder = ref.recorder(model)
     ids = kv.prompt(1, 1, seed=16)
     picker = kv.Picker()
     out = kv.check_result(kv.run_generate(student, recorder, ids, 12, picker=picker), ids, 12)
-    _, steps = kv.reference(model, ids, 12)
+    _, steps = ref.reference(model, ids, 12)
     problems = kv.cached_run_problems(recorder, ids, 12, out, picker) + kv.logits_problems(picker, steps)
     assert not problems, problems[0]
 
@@ -157,10 +160,10 @@ def test_generate_one_token_prompt(student):
 def test_generate_without_cache_past_the_context(student):
     """use_cache=False past the context length: each step runs the last 16 tokens, and the tokens are right"""
     model = kv.small_model(seed=17)
-    recorder = kv.Recorder(model)
+    recorder = ref.recorder(model)
     ids = kv.prompt(1, 12, seed=17)
     out = kv.check_result(kv.run_generate(student, recorder, ids, 8, use_cache=False), ids, 8)
-    expected, _ = kv.reference(model, ids, 8)
+    expected, _ = ref.reference(model, ids, 8)
     for step, f in enumerate(recorder.forwards):
         assert not f.with_cache, f"with use_cache=False, step {step} passed a cache to the model"
         want = min(12 + step, 16)
@@ -174,7 +177,7 @@ def test_generate_without_cache_past_the_context(student):
 @points(1)
 def test_generate_zero_new_tokens(student):
     """max_new_tokens=0 returns the prompt unchanged"""
-    recorder = kv.Recorder(kv.small_model(seed=18))
+    recorder = ref.recorder(kv.small_model(seed=18))
     ids = kv.prompt(2, 4, seed=18)
     out = kv.check_result(kv.run_generate(student, recorder, ids, 0), ids, 0)
     assert torch.equal(out, ids)
