@@ -98,7 +98,7 @@ def kit_caches() -> dict[str, object]:
     return {
         "tests ListCache": ListCache(),
         "solutions/04 KVCache": solution["KVCache"](),
-        "kv_support CacheSpy": kv.CacheSpy(ListCache(), kv.Forward(index=0), {}),
+        "kv_support CacheSpy": kv.CacheSpy(ListCache(), kv.Forward(index=0), {}, kv.SMALL["block_size"]),
         "lens RecordingCache": lens.RecordingCache(),
         "lens SubstitutingCache": lens.SubstitutingCache(),
         "bench CatCache": bench["CatCache"](),

@@ -68,7 +68,8 @@ def graded(tmp_path_factory) -> dict[str, dict]:
     base = tmp_path_factory.mktemp("kv-mutants")
     new_work_tests = base / "new-work-tests" / "04_kv_cache"
     new_work_tests.mkdir(parents=True)
-    shutil.copy(TESTS / "kv_support.py", new_work_tests)
+    for helper in ("kv_support.py", "kv_reference.py"):
+        shutil.copy(TESTS / helper, new_work_tests)
     shutil.copy(TESTS / "test_hidden_batches.py", new_work_tests / "test_hidden.py")
     return {
         **_grade_batch(base / "all-tests", MUTANTS + CORRECT, None),
