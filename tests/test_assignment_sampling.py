@@ -106,7 +106,7 @@ def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tm
     notebook = _execute(copy, None, monkeypatch)
     text = _stream_text(notebook)
     assert "No trained checkpoint found: train one first" in text
-    assert "source: the course model (" in text  # the shipped distributions, not a stand-in
+    assert "source: a model trained with the kit (" in text  # the shipped distributions, not a stand-in
     assert "is not implemented yet" not in text  # every function is written: no demo was skipped
 
 
