@@ -86,10 +86,12 @@ def test_layers_are_kept_apart(student):
     for layer in range(3):
         k, v = kv.random_kv((1, 2, 1, 4), seed=40 + layer)
         k_all, v_all = kv.checked_update(cache, layer, k, v, f"update of layer {layer}")
-        expect_tensor(k_all, shape=(1, 2, 3, 4), what=f"the keys of layer {layer} after 2 + 1 positions")
-        assert torch.equal(k_all, torch.cat([ks[layer][0], k], dim=2)) and torch.equal(
-            v_all, torch.cat([ks[layer][1], v], dim=2)
-        ), f"update of layer {layer} returned keys or values that are not that layer's own (keep one pair per layer)"
+        own = [torch.cat([ks[layer][0], k], dim=2), torch.cat([ks[layer][1], v], dim=2)]
+        assert all(got.shape == want.shape and torch.equal(got, want) for got, want in zip((k_all, v_all), own)), (
+            f"update of layer {layer} returned keys of shape {tuple(k_all.shape)} and values of shape "
+            f"{tuple(v_all.shape)} that are not that layer's own 2 + 1 positions, (1, 2, 3, 4) each: keep one pair "
+            "of tensors per layer"
+        )
 
 
 @points(6)
