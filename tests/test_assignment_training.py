@@ -138,5 +138,5 @@ def test_solution_scores_full_marks(tmp_path):
 @pytest.mark.slow
 def test_blank_assignment_scores_zero(tmp_path):
     results = _grade(ASSIGNMENT, tmp_path)
-    assert results["score"] == 0 and len(results["tests"]) == 19
+    assert results["score"] == 0 and len(results["tests"]) == 23
     assert all("not implemented yet" in t["output"] for t in results["tests"])

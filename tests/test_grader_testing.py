@@ -171,3 +171,5 @@ def test_expect_raises_names_the_call_and_the_likely_cause():
         check(student_raised("ZeroDivisionError", "f raised ZeroDivisionError: division by zero"))
     with pytest.raises(StudentTimeout):  # a worker that is gone is not a wrong answer to explain
         check(StudentTimeout("f ran past its time limit"))
+    with pytest.raises(NotImplementedError, match="^f is not implemented yet$"):  # nor is a stub
+        check(student_raised("NotImplementedError", "f is not implemented yet"))
