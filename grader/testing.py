@@ -26,6 +26,9 @@ The `student` fixture:
   here, in the grader) and that data. Record what you need in the object and assert after the call:
   an assertion raised inside an exposed method reaches the student's code, which could catch it.
 - `student.with_timeout(30).NAME(...)` for a call that needs more time.
+- `with expect_raises(ValueError, "perplexity(nan)", because="..."):` is `pytest.raises(ValueError)` whose failure
+  names the call that raised nothing (or the student's other exception) and `because`, the likely cause, where
+  pytest says only "DID NOT RAISE".
 - Inputs must not be modified in place (docs/assignments.md): after every call the grader compares each tensor
   argument (nested in lists, tuples, dicts too) bit for bit with what it sent, and a change raises
   StudentModifiedArgument: "apply_temperature modified its argument `logits` in place; it must
@@ -55,11 +58,12 @@ folder, loaded with `helper_module(__file__, "name.py")`):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import sys
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -80,8 +84,8 @@ POINTS_ATTRIBUTE = "grader_points"
 FALSE_FAILURE_PER_CHECK = 1e-9  # the probability that one frequency check fails a correct sampler, at most
 
 __all__ = [
-    "points", "expect_tensor", "expect_number", "expose", "frequency_tolerance", "expect_frequencies", "seeded",
-    "helper_module", "PrefixModel", "table_model", "hashed_model", "FALSE_FAILURE_PER_CHECK", "StudentError",
+    "points", "expect_tensor", "expect_number", "expect_raises", "expose", "frequency_tolerance", "expect_frequencies",
+    "seeded", "helper_module", "PrefixModel", "table_model", "hashed_model", "FALSE_FAILURE_PER_CHECK", "StudentError",
     "StudentRaised", "StudentTimeout", "StudentCrashed", "MissingFunction", "StudentModifiedArgument",
 ]  # fmt: skip
 
@@ -319,6 +323,22 @@ def expect_number(
     if expected is not None and not math.isclose(value, expected, rel_tol=rel, abs_tol=abs):
         raise AssertionError(f"{what} should be {expected:g}, but it is {value:g}")
     return value
+
+
+@contextlib.contextmanager
+def expect_raises(error: type[Exception], what: str, *, because: str) -> Iterator[None]:
+    """The block raises `error` (the student's exception arrives as a StudentRaised of that type). When it raises
+    nothing, or the student's code raises another exception, the failure names the call (`what`) and the likely
+    cause (`because`); a stub (NotImplementedError), a timeout or a crash goes through as it is."""
+    try:
+        yield
+    except error:
+        return
+    except StudentRaised as other:
+        if isinstance(other, NotImplementedError):
+            raise
+        raise AssertionError(f"{what} should raise {error.__name__}, but {other}: {because}") from None
+    raise AssertionError(f"{what} should raise {error.__name__}, but it raised nothing: {because}")
 
 
 class StudentView:

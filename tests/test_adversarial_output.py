@@ -193,7 +193,7 @@ def test_the_recorder_stops_a_model_loop_at_its_limit_and_records_it_once(record
 
 # ---------------------------------------------------------------- 04's exposed model, through the grader
 
-GENERATE_TESTS = 6  # test_visible.py's tests of generate: 33 of the 69 visible points
+GENERATE_TESTS, GENERATE_POINTS = 9, 41  # test_visible.py's tests of generate, of its 79 points
 
 
 @pytest.mark.slow
@@ -225,7 +225,7 @@ def test_a_generate_that_abuses_the_model_fails_fast_with_a_sentence(tmp_path, c
     nbformat.write(solution, path)
     results = grade(path, find_assignment(WITH_CACHE.name, None), visible_only=True)
     failed = [entry["output"] for entry in results["tests"] if entry["status"] == "failed"]
-    assert len(failed) == GENERATE_TESTS and results["score"] == results["max_score"] - 33
+    assert len(failed) == GENERATE_TESTS and results["score"] == results["max_score"] - GENERATE_POINTS
     for output in failed:
         assert re.search(sentence, output), output
         seconds = float(re.search(r"refused after ([\d.]+) s", output).group(1))

@@ -13,7 +13,7 @@ import torch
 
 from course.kit import ROOT
 from course.notebook import load_notebook
-from grader.testing import helper_module
+from grader.testing import hashed_model, helper_module
 
 SOLUTION = ROOT / "solutions" / "05_decoding.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "05_decoding.ipynb"
@@ -65,6 +65,18 @@ def test_beam_search_worked_example_and_eos(sol):
     assert sol["beam_search"](table, prompt, 2, 0).tolist() == [[0]]
     with pytest.raises(ValueError):
         sol["beam_search"](table, prompt, 0, 3)
+
+
+def test_the_visible_beam_tests_expect_what_the_float64_reference_finds():
+    """The fixed sequences the visible tests expect of beam_search are those of the hidden tests' reference (beam
+    search by the rule, in float64, refusing near ties), which the release leaves out."""
+    hidden = helper_module(str(SUPPORT.with_name("test_hidden.py")), "test_hidden.py")
+    support = helper_module(str(SUPPORT), "decoding_support.py")
+    search = hidden.reference_beam_search
+    A, B = support.A, support.B
+    assert search(support.worked_example(), [0], 2, 3, eos_id=B) == [B]
+    assert search(support.worked_example(), [0], 2, 3, eos_id=A) == [A]
+    assert search(hashed_model(vocab_size=3, seed=7, block_size=4), [0, 1, 2], 2, 3, window=4) == [2, 0, 1]
 
 
 def test_metrics_worked_examples(sol):

@@ -24,13 +24,15 @@ SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "04_kv_cache.ipynb"
 SUPPORT = ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py"
 REFERENCE = SUPPORT.with_name("kv_reference.py")
+VISIBLE = SUPPORT.with_name("test_visible.py")
 
 PREDICTIONS = 5  # PREDICT_... constants, a point each
-TOTAL_POINTS = 162  # 157 for the code, 5 for the predictions
+TOTAL_POINTS = 172  # 167 for the code, 5 for the predictions
 
 
 kv = helper_module(SUPPORT, SUPPORT.name)  # the same module objects the grader's tests use
 ref = helper_module(REFERENCE, REFERENCE.name)
+visible = helper_module(VISIBLE, VISIBLE.name)  # for its fixed expectations
 
 
 @pytest.fixture(scope="module")
@@ -295,6 +297,84 @@ def test_batch_checks_name_wrong_masks_positions_and_histories(solution):
     assert "no row's prompt and tokens so far" in kv.batch_history_problem(picker, prompts, rows)
 
 
+def test_the_visible_tests_fixed_tokens_are_decoding_without_a_cache():
+    """The tokens the visible tests expect are what the trusted reference, the library's loop without a cache,
+    gives (the visible tests ship without it)."""
+    expected, _ = ref.reference(kv.small_model(seed=9), kv.prompt(1, 12, seed=9), 8)
+    assert expected[0, 12:].tolist() == visible.PAST_THE_CONTEXT
+    prompts = [row[: len(row) - n] for row, n in zip(visible.BATCH_CUT, (2, 8, 4))]
+    model = kv.small_model(seed=20)
+    assert ref.reference_rows(model, prompts, 8, eos_id=visible.BATCH_EOS_ID) == visible.BATCH_CUT
+    assert visible.BATCH_EOS_ID not in ref.reference_rows(model, prompts[1:2], 8)[0]  # one row runs to the end
+
+
+def test_a_refill_from_a_short_window_is_named(solution):
+    """Past the context length, a cache re-filled from fewer than block_size tokens gives the logits of a shorter
+    context; the check says so at the step it happens."""
+    generate = solution["generate"]
+    model = kv.small_model(seed=9)
+    ids = kv.prompt(1, 12, seed=9)
+    recorder, picker = kv.Recorder(model), kv.Picker()
+    out = generate(recorder, ids, 8, next_token=picker)
+    assert kv.cached_run_problems(recorder, ids, 8, out, picker) == []
+
+    class ShortWindow:  # the model as a loop that re-fills from the last 15 ids sees it
+        config = model.config
+
+        def __call__(self, idx, cache=None, attend=None):
+            if cache is not None and len(cache) == 0 and idx.size(1) == 16:
+                idx = idx[:, 1:]
+            return recorder(idx, cache=cache, attend=attend)
+
+    recorder, picker = kv.Recorder(model), kv.Picker()
+    out = generate(ShortWindow(), ids, 8, next_token=picker)
+    problems = kv.cached_run_problems(recorder, ids, 8, out, picker)
+    assert problems and problems[0].startswith("past the context length, step 5 re-filled the cache from the last 15")
+
+
+def test_stopping_names_its_premise_before_its_symptom(solution):
+    """A scripted next_token gives each row its own tokens; when a run did not follow them, or its logits already
+    differ from decoding without a cache, the stopping check says that instead of what it did to the stopping."""
+    generate, KVCache = solution["generate"], solution["KVCache"]
+    model = kv.small_model(seed=11)
+    ids = kv.prompt(2, 3, seed=11)
+    script = [[9, 21], [40, 21], [7, 5], [7, 40], [7, 8]]
+    expected = torch.cat([ids, torch.tensor([[9, 40, 40, 40], [21, 21, 5, 40]])], dim=1)
+    recorder, picker = kv.Recorder(model), kv.Picker(script=script)
+    out = generate(recorder, ids, 6, next_token=picker, eos_id=40)
+    assert kv.script_premise(out, ids, picker, 40) is None and kv.logits_premise(recorder) is None
+    kv.expect_stopped(out, expected, 40, kv.script_premise(out, ids, picker, 40))
+
+    greedy = generate(model, ids, 6)  # a loop that ignores next_token: its tokens are greedy's
+    picker = kv.Picker(script=script)
+    picker(torch.zeros(2, 64))
+    assert "row 0's new token 0 is not the one next_token returned" in kv.script_premise(greedy, ids, picker, 40)
+    with pytest.raises(AssertionError, match="^stopping cannot be judged yet: generate never called next_token"):
+        kv.expect_stopped(greedy, expected, 40, kv.script_premise(greedy, ids, kv.Picker(script=script), 40))
+    with pytest.raises(ValueError, match="this test's prompt has 2 rows"):
+        kv.Picker(script=script)(torch.zeros(1, 64))
+
+    class ForgetfulCache(KVCache):  # keeps only the newest position: the logits differ from the second step on
+        def update(self, layer, k, v):
+            super().update(layer, k, v)
+            return k, v
+
+    namespace = generate.__globals__
+    saved, namespace["KVCache"] = namespace["KVCache"], ForgetfulCache
+    model, ids = kv.small_model(seed=21), kv.prompt(2, 5, seed=21)  # the rows stop after several steps
+    eos_id, stops = ref.eos_for_every_row(model, ids, 12)
+    try:
+        recorder = kv.Recorder(model)
+        out = generate(recorder, ids, 12, eos_id=eos_id)
+    finally:
+        namespace["KVCache"] = saved
+    premise = kv.logits_premise(recorder)
+    assert premise.startswith("at step 1 the logits computed with your cache differ"), premise
+    assert not torch.equal(out, stops)
+    with pytest.raises(AssertionError, match="^stopping cannot be judged yet: at step 1 the logits"):
+        kv.expect_stopped(out, stops, eos_id, premise)
+
+
 # ---------------------------------------------------------------- real grading (slow)
 
 
@@ -333,13 +413,14 @@ def test_solution_scores_full_marks(tmp_path):
 
 # the solution's generate as written before next_token took the history: next_token(logits)
 ONE_ARGUMENT_CALL = ("next_token(logits[:, -1, :], ids)", "next_token(logits[:, -1, :])")
-HISTORY_TEST = (
-    "with the cache and past the context length, next_token(logits, history) gets the prompt and every token so far"
-)
+HISTORY_TESTS = [
+    "next_token(logits, history) gets the ids so far: the prompt and every token chosen before this one",
+    "with the cache and past the context length, next_token(logits, history) gets the prompt and every token so far",
+]
 
 
 @pytest.mark.slow
-def test_generate_written_to_the_one_argument_call_loses_only_the_history_test(tmp_path):
+def test_generate_written_to_the_one_argument_call_loses_only_the_history_tests(tmp_path):
     notebook = nbformat.read(SOLUTION, as_version=4)
     old, new = ONE_ARGUMENT_CALL
     cells = [cell for cell in notebook.cells if old in cell.source]
@@ -349,8 +430,8 @@ def test_generate_written_to_the_one_argument_call_loses_only_the_history_test(t
     nbformat.write(notebook, path)
     results, total = _grade(path, tmp_path)
     lost = [t for t in results["tests"] if t["score"] < t["max_score"]]
-    assert total == TOTAL_POINTS and [t["name"] for t in lost] == [HISTORY_TEST], lost
-    assert "history" in lost[0]["output"]
+    assert total == TOTAL_POINTS and [t["name"] for t in lost] == HISTORY_TESTS, lost
+    assert all("history" in test["output"] for test in lost)
 
 
 @pytest.mark.slow

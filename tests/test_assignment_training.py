@@ -110,7 +110,7 @@ def test_solution_notebook_runs_top_to_bottom(tmp_path, monkeypatch, wikitext2_d
     assert float(ours.split(":")[1]) == pytest.approx(float(theirs.split(";")[0]), rel=1e-3)
     # the visible tests, run by the notebook's own check cell, all pass
     check = notebook.cells[-1].outputs
-    assert any(o.get("data", {}).get("text/plain") == "01_training: 8/8 visible points" for o in check), check
+    assert any(o.get("data", {}).get("text/plain") == "01_training: 12/12 visible points" for o in check), check
 
 
 def _grade(notebook: Path, tmp_path: Path) -> dict:
@@ -131,12 +131,12 @@ def test_solution_scores_full_marks(tmp_path):
     results = _grade(SOLUTION, tmp_path)
     failed = [f"{t['name']}: {t['output']}" for t in results["tests"] if t["score"] < t["max_score"]]
     assert not failed
-    assert results["score"] == sum(t["max_score"] for t in results["tests"]) == 20
+    assert results["score"] == sum(t["max_score"] for t in results["tests"]) == 24
     assert {t["visibility"] for t in results["tests"]} == {"visible", "after_published"}
 
 
 @pytest.mark.slow
 def test_blank_assignment_scores_zero(tmp_path):
     results = _grade(ASSIGNMENT, tmp_path)
-    assert results["score"] == 0 and len(results["tests"]) == 19
+    assert results["score"] == 0 and len(results["tests"]) == 23
     assert all("not implemented yet" in t["output"] for t in results["tests"])

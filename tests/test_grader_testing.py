@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from grader import testing
+from grader.errors import StudentTimeout, student_raised
 from grader.results import frequency_checks_by_file, report
 from grader.runner import grade
 from grader.testing import (
@@ -18,6 +19,7 @@ from grader.testing import (
     PrefixModel,
     chance_statement,
     expect_frequencies,
+    expect_raises,
     frequency_checks_made,
     frequency_tolerance,
     hashed_model,
@@ -152,3 +154,22 @@ def test_only_the_shared_helpers_are_the_assignments_own():
         text = path.read_text()
         assert "torch.Generator().manual_seed" not in text and "frequency_tolerance(" not in text, path
         assert "class PrefixModel" not in text, path
+
+
+def test_expect_raises_names_the_call_and_the_likely_cause():
+    def check(error):
+        """expect_raises(ValueError) around code that raises `error` (None: raises nothing)."""
+        with expect_raises(ValueError, "f(0)", because="check it"):
+            if error is not None:
+                raise error
+
+    check(student_raised("ValueError", "f raised ValueError: 0 is not allowed"))
+    with pytest.raises(AssertionError, match=r"^f\(0\) should raise ValueError, but it raised nothing: check it$"):
+        check(None)
+    other = r"^f\(0\) should raise ValueError, but f raised ZeroDivisionError: division by zero: check it$"
+    with pytest.raises(AssertionError, match=other):
+        check(student_raised("ZeroDivisionError", "f raised ZeroDivisionError: division by zero"))
+    with pytest.raises(StudentTimeout):  # a worker that is gone is not a wrong answer to explain
+        check(StudentTimeout("f ran past its time limit"))
+    with pytest.raises(NotImplementedError, match="^f is not implemented yet$"):  # nor is a stub
+        check(student_raised("NotImplementedError", "f is not implemented yet"))

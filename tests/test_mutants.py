@@ -4,9 +4,10 @@ A mutant is the solution notebook with one mistake: a patch of grader/assignment
 solutions/NN_name.ipynb as it is now (tests/mutants/patches.py). The fast tests check that every patch still
 fits the current solution and that every assignment with graded functions has enough mutants. The slow ones grade
 them all (tests/mutants/harness.py): each loses points, a failed hidden test explains itself without showing the
-test's code, and a mutant's `symptom` is what its feedback says. The table of points each mutant lost is printed
-after the results, and the frequency checks each solution's grading made with the chance that a correct notebook
-loses a point to them.
+test's code, and a mutant's `symptom` is what its feedback says. Every mutant also fails a visible test: the
+self-check (`grader check`) runs those, and a mistake that only hidden tests catch passes the self-check while the
+grade fails it. The table of points each mutant lost is printed after the results, and the frequency checks each
+solution's grading made with the chance that a correct notebook loses a point to them.
 """
 
 from __future__ import annotations
@@ -121,14 +122,37 @@ def test_a_mutant_file_with_a_typo_is_refused(tmp_path, table, refusal):
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_every_mutant_loses_points(assignment, mutant_table):
     results = graded(assignment)
-    table = mutant_table(f"{assignment}: points each mutant lost", "mutant", "lost", "failing tests", "what is wrong")
+    table = mutant_table(
+        f"{assignment}: points each mutant lost", "mutant", "lost", "failing tests (visible)", "what is wrong"
+    )
     escaped = []
     for name, mutant in mutants(assignment).items():
         g = results[f"mutant-{name}"]
-        table.append((name, f"{g.max_score - g.score:g}/{g.max_score:g}", str(len(g.failed)), mutant.wrong))
+        failed = f"{len(g.failed)} ({len(_visible(g.failed))})"
+        table.append((name, f"{g.max_score - g.score:g}/{g.max_score:g}", failed, mutant.wrong))
         if g.score >= g.max_score:
             escaped.append(name)
     assert not escaped, f"mutants of {assignment} that scored full marks: {escaped}"
+
+
+def _visible(tests: list[dict]) -> list[dict]:
+    return [test for test in tests if test["visibility"] == "visible"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_the_self_check_fails_every_mutant(assignment):
+    """Every rule a notebook states has a visible test: a mutant that loses points only in hidden tests passes the
+    student's self-check, which then says nothing of a mistake the grade will find."""
+    caught_only_hidden = {}
+    for name in mutants(assignment):
+        failed = graded(assignment)[f"mutant-{name}"].failed
+        if failed and not _visible(failed):
+            caught_only_hidden[name] = [test["name"] for test in failed]
+    assert not caught_only_hidden, (
+        f"mutants of {assignment} that pass every visible test (add a visible test of the rule each breaks): "
+        + "; ".join(f"{name}, caught only by the hidden {tests}" for name, tests in caught_only_hidden.items())
+    )
 
 
 @pytest.mark.slow

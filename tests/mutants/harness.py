@@ -4,7 +4,8 @@ The notebooks of an assignment: the solution, the blank student notebook, every 
 mutants.toml (the solution with one mistake, patches.py), every correct implementation in
 another style and a notebook written before the assignment grew (tests/mutants/styles.py). One batch grades
 those that all the assignment's tests grade, and one more batch each test file that alone grades some
-mutants (their `graded_by`). The mutation and style tests read the same results, so each notebook is
+mutants (their `graded_by`), with the visible tests beside it, so that every mutant is also graded by what a
+student's self-check runs. The mutation and style tests read the same results, so each notebook is
 graded once.
 """
 
@@ -25,6 +26,8 @@ import nbformat
 
 from course.assignments import find
 from course.kit import ROOT
+from grader.results import VISIBLE_FILE
+from grader.runner import HIDDEN_FILE
 from mutants.patches import apply, assignments_with_mutants, mutants, solution_notebook
 
 ASSIGNMENTS = assignments_with_mutants()
@@ -72,10 +75,15 @@ def _planned_notebooks(assignment: str) -> dict[str | None, dict[str, nbformat.N
 
 
 def _tests_with_only(assignment: str, test_file: str, folder: Path) -> Path:
-    """A copy of the assignment's tests folder whose one test file is `test_file`, as its hidden tests."""
+    """A copy of the assignment's tests folder whose test files are the visible tests and `test_file`, as its
+    hidden tests."""
     tests, kit_tests = folder / assignment, find(assignment).folder
-    shutil.copytree(kit_tests, tests, ignore=lambda _, names: [n for n in names if n.startswith("test_")])
-    shutil.copy(kit_tests / test_file, tests / "test_hidden.py")  # the grader runs test_visible/test_hidden
+    kept = {VISIBLE_FILE, test_file}
+    shutil.copytree(
+        kit_tests, tests, ignore=lambda _, names: [n for n in names if n.startswith("test_") and n not in kept]
+    )
+    if test_file != VISIBLE_FILE:
+        (tests / test_file).rename(tests / HIDDEN_FILE)  # the grader runs test_visible.py and test_hidden.py
     return folder
 
 

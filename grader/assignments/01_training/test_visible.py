@@ -1,8 +1,9 @@
 """Visible tests of 01_training: shipped with the assignment, run by `grader check("01_training")`.
 
-Small inputs you can check by hand. The hidden tests check the same rules (the notebook's section 3) on
-other inputs: batch dimensions, float16 logits, extreme logits, tensors as inputs, large counts, bad arguments.
-Tolerances: results within 1e-6 relative of the exact value (1e-5 where the input is a float32 tensor).
+Small inputs you can check by hand, one test for each rule of the notebook's section 3. The hidden tests check
+the same rules on other inputs: batch dimensions, float16 logits, other extreme logits, tensors as inputs, large
+counts, other bad arguments. Tolerances: results within 1e-6 relative of the exact value (1e-5 where the input is a
+float32 tensor).
 """
 
 import math
@@ -10,7 +11,7 @@ import math
 import pytest
 import torch
 
-from grader.testing import expect_number, points
+from grader.testing import expect_number, expect_raises, points
 
 # ---------------------------------------------------------------- mean_nll
 
@@ -44,6 +45,30 @@ def test_mean_nll_averages_positions(student):
     )
 
 
+@points(1)
+def test_mean_nll_stays_finite_where_a_probability_underflows(student):
+    """mean_nll is exact where the target's probability, about e^-120, is 0 in float32 (log_softmax, not log(softmax))"""
+    out = student.mean_nll(torch.tensor([[0.0, -120.0]]), torch.tensor([1]))
+    expect_number(out, what="mean_nll([[0, -120]], [1])")
+    cause = ": log(softmax(...)) gives inf here, as e^-120 rounds to 0 in float32; use torch.log_softmax"
+    assert math.isclose(out, 120.0, rel_tol=1e-6), (
+        f"mean_nll([[0, -120]], [1]) should be 120 + log(1 + e^-120) = 120.0 (within 1e-6 relative), but it is "
+        f"{out:g}" + (cause if math.isinf(out) else "")
+    )
+
+
+@points(1)
+def test_mean_nll_refuses_targets_of_the_wrong_shape(student):
+    """targets whose shape is not logits.shape[:-1] raise ValueError"""
+    with expect_raises(
+        ValueError,
+        "mean_nll of logits (2, 4, 5) with targets (8,)",
+        because="the targets must have the shape logits.shape[:-1], (2, 4) here; compare the shapes before flattening "
+        "anything",
+    ):
+        student.mean_nll(torch.zeros(2, 4, 5), torch.zeros(8, dtype=torch.int64))
+
+
 # ---------------------------------------------------------------- perplexity
 
 
@@ -66,6 +91,17 @@ def test_perplexity_negative_raises(student):
         student.perplexity(-0.5)
 
 
+@points(1)
+def test_perplexity_of_a_nan_loss_raises(student):
+    """a NaN mean NLL (a 0-d tensor, as a diverged loss is) raises ValueError"""
+    with expect_raises(
+        ValueError,
+        "perplexity(torch.tensor(nan))",
+        because="every comparison with NaN is False, so `value < 0` lets NaN through; refuse what is not `>= 0`",
+    ):
+        student.perplexity(torch.tensor(float("nan")))
+
+
 # ---------------------------------------------------------------- perplexity_per_word
 
 
@@ -81,3 +117,15 @@ def test_per_word_equals_per_token_when_counts_match(student):
     """with as many words as tokens, the per-word perplexity is the per-token one"""
     out = student.perplexity_per_word(2.5, 1000, 1000)
     expect_number(out, math.exp(2.5), rel=1e-6, what="perplexity_per_word(2.5, 1000, 1000)")
+
+
+@points(1)
+def test_per_word_refuses_counts_below_one(student):
+    """a count of 0 tokens or 0 words raises ValueError"""
+    for tokens, words in ((0, 4), (4, 0)):
+        with expect_raises(
+            ValueError,
+            f"perplexity_per_word(1.0, {tokens}, {words})",
+            because="check that both counts are at least 1 before using them",
+        ):
+            student.perplexity_per_word(1.0, tokens, words)

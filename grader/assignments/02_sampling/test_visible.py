@@ -1,13 +1,15 @@
 """Visible tests of 02_sampling: shipped with the assignment, run by `grader check("02_sampling")`.
 
-They use small inputs you can check by hand. The hidden tests check the same rules (the notebook's) on
-other inputs: batch dimensions, ties, -inf, float16/bfloat16, untouched inputs, seeded generators.
+They use small inputs you can check by hand, one test at least for each rule of the notebook. The hidden tests
+check the same rules on other inputs: larger batches, ties, -inf, other float16/bfloat16 boundaries, untouched
+inputs, seeded generators. Where a float16/bfloat16 case sits near a boundary, the float32 result keeps a margin
+of at least 1e-4 from it, a thousand times float32's rounding.
 """
 
 import pytest
 import torch
 
-from grader.testing import expect_frequencies, expect_tensor, points, seeded
+from grader.testing import StudentRaised, expect_frequencies, expect_tensor, points, seeded
 
 INF = float("-inf")
 
@@ -115,6 +117,21 @@ def test_top_k_invalid_k_raises(student):
         student.top_k_filter(torch.tensor([1.0, 2.0]), 0)
 
 
+@points(1)
+def test_top_k_larger_than_the_vocabulary_keeps_everything(student):
+    """k larger than the vocabulary keeps every token"""
+    logits = torch.tensor([1.0, 3.0, 2.0])
+    try:
+        out = student.top_k_filter(logits, 5)
+    except StudentRaised as error:
+        raise AssertionError(
+            f"top_k_filter(3 logits, k=5) failed ({error}): torch.topk refuses a k larger than the row; "
+            "k >= the vocabulary size keeps every token"
+        ) from None
+    expect_tensor(out, dtype=torch.float32, shape=(3,))
+    assert out.tolist() == logits.tolist(), f"k=5 on 3 tokens must keep them all unchanged; got {out.tolist()}"
+
+
 # ---------------------------------------------------------------- top-p
 
 
@@ -158,6 +175,39 @@ def test_top_p_one_keeps_every_token_of_a_large_vocabulary(student):
 
 
 @points(1)
+def test_top_p_ranks_the_tokens_by_probability(student):
+    """top_p_filter adds up the probabilities from the most likely token down, whatever the tokens' order"""
+    logits = torch.log(torch.tensor([0.05, 0.15, 0.3, 0.5]))
+    out = student.top_p_filter(logits, 0.7)
+    expect_tensor(out, dtype=torch.float32, shape=(4,))
+    kept = torch.isfinite(out).tolist()
+    assert kept == [False, False, True, True], (
+        f"probabilities [0.05, 0.15, 0.3, 0.5], p=0.7: ranked from the most likely, the mass above token 2 is 0.5 "
+        f"< 0.7 and above token 1 is 0.8, so tokens 2 and 3 are kept; kept mask was {kept}"
+        + (": sort the probabilities before the cumulative sum" if all(kept) else "")
+    )
+
+
+@points(1)
+def test_top_p_decides_in_float32_for_bfloat16_logits(student):
+    """top_p_filter on bfloat16 logits computes the softmax and the cumulative sum in float32"""
+    # float32 probabilities of the sorted tokens 2, 0, 3, 1: their running sums are 0.80019, 0.92290, 0.98859
+    logits = torch.tensor([1.125, -1.25, 3.0, 0.5], dtype=torch.bfloat16)
+    out = student.top_p_filter(logits, 0.923)
+    expect_tensor(out, dtype=torch.bfloat16, shape=(4,))
+    kept = torch.isfinite(out).tolist()
+    rounded = (
+        ". A softmax or a cumulative sum in bfloat16 rounds that margin away: compute them in float32 "
+        "(logits.float()), and return the logits in their dtype"
+    )
+    assert kept == [True, False, True, True], (
+        "bfloat16 logits [1.125, -1.25, 3.0, 0.5], p = 0.923: in float32 the two most likely tokens hold 0.92290, "
+        f"just under p, so the third (token 3) is kept too; kept mask was {kept}"
+        + (rounded if kept == [True, False, True, False] else "")
+    )
+
+
+@points(1)
 def test_top_p_invalid_p_raises(student):
     """p = 0 raises ValueError"""
     with pytest.raises(ValueError):
@@ -179,6 +229,64 @@ def test_min_p_keeps_tokens_above_the_bar(student):
         f"are kept, the others removed; kept mask was {kept}"
     )
     torch.testing.assert_close(out[1:3], logits[1:3], msg="kept tokens must keep their original logits")
+
+
+@points(1)
+def test_min_p_bar_is_a_fraction_of_the_largest_probability(student):
+    """min_p_filter's bar is min_p times the largest probability, not min_p itself"""
+    logits = torch.log(torch.tensor([0.2, 0.4, 0.3, 0.1]))
+    out = student.min_p_filter(logits, 0.4)
+    expect_tensor(out, dtype=torch.float32, shape=(4,))
+    kept = torch.isfinite(out).tolist()
+    assert kept == [True, True, True, False], (
+        f"probabilities [0.2, 0.4, 0.3, 0.1], min_p=0.4: the bar is 0.4 * 0.4 = 0.16, so only token 3 is removed; "
+        f"kept mask was {kept}" + (" (that is a bar of min_p itself, 0.4)" if kept[0] is False and kept[1] else "")
+    )
+
+
+@points(1)
+def test_min_p_one_keeps_the_most_likely_token(student):
+    """min_p = 1 keeps the most likely token: it always clears its own bar"""
+    out = student.min_p_filter(torch.tensor([0.5, 2.0, 1.0]), 1.0)
+    expect_tensor(out, dtype=torch.float32, shape=(3,))
+    kept = torch.isfinite(out).tolist()
+    assert kept == [False, True, False], (
+        f"with min_p = 1 the bar is the largest probability itself, and token 1 has it: keep the tokens whose "
+        f"probability is >= the bar (not >); kept mask was {kept}"
+    )
+
+
+@points(1)
+def test_min_p_one_bar_per_row(student):
+    """in a batch, each row's bar is min_p times that row's own largest probability"""
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.3, 0.3]]))
+    out = student.min_p_filter(logits, 0.5)
+    expect_tensor(out, dtype=torch.float32, shape=(2, 3))
+    kept = torch.isfinite(out).tolist()
+    assert kept == [[True, False, False], [True, True, True]], (
+        f"rows [0.7, 0.2, 0.1] and [0.4, 0.3, 0.3], min_p=0.5: row 0's bar is 0.35, row 1's is 0.2, so row 1 keeps "
+        f"all three tokens; kept masks were {kept}"
+        + (": take the largest probability of each row (over the last dimension)" if kept[1] == kept[0] else "")
+    )
+
+
+@points(1)
+def test_min_p_decides_in_float32_for_bfloat16_logits(student):
+    """min_p_filter on bfloat16 logits computes the probabilities in float32"""
+    # float32 ratios to the top probability: 0.12714, 0.82903, 0.28651, 1
+    logits = torch.tensor([-1.0625, 0.8125, -0.25, 1.0], dtype=torch.bfloat16)
+    out = student.min_p_filter(logits, 0.2867)
+    expect_tensor(out, dtype=torch.bfloat16, shape=(4,))
+    kept = torch.isfinite(out).tolist()
+    rounded = (
+        ". A bfloat16 softmax rounds that margin away: compute the probabilities in float32 (logits.float()), and "
+        "return the logits in their dtype"
+    )
+    assert kept == [False, True, False, True], (
+        "bfloat16 logits [-1.0625, 0.8125, -0.25, 1.0], min_p = 0.2867: in float32 token 2 is 0.28651 times as likely "
+        f"as token 3, just under the bar, so it is removed; kept mask was {kept}"
+        + (rounded if kept == [False, True, True, True] else "")
+    )
 
 
 @points(1)
@@ -241,3 +349,39 @@ def test_sample_next_min_p_cuts_the_tail(student):
     out = student.sample_next(logits, min_p=0.2, generator=seeded(5))
     expect_tensor(out, dtype=torch.int64, shape=(500,))
     assert set(out.tolist()) <= {0, 1}, "with min_p=0.2 the bar is 0.2 * 0.6 = 0.12: only tokens 0 and 1 may be drawn"
+
+
+@points(1)
+def test_sample_next_applies_top_k_before_top_p(student):
+    """sample_next applies top-k before top-p: top-p adds up the renormalised probabilities top-k left"""
+    # probabilities [0.45, 0.35, 0.2]: top-k 2 leaves [0.5625, 0.4375], where top-p 0.55 keeps token 0 only;
+    # top-p first would keep tokens 0 and 1 (0.45 < 0.55)
+    logits = torch.log(torch.tensor([0.45, 0.35, 0.2])).expand(400, 3)
+    out = student.sample_next(logits, top_k=2, top_p=0.55, generator=seeded(6))
+    expect_tensor(out, dtype=torch.int64, shape=(400,))
+    drawn = sorted(set(out.tolist()))
+    assert drawn == [0], (
+        f"sample_next(top_k=2, top_p=0.55) drew tokens {drawn}: top-k 2 leaves [0.5625, 0.4375] and top-p 0.55 then "
+        "keeps token 0 alone; a token 1 means top-p ran before top-k (temperature, then top-k, top-p, min-p)"
+    )
+
+
+@points(1)
+def test_sample_next_applies_top_p_before_min_p(student):
+    """sample_next applies top-p before min-p: min-p's renormalised probabilities never reach top-p"""
+    # probabilities [0.45, 0.3, 0.25]: top-p 0.55 keeps tokens 0 and 1 ([0.6, 0.4]), min-p 0.6 (bar 0.36) keeps both;
+    # min-p first would leave [0.6, 0.4], where top-p 0.55 keeps token 0 only. A correct sampler misses token 1
+    # (probability 0.4) in all 400 draws with probability 0.6 ** 400 < 1e-88.
+    logits = torch.log(torch.tensor([0.45, 0.3, 0.25])).expand(400, 3)
+    out = student.sample_next(logits, top_p=0.55, min_p=0.6, generator=seeded(7))
+    expect_tensor(out, dtype=torch.int64, shape=(400,))
+    drawn = sorted(set(out.tolist()))
+    assert drawn == [0, 1], (
+        f"sample_next(top_p=0.55, min_p=0.6) drew tokens {drawn}: top-p keeps tokens 0 and 1 and min-p keeps both, so "
+        "both must be drawn"
+        + (
+            ": token 0 alone means min-p ran before top-p (temperature, then top-k, top-p, min-p)"
+            if drawn == [0]
+            else ""
+        )
+    )

@@ -1,13 +1,14 @@
 """Visible tests of 03_penalties: shipped with the assignment, run by `grader check("03_penalties")`.
 
-The lecture's worked example and small cases you can check by hand. The hidden tests check the same
-rules (the notebook's) on other inputs.
+The lecture's worked example and small cases you can check by hand, one test at least for each rule of the
+notebook. The hidden tests check the same rules on other inputs. Tolerances: 1e-5 on float32 arithmetic, 1e-2 on
+float16 values.
 """
 
 import pytest
 import torch
 
-from grader.testing import expect_tensor, helper_module, points, seeded
+from grader.testing import expect_raises, expect_tensor, helper_module, points, seeded
 
 pipeline = helper_module(__file__, "own_pipeline.py")
 INF = float("-inf")
@@ -35,6 +36,18 @@ def test_scales_no_penalty(student):
     k = student.penalty_scales([3, 3, 1], 5)
     expect_tensor(k, dtype=torch.float32, shape=(5,))
     assert k.tolist() == [1.0] * 5, f"with the default penalties every k_i is 1, got {k.tolist()}"
+
+
+@points(1)
+def test_scales_one_row_per_history_row(student):
+    """a 2-D history (batch, L) gives a row of scales for each of its rows, from that row's counts alone"""
+    k = student.penalty_scales(torch.tensor([[0, 0, 1], [2, 2, 2]]), 3, frequency_penalty=1.5)
+    expect_tensor(k, dtype=torch.float32, shape=(2, 3))
+    pooled = " (both rows counted the whole batch's history: count row by row)" if torch.equal(k[0], k[1]) else ""
+    assert torch.allclose(k, torch.tensor([[2.0, 1.5, 1.0], [1.0, 1.0, 2.5]]), rtol=0, atol=1e-5), (
+        f"row 0's history [0, 0, 1] gives k = [2, 1.5, 1] and row 1's [2, 2, 2] gives [1, 1, 2.5]; got {k.tolist()}"
+        + pooled
+    )
 
 
 @points(2)
@@ -92,6 +105,22 @@ def test_apply_keeps_minus_inf_and_never_gives_nan(student):
 
 
 @points(1)
+def test_apply_penalises_each_row_on_its_own(student):
+    """2-D logits: each row is shifted by its own minimum and divided by the scales of its own history row"""
+    logits = torch.tensor([[1.0, -1.0, 0.5], [2.0, -3.0, 0.0]])
+    out = student.apply_penalties(logits, torch.tensor([[0, 0], [2, 2]]), frequency_penalty=1.5)
+    expect_tensor(out, dtype=torch.float32, shape=(2, 3))
+    shifted_by_the_batch = torch.allclose(out[0], torch.tensor([2.0, 2.0, 3.5]), rtol=0, atol=1e-5)
+    batch_minimum = (
+        " (row 0 was shifted by the batch's minimum, -3: take each row's own)" if shifted_by_the_batch else ""
+    )
+    assert torch.allclose(out, torch.tensor([[1.0, 0.0, 1.5], [5.0, 0.0, 1.5]]), rtol=0, atol=1e-5), (
+        "row 0: shift by -1 to [2, 0, 1.5], divide by k = [2, 1, 1]; row 1: shift by -3 to [5, 0, 3], divide by "
+        f"k = [1, 1, 2]: expected [[1, 0, 1.5], [5, 0, 1.5]], got {out.tolist()}" + batch_minimum
+    )
+
+
+@points(1)
 def test_scale_not_positive_raises(student):
     """a penalty that makes some k_i <= 0 raises ValueError"""
     with pytest.raises(ValueError):
@@ -107,6 +136,31 @@ def test_sample_with_penalties_changes_greedy_choice(student):
         "after the penalties token 1 (b) has the largest logit, 0.6923, so top_k=1 must pick it", 0,
         top_k=1, frequency_penalty=1.1, presence_penalty=1.2,
     )  # fmt: skip
+
+
+@points(1)
+def test_sample_with_penalties_penalises_before_the_filters(student):
+    """sample_with_penalties applies the penalties to the raw logits, before top-k sees them"""
+    # unpenalised, token 1 (0.9) is the most likely; used three times with a frequency penalty of 1.5, its logit
+    # becomes 0.9 / 2.5 = 0.36, and token 0 (0.8) is the most likely
+    only_a = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    pipeline.check_draws(
+        student, torch.tensor(LOGITS), [1, 1, 1], only_a,
+        "after the penalties token 0 has the largest logit, so top_k=1 must pick it: apply the penalties first, "
+        "then temperature, top-k and top-p", 1, top_k=1, frequency_penalty=1.5,
+    )  # fmt: skip
+
+
+@points(1)
+def test_sample_with_penalties_draws_from_the_generator(student):
+    """sample_with_penalties takes its randomness from the generator it is given"""
+    logits, history = torch.zeros(300, 6), torch.zeros(300, 2, dtype=torch.int64)
+    first = student.sample_with_penalties(logits, history, frequency_penalty=1.3, generator=seeded(8))
+    second = student.sample_with_penalties(logits, history, frequency_penalty=1.3, generator=seeded(8))
+    expect_tensor(first, dtype=torch.int64, shape=(300,))
+    assert first.tolist() == second.tolist(), (
+        "two calls with identically seeded generators drew different tokens: pass the generator on to sample_next"
+    )
 
 
 @points(1)
@@ -132,6 +186,30 @@ def test_repetition_penalty_multiplies_negative_logits(student):
 
 
 @points(1)
+def test_repetition_penalty_each_row_by_its_own_history(student):
+    """2-D logits: repetition_penalty penalises each row for the tokens of its own history row only"""
+    logits = torch.tensor([[2.0, 1.0, -1.0], [2.0, 1.0, -1.0]])
+    out = student.repetition_penalty(logits, torch.tensor([[0, 0], [2, 1]]), 2.0)
+    expect_tensor(out, dtype=torch.float32, shape=(2, 3))
+    pooled = " (every row paid for the whole batch's history)" if torch.equal(out[0], out[1]) else ""
+    assert torch.allclose(out, torch.tensor([[1.0, 1.0, -1.0], [2.0, 0.5, -2.0]]), rtol=0, atol=1e-6), (
+        "row 0 used token 0 only, row 1 tokens 1 and 2: expected [[1, 1, -1], [2, 0.5, -2]], got "
+        f"{out.tolist()}{pooled}"
+    )
+
+
+@points(1)
+def test_repetition_penalty_zero_raises(student):
+    """a penalty of 0 raises ValueError"""
+    with expect_raises(
+        ValueError,
+        "repetition_penalty(logits, history, 0.0)",
+        because="a penalty must be positive: dividing by 0 gives infinite logits; refuse penalty <= 0",
+    ):
+        student.repetition_penalty(torch.tensor([0.5, -1.0, 2.0]), [0, 2], 0.0)
+
+
+@points(1)
 def test_additive_penalties_worked_example(student):
     """additive_penalties subtracts frequency * count + presence * [count > 0]"""
     out = student.additive_penalties(torch.tensor(LOGITS), HISTORY, frequency_penalty=0.1, presence_penalty=0.2)
@@ -140,4 +218,32 @@ def test_additive_penalties_worked_example(student):
     assert torch.allclose(out, expected, rtol=0, atol=1e-5), (
         f"counts [4, 1, 1, 0]: expected [0.8 - 0.4 - 0.2, 0.9 - 0.1 - 0.2, 0.1 - 0.1 - 0.2, 0.4] = "
         f"{[round(x, 4) for x in expected.tolist()]}, got {out.tolist()}"
+    )
+
+
+@points(1)
+def test_additive_penalties_each_row_by_its_own_history(student):
+    """2-D logits: additive_penalties subtracts each row's own counts"""
+    out = student.additive_penalties(
+        torch.zeros(2, 3), torch.tensor([[0, 0], [1, 2]]), frequency_penalty=0.5, presence_penalty=0.25
+    )
+    expect_tensor(out, dtype=torch.float32, shape=(2, 3))
+    pooled = " (every row paid for the whole batch's history)" if torch.equal(out[0], out[1]) else ""
+    assert torch.allclose(out, torch.tensor([[-1.25, 0.0, 0.0], [0.0, -0.75, -0.75]]), rtol=0, atol=1e-5), (
+        "row 0 used token 0 twice, row 1 tokens 1 and 2 once each: expected [[-1.25, 0, 0], [0, -0.75, -0.75]], got "
+        f"{out.tolist()}{pooled}"
+    )
+
+
+@points(1)
+def test_additive_penalties_keep_the_dtype(student):
+    """additive_penalties returns float16 logits for float16 logits"""
+    out = student.additive_penalties(torch.tensor([1.0, 0.5, -1.0], dtype=torch.float16), [1], frequency_penalty=0.5)
+    assert type(out) is torch.Tensor and out.dtype == torch.float16, (
+        f"additive_penalties returned {out.dtype if type(out) is torch.Tensor else type(out).__name__} for float16 "
+        "logits: compute in float32 if you like, then return the logits' own dtype (.to(logits.dtype))"
+    )
+    expect_tensor(out, shape=(3,))
+    assert torch.allclose(out.float(), torch.tensor([1.0, 0.0, -1.0]), rtol=0, atol=1e-2), (
+        f"token 1 occurred once: expected [1, 0, -1] (within 1e-2), got {out.tolist()}"
     )

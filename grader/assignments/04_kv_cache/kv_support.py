@@ -332,7 +332,8 @@ def expect_attention(y, expected: torch.Tensor, q: torch.Tensor, k: torch.Tensor
 class Picker:
     """A trusted next_token (`course.generation.NextToken`): records the logits it is given, and the history
     when it is given one; picks greedily, or the second most likely token, or follows a `script` (call i gives
-    every row `script[i]`, the last one once the script is used up), whatever the logits.
+    every row `script[i]`, or row r `script[i][r]` where it is a list, the last one once the script is used up),
+    whatever the logits.
 
     `history` is optional: a `generate` written to the earlier one-argument call, `next_token(logits)`,
     grades exactly as before. What it keeps is bounded by what the test asks for (`expect`): at most
@@ -385,12 +386,22 @@ class Picker:
         if history is not None:
             self.histories.append(history.clone() if type(history) is torch.Tensor else NotIds(type_name(history)))
         if self.script:
-            token = self.script[min(len(self.seen), len(self.script)) - 1]
-            chosen = torch.full(logits.shape[:-1], token, dtype=torch.long)
+            chosen = self._scripted(logits, self.script[min(len(self.seen), len(self.script)) - 1])
         else:
             chosen = pick(logits, self.rule)
         self.chosen.append(chosen)
         return chosen
+
+    def _scripted(self, logits: torch.Tensor, entry) -> torch.Tensor:
+        if isinstance(entry, int):
+            return torch.full(logits.shape[:-1], entry, dtype=torch.long)
+        if tuple(logits.shape[:-1]) != (len(entry),):
+            self.problem = self.problem or (
+                f"next_token was given logits of shape {tuple(logits.shape)}; this test's prompt has {len(entry)} "
+                f"rows, so it takes the last position's logits of every row, shape ({len(entry)}, vocab)"
+            )
+            raise ValueError(self.problem)
+        return torch.tensor(entry, dtype=torch.long)
 
 
 @dataclass(frozen=True)
@@ -514,6 +525,10 @@ def cached_run_problems(recorder: Recorder, prompt_ids, max_new_tokens, out, pic
         elif not within and f.cached != 0 and f.positions != 1:
             found.append((step, 0, f"past the context length, step {step} ran {f.positions} positions after "
                                    f"{f.cached} cached ones"))  # fmt: skip
+        elif not within and f.cached == 0 and f.positions != block:
+            found.append((step, 0, f"past the context length, step {step} re-filled the cache from the last "
+                                   f"{f.positions} tokens, so the model saw a shorter context than decoding without "
+                                   f"a cache does: re-fill it from the last block_size ({block}) tokens"))  # fmt: skip
         seen = min(seen + 1, block)
     for f in forwards:
         if f.error:
@@ -724,8 +739,55 @@ def batch_run_problems(recorder: Recorder, prompts, use_cache: bool = True) -> l
     return found
 
 
-def expect_stopped(out, expected: torch.Tensor, eos_id: int) -> None:
-    """generate's result with eos_id equals `expected`, with feedback that says which rule it broke."""
+def logits_premise(recorder: Recorder) -> str | None:
+    """Why a run's tokens cannot be judged against decoding without a cache (the premise of a test of what generate
+    does with them, such as stopping): the first forward whose logits differ from the model's own forward without a
+    cache, or whose attend output is wrong; None when every forward that could be recomputed agrees."""
+    for f in recorder.forwards:
+        if f.attend_problem:
+            return f"at step {f.index}, {f.attend_problem}"
+        if f.max_diff is not None and not f.max_diff <= TOLERANCE:
+            return (f"at step {f.index} the logits computed with your cache differ from the model's forward without "
+                    f"a cache by {f.max_diff:.3g} (more than {TOLERANCE:g}), so the tokens differ from decoding "
+                    "without a cache before any eos_id: fix the cache and the loop first (the tests of KVCache and "
+                    "of the same logits at every step say where)")  # fmt: skip
+    return None
+
+
+def script_premise(out, prompt_ids: torch.Tensor, picker: Picker, eos_id: int) -> str | None:
+    """Why a scripted run cannot be judged for stopping: a row whose new tokens, up to the first eos_id next_token
+    returned for it, are not the ones next_token returned; None when every row follows next_token that far."""
+    if picker.problem:
+        return picker.problem
+    if not picker.chosen:
+        return "generate never called next_token: pick each new token with next_token(logits, ids_so_far)"
+    if type(out) is not torch.Tensor or out.dim() != 2 or out.size(0) != prompt_ids.size(0):
+        return None  # expect_stopped says what is wrong with the result's type and shape
+    start = prompt_ids.size(1)
+    for row in range(out.size(0)):
+        for step, chosen in enumerate(picker.chosen[: out.size(1) - start]):
+            wanted = int(chosen.reshape(-1)[row]) if chosen.numel() == out.size(0) else None
+            if wanted is None or int(out[row, start + step]) != wanted:
+                return (f"row {row}'s new token {step} is not the one next_token returned for it: append what "
+                        "next_token returns")  # fmt: skip
+            if wanted == eos_id:
+                break
+    return None
+
+
+def expect_stopped(out, expected: torch.Tensor, eos_id: int, premise: str | None = None) -> None:
+    """generate's result with eos_id equals `expected`, with feedback that says which rule it broke. When it does
+    not, and the test's `premise` (logits_premise, script_premise) says why the tokens before any eos_id are
+    already wrong, the feedback is the premise, not its knock-on effect on the stopping."""
+    try:
+        _expect_stopped(out, expected, eos_id)
+    except AssertionError:
+        if premise is None:
+            raise
+        raise AssertionError(f"stopping cannot be judged yet: {premise}") from None
+
+
+def _expect_stopped(out, expected: torch.Tensor, eos_id: int) -> None:
     expect_tensor(out, dtype=torch.int64, what="generate's result")
     batch, length = expected.shape
     assert out.dim() == 2 and out.size(0) == batch, f"generate's result should have {batch} rows, not {describe(out)}"

@@ -51,13 +51,14 @@ def test_generate_rows_stop_at_eos(student):
     for use_cache in (True, False):
         recorder = ref.recorder(model)
         out = kv.run_generate(student, recorder, ids, 12, eos_id=eos_id, use_cache=use_cache)
-        kv.expect_stopped(out, expected, eos_id)
+        kv.expect_stopped(out, expected, eos_id, kv.logits_premise(recorder))
         if use_cache:
             kv.expect_cache_used(recorder)
     full, _ = ref.reference(model, ids, 12)
     never = min(set(range(model.config.vocab_size)) - set(full[:, 5:].flatten().tolist()))
-    out = kv.run_generate(student, ref.recorder(model), ids, 12, eos_id=never)
-    kv.expect_stopped(out, full, never)
+    recorder = ref.recorder(model)
+    out = kv.run_generate(student, recorder, ids, 12, eos_id=never)
+    kv.expect_stopped(out, full, never, kv.logits_premise(recorder))
 
 
 @points(4)

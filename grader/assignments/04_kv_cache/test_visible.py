@@ -5,9 +5,10 @@ see every forward your code asks for (how many positions, with which cache, key 
 compare each forward's logits with the model's own forward without a cache, and follow what the
 tests' `next_token` chose (greedy, or a fixed script) into your result. Your `attend` is checked on
 fixed inputs against its expected output (within 1e-4), and inside the model by the logits.
-The model is small (2 layers, 2 heads, head_dim 8, context length 16).
-The hidden tests check the same rules on other cases: past the context length, batches, stopping,
-the history next_token gets, other `next_token` functions, other shapes.
+The model is small (2 layers, 2 heads, head_dim 8, context length 16). Where a test expects fixed tokens, they
+are what greedy decoding without a cache gives on that model and prompt.
+The hidden tests check the same rules on other cases: longer runs past the context length, prompts that fill it,
+larger batches, rows that stop at eos_id while others go on, other `next_token` functions, other shapes.
 """
 
 import torch
@@ -85,10 +86,12 @@ def test_layers_are_kept_apart(student):
     for layer in range(3):
         k, v = kv.random_kv((1, 2, 1, 4), seed=40 + layer)
         k_all, v_all = kv.checked_update(cache, layer, k, v, f"update of layer {layer}")
-        expect_tensor(k_all, shape=(1, 2, 3, 4), what=f"the keys of layer {layer} after 2 + 1 positions")
-        assert torch.equal(k_all, torch.cat([ks[layer][0], k], dim=2)) and torch.equal(
-            v_all, torch.cat([ks[layer][1], v], dim=2)
-        ), f"update of layer {layer} returned keys or values that are not that layer's own (keep one pair per layer)"
+        own = [torch.cat([ks[layer][0], k], dim=2), torch.cat([ks[layer][1], v], dim=2)]
+        assert all(got.shape == want.shape and torch.equal(got, want) for got, want in zip((k_all, v_all), own)), (
+            f"update of layer {layer} returned keys of shape {tuple(k_all.shape)} and values of shape "
+            f"{tuple(v_all.shape)} that are not that layer's own 2 + 1 positions, (1, 2, 3, 4) each: keep one pair "
+            "of tensors per layer"
+        )
 
 
 @points(6)
@@ -172,6 +175,52 @@ def test_generate_same_logits_at_every_step(student):
     assert problem is None, problem
 
 
+# greedy decoding of kv.prompt(1, 12, seed=9) by kv.small_model(seed=9) without a cache: the 8 new tokens
+PAST_THE_CONTEXT = [33, 23, 1, 18, 26, 11, 37, 23]
+
+
+@points(4)
+def test_generate_keeps_going_past_the_context_length(student):
+    """a prompt of 12 and 8 new tokens with a context length of 16: the cache still gives decoding's tokens"""
+    recorder = kv.Recorder(kv.small_model(seed=9))
+    ids = kv.prompt(1, 12, seed=9)
+    picker = kv.Picker()
+    out = kv.check_result(kv.run_generate(student, recorder, ids, 8, picker=picker), ids, 8)
+    kv.expect_cache_used(recorder)
+    problems = kv.cached_run_problems(recorder, ids, 8, out, picker) + kv.steps_problems(recorder, picker)
+    assert not problems, problems[0]
+    assert out[0, 12:].tolist() == PAST_THE_CONTEXT, (
+        f"past the context length the new tokens should be {PAST_THE_CONTEXT}, those of decoding without a cache, "
+        f"not {out[0, 12:].tolist()}: once the cache is full, the model must see the last block_size tokens"
+    )
+
+
+@points(2)
+def test_generate_hands_next_token_the_history(student):
+    """next_token(logits, history) gets the ids so far: the prompt and every token chosen before this one"""
+    recorder = kv.Recorder(kv.small_model(seed=10))
+    ids = kv.prompt(2, 3, seed=10)
+    picker = kv.Picker()
+    out = kv.check_result(kv.run_generate(student, recorder, ids, 5, picker=picker), ids, 5)
+    assert len(picker.histories) == 5, (
+        f"next_token got a history in {len(picker.histories)} of its 5 calls: call next_token(logits, ids_so_far)"
+    )
+    for step, history in enumerate(picker.histories):
+        expected = out[:, : 3 + step]
+        if type(history) is torch.Tensor and history.shape == expected.shape and torch.equal(history, expected):
+            continue
+        got = kv.describe(history)
+        missing = (
+            " (the newest id is missing: append each new token to the ids before the next call)"
+            if type(history) is torch.Tensor and history.shape == out[:, : 2 + step].shape
+            else ""
+        )
+        raise AssertionError(
+            f"at step {step} next_token should get the 3 prompt ids and the {step} tokens chosen so far, shape "
+            f"(2, {3 + step}), but it got {got}{missing}"
+        )
+
+
 @points(5)
 def test_generate_without_cache_reruns_the_context(student):
     """use_cache=False runs the model without a cache on the whole context at every step"""
@@ -225,8 +274,28 @@ def test_generate_stops_at_eos(student):
     ids = kv.prompt(1, 4, seed=4)
     picker = kv.Picker(script=[9, 21, 9, 40, 5])  # 40, the eos_id, is the fourth new token
     out = kv.run_generate(student, recorder, ids, 10, picker=picker, eos_id=40)
-    kv.expect_stopped(out, torch.cat([ids, torch.tensor([[9, 21, 9, 40]])], dim=1), 40)
+    premise = kv.script_premise(out, ids, picker, 40)
+    kv.expect_stopped(out, torch.cat([ids, torch.tensor([[9, 21, 9, 40]])], dim=1), 40, premise)
     kv.expect_cache_used(recorder)
+
+
+@points(2)
+def test_generate_finished_row_repeats_eos(student):
+    """of 2 rows, the one that emits eos_id first repeats eos_id until the other has emitted it too"""
+    recorder = kv.Recorder(kv.small_model(seed=11))
+    ids = kv.prompt(2, 3, seed=11)
+    # row 0 emits the eos_id 40 as its second new token, row 1 as its fourth; next_token's later tokens for a
+    # finished row (here 7) must never appear
+    picker = kv.Picker(script=[[9, 21], [40, 21], [7, 5], [7, 40], [7, 8]])
+    out = kv.run_generate(student, recorder, ids, 6, picker=picker, eos_id=40)
+    expected = torch.cat([ids, torch.tensor([[9, 40, 40, 40], [21, 21, 5, 40]])], dim=1)
+    kv.expect_stopped(out, expected, 40, kv.script_premise(out, ids, picker, 40))
+
+
+# greedy decoding by kv.small_model(seed=20) of each prompt alone, without a cache, cut after its first eos_id 23
+# (prompt 1 never emits it: it gets all 8 new tokens)
+BATCH_EOS_ID = 23
+BATCH_CUT = [[3, 14, 15, 9, 7, 23], [2, 6, 39, 63, 0, 4, 0, 29, 46, 51], [5, 3, 5, 8, 9, 7, 9, 36, 13, 17, 23]]
 
 
 @points(6)
@@ -242,3 +311,25 @@ def test_generate_batch_matches_one_prompt_at_a_time(student):
     assert not short, f"row {short[0]} does not have 6 new tokens (no eos_id was given: every row gets them all)"
     problem = kv.batch_history_problem(picker, prompts, out) or kv.batch_steps_problem(model, picker, out)
     assert problem is None, problem
+
+
+@points(2)
+def test_generate_batch_cuts_each_row_after_its_eos(student):
+    """generate_batch with eos_id: each row ends just after its own first eos_id, whatever the other rows do"""
+    model = kv.small_model(seed=20)
+    prompts = [[3, 14, 15, 9], [2, 6], [5, 3, 5, 8, 9, 7, 9]]
+    recorder = kv.Recorder(model)
+    out = kv.check_rows(kv.run_generate_batch(student, recorder, prompts, 8, eos_id=BATCH_EOS_ID), prompts, 8)
+    problems = kv.batch_run_problems(recorder, prompts)
+    assert not problems, problems[0]
+    for i, (row, expected) in enumerate(zip(out, BATCH_CUT)):
+        if row == expected:
+            continue
+        if row[: len(expected)] == expected:
+            raise AssertionError(
+                f"row {i} emitted eos_id {BATCH_EOS_ID} after {len(expected) - len(prompts[i])} new tokens, but goes "
+                f"on for {len(row) - len(expected)} more: cut each row just after its first eos_id, even while other "
+                "rows are still generating"
+            )
+        raise AssertionError(f"row {i} should be {expected} (greedy decoding of its prompt alone, cut after its "
+                             f"first eos_id {BATCH_EOS_ID}), not {row}")  # fmt: skip

@@ -5,9 +5,9 @@ that live in the grader (decoding_support.py): the table model of the notebook, 
 come from a hash of the prefix (so every prefix has its own distribution, the same in every run), where
 beam search must find what greedy decoding and an exhaustive search over every sequence find (fixed
 expected tokens).
-The hidden tests check the same rules on other inputs: eos_id, other widths, context lengths, ties of the
-repetition rule, the `top` of the Zipf fit, pooling. Tolerances: 1e-6 relative on counts and fits,
-1e-4 relative on perplexities (float32 log-probabilities).
+Every rule of the notebook has a test here; the hidden tests check the same rules on other inputs: eos_id on other
+models and widths, other context lengths, ties of the repetition rule, other `top`s of the Zipf fit, pooling.
+Tolerances: 1e-6 relative on counts and fits, 1e-4 relative on perplexities (float32 log-probabilities).
 """
 
 import pytest
@@ -18,6 +18,7 @@ from grader.testing import expect_number, hashed_model, helper_module, points
 support = helper_module(__file__, "decoding_support.py")
 A, B, C = support.A, support.B, support.C
 SPELL = "ABC"
+SIGN_FLIPPED = " (the sign is flipped: return minus the slope)"
 
 
 def _spell(ids):
@@ -65,6 +66,39 @@ def test_beam_search_as_wide_as_every_sequence_is_exhaustive(student):
     assert found == [0, 2, 2, 1], (
         "a beam of width 81 keeps every sequence of 4 tokens over 3, so it must return the most likely one: "
         f"0 2 2 1 (log-probability -2.6184; the next best, 0 2 2 0, has -2.6294), not {found}"
+    )
+
+
+@points(2)
+def test_beam_search_keeps_a_finished_beam(student):
+    """with eos_id, a beam that emits it is finished: never extended, it competes with the running beams as it is"""
+    model = support.worked_example()
+    found = _beam(student, model, [0], 2, 3, eos_id=B)
+    mistakes = {
+        (A, A, A): "yours divided the scores by the lengths: a sequence's score is the plain sum, no length penalty",
+        (C, C, C): "yours never let a beam end with eos_id",
+    }
+    assert found == [B], (
+        "with eos_id = B, the beam B (0.35) is finished after one step; every running beam then falls below it "
+        f"(A A 0.18, A A A 0.072), so width 2 returns the prompt then B, not {_spell(found)}"
+        + (f": {mistakes[tuple(found)]}" if tuple(found) in mistakes else "")
+    )
+    found = _beam(student, model, [0], 2, 3, eos_id=A)
+    assert found == [A], (
+        "with eos_id = A, the beam A (0.45) is finished after one step and no sequence beats it (B A, 0.315, is "
+        f"next), so width 2 returns the prompt then A, not {_spell(found)}: a finished beam is never extended, "
+        "stays among the kept beams with its score, and the best kept sequence has the highest plain sum"
+    )
+
+
+@points(2)
+def test_beam_search_runs_the_model_on_the_last_block_size_ids(student):
+    """past the model's context length, beam_search runs it on the last block_size ids of each beam"""
+    # a model with a context of 4 positions, a prompt of 3 and 3 new tokens: the model never sees more than 4 ids
+    found = _beam(student, hashed_model(vocab_size=3, seed=7, block_size=4), [0, 1, 2], 2, 3)
+    assert found == [2, 0, 1], (
+        "with a context length of 4 the model scores each beam from its last 4 ids (sequences[:, -block_size:]); "
+        f"the best sequence of 3 new tokens is then 2 0 1 (log-probability -1.5818), not {found}"
     )
 
 
@@ -119,7 +153,33 @@ def test_zipf_coefficient_worked_examples(student, samples, expected, what):
     out = student.zipf_coefficient(samples)
     expect_number(out, what="zipf_coefficient")
     assert out == pytest.approx(expected, rel=1e-6), f"{what}; got {out:.4f}" + (
-        " (the sign is flipped: return minus the slope)" if out == pytest.approx(-expected, rel=1e-6) else ""
+        SIGN_FLIPPED if out == pytest.approx(-expected, rel=1e-6) else ""
+    )
+
+
+@points(1)
+def test_zipf_coefficient_ranks_ids_by_count(student):
+    """zipf_coefficient ranks the ids by their counts, the most frequent first, whatever order they appear in"""
+    out = student.zipf_coefficient([[1] * 6 + [2] * 3, [3] * 12 + [4] * 4])
+    expect_number(out, what="zipf_coefficient")
+    first_seen = out == pytest.approx(-0.0379083, rel=1e-4)  # the fit of 6, 3, 12, 4 as ranks 1 to 4
+    assert out == pytest.approx(1.0, rel=1e-6), (
+        f"counts 6, 3, 12, 4 in the order the ids first appear are 12, 6, 4, 3 from rank 1 down, 12/rank: s = 1; "
+        f"got {out:.4f}"
+        + (" (yours ranks the ids as they first appear: sort the counts first)" if first_seen else "")
+        + (SIGN_FLIPPED if out == pytest.approx(-1.0, rel=1e-6) else "")
+    )
+
+
+@points(2)
+def test_zipf_coefficient_fits_the_top_ids_only(student):
+    """zipf_coefficient(samples, top) fits only the `top` most frequent ids"""
+    out = student.zipf_coefficient([[1] * 12 + [2] * 6 + [3] * 4 + [4] * 3 + [5, 6, 7, 8, 9, 10]], top=4)
+    expect_number(out, what="zipf_coefficient")
+    assert out == pytest.approx(1.0, rel=1e-6), (
+        f"with top=4 only the counts 12, 6, 4, 3 are fitted (the six ids seen once are left out): s = 1; got {out:.4f}"
+        + (" (yours fits every id: keep the `top` most frequent only)" if out == pytest.approx(1.2252085) else "")
+        + (SIGN_FLIPPED if out == pytest.approx(-1.0, rel=1e-6) else "")
     )
 
 
@@ -169,6 +229,31 @@ def test_perplexity_worked_example(student):
     """perplexity of A B and C after the prompt [0] under the table model is (0.45 * 0.30 * 0.20) ** (-1/3)"""
     out = student.perplexity(support.worked_example().exposed(), [[0], [0]], [[A, B], [C]])
     expect_number(out, what="perplexity")
+    known = {
+        (0.40 * 0.30 * 0.98) ** (-1 / 3): "yours reads each token's probability from the logits at its own position, "
+        "which predict the next token: the logits at position t predict the token at t + 1",
+        ((0.45 * 0.30) ** (-1 / 2) + 1 / 0.20) / 2: "yours is the mean of each sample's perplexity: pool the negative "
+        "log-likelihoods of every token",
+    }
+    cause = next(
+        (why for value, why in known.items() if out == pytest.approx(value, rel=1e-4)),
+        "mind the offset (the logits at position t predict the token at t + 1) and take log_softmax of the float32 "
+        "logits",
+    )
     assert out == pytest.approx(0.027 ** (-1 / 3), rel=1e-4), (
-        f"P(A) = 0.45, P(B | A) = 0.30, P(C) = 0.20: exp of the mean NLL of these 3 tokens is 3.3333, got {out:.4f}"
+        f"P(A) = 0.45, P(B | A) = 0.30, P(C) = 0.20: exp of the mean NLL of these 3 tokens is 3.3333, got {out:.4f}: "
+        f"{cause}"
+    )
+
+
+@points(2)
+def test_perplexity_scores_the_continuation_only(student):
+    """perplexity scores the continuation's tokens only; the whole prompt is context"""
+    out = student.perplexity(support.worked_example().exposed(), [[0, C]], [[C]])
+    expect_number(out, what="perplexity")
+    scored_the_prompt = out == pytest.approx((0.20 * 0.98) ** (-1 / 2), rel=1e-4)
+    assert out == pytest.approx(1 / 0.98, rel=1e-4), (
+        f"after the prompt 0 C the model gives C probability 0.98: the perplexity of the continuation C is 1 / 0.98 = "
+        f"1.0204, got {out:.4f}"
+        + (" (yours also scores the prompt's C: the prompt is context, never scored)" if scored_the_prompt else "")
     )
