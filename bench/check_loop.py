@@ -7,7 +7,9 @@ interpreter) warm; each later check costs a grading and a fresh worker. "Before"
 packages (`git archive`, read only), "after" this tree; each session is its own Python process, run one after the
 other, alternating, so both see the same machine load.
 
-    python bench/check_loop.py [--before HEAD] [--assignment 02_sampling] [--repeats 4] [--rounds 2] [--pause 2]
+    python bench/check_loop.py [--before HEAD] [--assignment NN_name] [--repeats 4] [--rounds 2] [--pause 2]
+
+--assignment defaults to the sampling assignment (the one that grades `sample_next`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from course.assignments import grading
 
 ROOT = Path(__file__).resolve().parents[1]
 WITHOUT_SANDBOX = ROOT / "tests" / "grader_fixtures" / "without_sandbox"  # its sitecustomize removes fork & co.
@@ -74,7 +78,7 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="HEAD", help="the commit whose check() is 'before' (default HEAD)")
-    parser.add_argument("--assignment", default="02_sampling")
+    parser.add_argument("--assignment", default=grading(["sample_next"]).name)
     parser.add_argument("--repeats", type=int, default=4, help="checks after the first, per session")
     parser.add_argument("--rounds", type=int, default=2, help="sessions of each kind, alternating")
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between a session's checks")

@@ -11,7 +11,7 @@ Reported: tokens/s of the decode steps alone. A greedy next_token (for transform
 notes the time of every step; the gaps between steps are the decode steps (the prefill comes before the
 first and is left out); --stat median (default) or min of a run's steps, the best of --repeats runs.
 
-  (a) cache      `generate` and `KVCache` of solutions/04_kv_cache.ipynb (loaded with course.notebook): buffers
+  (a) cache      `generate` and `KVCache` of the KV cache assignment's solution (loaded with course.notebook): buffers
                  written in place, doubled when full, views returned
   (a') cat       the same loop with the simple cache that torch.cat's the new positions onto the kept ones
   (b) no cache   the solution's `generate(..., use_cache=False)`: a full forward over the context per token
@@ -35,18 +35,18 @@ from types import SimpleNamespace
 
 import torch
 
+from course.assignments import grading
 from course.errors import UserError
-from course.kit import ROOT
 from course.model import GPT, preset
 from course.notebook import load_notebook, require
 
 VOCAB = 12288
 
 
-def solution_functions(name: str, names: list[str]) -> dict:
-    """The named functions of solutions/<name>.ipynb. The notebook is read as plain JSON (the notebook loader takes
-    a dict too): the GPU machines have no nbformat."""
-    path = ROOT / "solutions" / f"{name}.ipynb"
+def solution_functions(names: list[str]) -> dict:
+    """The named functions of the solution of the assignment that grades them (course.assignments.grading). The
+    notebook is read as plain JSON (the notebook loader takes a dict too): the GPU machines have no nbformat."""
+    path = grading(names).solution
     return require(load_notebook(json.loads(path.read_text(encoding="utf-8"))).namespace, names, where=str(path))
 
 
@@ -161,7 +161,7 @@ def compare_decoding(
     cache, cat, uncached, hf; hf is nan where transformers was not run) and a note on transformers' run."""
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
-    generate = solution_functions("04_kv_cache", ["generate", "KVCache"])["generate"]
+    generate = solution_functions(["generate", "KVCache"])["generate"]
     # the solution's generate with the simple torch.cat cache swapped in (its globals are the notebook's namespace)
     with_cat = type(generate)(
         generate.__code__, {**generate.__globals__, "KVCache": CatCache}, "generate", generate.__defaults__

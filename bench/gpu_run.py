@@ -396,8 +396,8 @@ def evaluate(run: Run, model, prepared, figures: dict) -> None:
 def write_samples(run: Run, model, tokenizer, figures: dict) -> None:
     """Greedy, top-p 0.9 (seed 1) and frequency and presence penalties 1.2 on top of it, as `course generate` and
     bench/RESULTS.md's samples: the solutions' samplers, on a CPU copy of the model."""
-    sample_next = solution_functions("02_sampling", ["sample_next"])["sample_next"]
-    with_penalties = solution_functions("03_penalties", ["sample_with_penalties"])["sample_with_penalties"]
+    sample_next = solution_functions(["sample_next"])["sample_next"]
+    with_penalties = solution_functions(["sample_with_penalties"])["sample_with_penalties"]
     cpu_model = copy.deepcopy(model).to("cpu")
     methods = {
         "greedy": lambda generator: lambda logits, history: logits.argmax(-1),

@@ -2,7 +2,7 @@
 run_autograder grades it (a new `python -m grader.gradescope NAME`, so a new zygote), the solution notebook, each in a
 fresh cgroup of that size; prints the wall time, the cgroup's peak memory and the score. Root, cgroup v1 or v2.
 
-    sudo .venv/bin/python bench/gradescope_container.py [--assignments 02_sampling 04_kv_cache]
+    sudo .venv/bin/python bench/gradescope_container.py [--assignments NN_name ...]   (default: every assignment)
 """
 
 from __future__ import annotations

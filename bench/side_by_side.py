@@ -5,8 +5,8 @@
 REV (a commit, a branch) is checked out into a worktree under bench/out/; both trees run with this interpreter
 and its environment, `PYTHONPATH` choosing the tree, in alternating rounds so that a change in the machine's load
 falls on both. Each round runs, per tree, `bench/grade_throughput.py --skip-otter` (the mixed batch of the example
-assignment, hostile notebooks included) and `grader grade solutions/02_sampling.ipynb` (a correct notebook, every
-test, hidden ones included). The summary gives each tree's median and the ratio after / before.
+assignment, hostile notebooks included) and `grader grade` of the sampling assignment's solution (the one that
+grades `sample_next`: a correct notebook, every test, hidden ones included). The summary gives each tree's median and the ratio after / before.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from course.assignments import grading
 from course.kit import ROOT
 
 OUT = ROOT / "bench" / "out"
+SAMPLING = grading(["sample_next"]).name  # the assignment whose correct notebook is timed
 
 
 def worktree(revision: str) -> Path:
@@ -52,9 +54,9 @@ def throughput(tree: Path, count: int, jobs: int) -> float:
 
 def single_grading(tree: Path) -> tuple[float, str]:
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as folder:
-        notebook = Path(folder) / "02_sampling.ipynb"
-        notebook.write_bytes((tree / "solutions" / "02_sampling.ipynb").read_bytes())
-        command = [sys.executable, "-m", "grader.cli", "grade", str(notebook), "--assignment", "02_sampling"]
+        notebook = Path(folder) / f"{SAMPLING}.ipynb"
+        notebook.write_bytes((tree / "solutions" / f"{SAMPLING}.ipynb").read_bytes())
+        command = [sys.executable, "-m", "grader.cli", "grade", str(notebook), "--assignment", SAMPLING]
         elapsed, output = run_in(tree, command, tree)
     return elapsed, re.search(r"Score: (\S+)", output).group(1)
 
@@ -78,7 +80,7 @@ def main() -> None:
             times[name].append(elapsed)
             print(
                 f"round {round_number} {name}: load {load:.1f}, {rate:.0f} notebooks/minute; "
-                f"grader grade 02_sampling solution {elapsed:.2f} s, score {score}",
+                f"grader grade {SAMPLING} solution {elapsed:.2f} s, score {score}",
                 flush=True,
             )
     (before, after) = trees

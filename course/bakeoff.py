@@ -1,15 +1,20 @@
 """`course bakeoff`: every decoding strategy of the module on one model, measured against human text.
 
     course bakeoff CHECKPOINT --metrics NOTEBOOK [--samples N] [--seed S] [--csv PATH] [--figure PATH]
+                   [--sweep [--sweep-figure PATH]]
 
 As Holtzman et al. 2020 (Table 1) did for GPT-2: prompts are cut from WikiText's validation split, each
 followed by its human continuation; every strategy continues the same prompts; each set of continuations
-(the human one included) is measured by the notebook's own 05_decoding functions, loaded with
+(the human one included) is measured by the notebook's own functions (the decoding assignment's), loaded with
 `course.notebook`: `perplexity` (under the model), `zipf_coefficient`, `repetition`, `distinct_n`, and
 `beam_search` for the beam row. Self-BLEU4 comes from NLTK's `sentence_bleu` with smoothing method 1, as
 in the paper's code: each continuation against all the others. The samplers come from the 02 and 03
 notebooks (`--sampler`, `--penalties`; by default solutions/, as `course generate` finds them), so the
 library holds none of the graded answers.
+
+With `--sweep`, nucleus sampling's p and plain sampling's temperature are swept on the same prompts, and the
+value where the generated text becomes as surprising as the human text is found (`Sweep.meets_human`): it depends
+on the model (the paper's 0.95 is GPT-2 Large's), which the table's fixed p = 0.95 cannot show.
 
 Deterministic under `--seed`: the prompts are drawn from it, and each strategy has a generator of its
 own seeded from it, so one strategy's draws do not depend on another's.
@@ -163,13 +168,115 @@ def self_bleu4(samples: list[list[int]]) -> float:
 
 
 def measure(model, prompts: list[list[int]], texts: list[list[int]], metrics) -> dict[str, float]:
+    """Every column for one set of continuations. Zipf's coefficient needs two distinct ids (a barely trained model's
+    greedy text may hold one): without them it is NaN, as the table says."""
+    distinct = len({token for text in texts for token in text})
     return {
         "perplexity": metrics["perplexity"](model, prompts, texts),
         "self-BLEU4": self_bleu4(texts),
-        "zipf": metrics["zipf_coefficient"](texts),
+        "zipf": metrics["zipf_coefficient"](texts) if distinct >= 2 else float("nan"),
         "repetition %": 100 * metrics["repetition"](texts),
         "distinct-2": metrics["distinct_n"](texts, 2),
     }
+
+
+# ---------------------------------------------------------------- where sampling meets human text
+
+SWEEP = {"top_p": (0.5, 0.7, 0.8, 0.9, 0.95, 1.0), "temperature": (0.6, 0.8, 1.0, 1.2, 1.5)}
+SWEEP_LABELS = {"top_p": "nucleus p (temperature 1)", "temperature": "temperature (no filter)"}
+SWEPT = ("perplexity", "repetition %")
+
+
+@dataclass
+class Sweep:
+    """Nucleus sampling's p and plain sampling's temperature, each swept on the same prompts: the generated text's
+    perplexity and repetition at each value (`rows[knob][value][column]`), and the human text's (`human`)."""
+
+    rows: dict[str, dict[float, dict[str, float]]]
+    human: dict[str, float]
+
+    def meets_human(self, knob: str, column: str = "perplexity") -> float | None:
+        """The value of `knob` at which the generated text's `column` reaches the human text's, interpolated
+        between the two swept values that straddle it (the first such pair); None when no swept value does."""
+        values = sorted(self.rows[knob])
+        target = self.human[column]
+        for low, high in zip(values, values[1:]):
+            a, b = self.rows[knob][low][column] - target, self.rows[knob][high][column] - target
+            if a == 0:
+                return low
+            if a * b < 0 or b == 0:
+                return low + (high - low) * a / (a - b)
+        return None
+
+    def sentence(self, knob: str) -> str:
+        """What the sweep shows, in words computed from it."""
+        found = self.meets_human(knob)
+        label = SWEEP_LABELS[knob].split(" (")[0]
+        values = sorted(self.rows[knob])
+        if found is not None:
+            return f"{label} {found:.2f} gives text as surprising as the human text (perplexity {self.human['perplexity']:.1f})"
+        side = "below" if all(self.rows[knob][v]["perplexity"] < self.human["perplexity"] for v in values) else "above"
+        return (
+            f"no {label} from {values[0]:g} to {values[-1]:g} reaches the human text's perplexity "
+            f"({self.human['perplexity']:.1f}): the generated text stays {side} it"
+        )
+
+
+def sweep(model, windows: list[list[int]], length: int, functions, seed: int, progress=None) -> Sweep:
+    """Continue each window's prompt at every swept value, with the notebook's `sample_next` and metrics."""
+    prompts = [w[:PROMPT_TOKENS] for w in windows]
+    prompt_ids = torch.tensor(prompts)
+    human = measure(model, prompts, [w[PROMPT_TOKENS:] for w in windows], functions)
+    rows: dict[str, dict[float, dict[str, float]]] = {}
+    for knob_index, (knob, values) in enumerate(SWEEP.items()):
+        for index, value in enumerate(values):
+            strategy = Strategy(f"{knob}={value}", "sample_next", {knob: value})
+            generator = torch.Generator().manual_seed(seed * 1000 + 100 * (knob_index + 1) + index)
+            texts = continuations(strategy, model, prompt_ids, length, functions, generator)
+            rows.setdefault(knob, {})[value] = {
+                "perplexity": functions["perplexity"](model, prompts, texts),
+                "repetition %": 100 * functions["repetition"](texts),
+            }
+            if progress is not None:
+                progress.update()
+    return Sweep(rows, {column: human[column] for column in SWEPT})
+
+
+def sweep_figure(result: Sweep, title: str):
+    """Perplexity and repetition of the generated text against p and against temperature, the human text's levels
+    as dotted lines and where the perplexity meets it marked: a matplotlib Figure (no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 6.5))
+    axes = fig.subplots(2, 2, sharex="col")
+    for column_index, knob in enumerate(SWEEP):
+        values = sorted(result.rows[knob])
+        for row_index, column in enumerate(SWEPT):
+            ax = axes[row_index][column_index]
+            ax.plot(values, [result.rows[knob][v][column] for v in values], "o-", label="generated")
+            ax.axhline(result.human[column], color="gray", linestyle=":", label="human text")
+            if column == "perplexity":
+                ax.set_yscale("log")
+                found = result.meets_human(knob)
+                if found is not None:
+                    ax.axvline(found, color="tab:red", linestyle="--", label=f"meets human at {found:.2f}")
+            ax.set_ylabel(column)
+            ax.legend(fontsize=11)
+        axes[1][column_index].set_xlabel(SWEEP_LABELS[knob])
+    fig.suptitle(title, fontsize=14)
+    fig.tight_layout()
+    return fig
+
+
+def format_sweep(result: Sweep) -> str:
+    lines = []
+    for knob in SWEEP:
+        lines.append(f"{SWEEP_LABELS[knob]:<28}" + "".join(f"{v:>9g}" for v in sorted(result.rows[knob])))
+        for column in SWEPT:
+            cells = "".join(f"{result.rows[knob][v][column]:>9.1f}" for v in sorted(result.rows[knob]))
+            lines.append(f"  {column:<26}{cells}   (human {result.human[column]:.1f})")
+        lines.append(f"  {result.sentence(knob)}")
+    return "\n".join(lines)
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -222,13 +329,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--samples must be at least 2 (Self-BLEU compares samples with each other), not {args.samples}"
         )
-    if args.figure and args.figure.suffix.lstrip(".") not in FIGURE_FORMATS:
-        raise UserError(f"--figure must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, not {args.figure.name}")
+    for option, path in (("--figure", args.figure), ("--sweep-figure", args.sweep_figure)):
+        if path and path.suffix.lstrip(".") not in FIGURE_FORMATS:
+            raise UserError(f"{option} must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, not {path.name}")
+    if args.sweep_figure and not args.sweep:
+        raise UserError("--sweep-figure draws the sweep: add --sweep")
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, not {args.seed}")
     if args.length < 4:
         raise UserError(f"--length must be at least 4 tokens, not {args.length}")
-    metrics = load_functions(args.metrics, METRIC_FUNCTIONS, "the bake-off measures with them (05_decoding)")
+    metrics = load_functions(args.metrics, METRIC_FUNCTIONS, "the bake-off measures with them")
     model, tokenizer = load_checkpoint(args.checkpoint)
     if model.num_params() < SMALL_MODEL_PARAMETERS:
         torch.set_num_threads(1)  # as `course train` does for tiny: its matrices are too small to share between cores
@@ -268,6 +378,18 @@ def run(args: argparse.Namespace) -> int:
         f"{args.checkpoint}: {args.samples} WikiText validation prompts of {PROMPT_TOKENS} tokens, {args.length} new tokens, seed {args.seed}"
     )
     print(format_table(rows))
+    if args.sweep:
+        with torch.no_grad():
+            progress = tqdm(total=sum(map(len, SWEEP.values())), desc="sweep", unit="value", disable=args.quiet)
+            swept = sweep(model, windows, args.length, functions, args.seed, progress)
+            progress.close()
+        print("\nWhere sampling meets human text on this model (Holtzman et al. found p = 0.95 for GPT-2 Large):")
+        print(format_sweep(swept))
+        if args.sweep_figure:
+            figure = sweep_figure(swept, f"{args.checkpoint.name}: {args.samples} prompts, {args.length} tokens each")
+            with kit.atomic_path(args.sweep_figure) as temporary:
+                figure.savefig(temporary, format=args.sweep_figure.suffix.lstrip("."))
+            print(f"wrote {args.sweep_figure}")
     if args.csv:
         kit.write_atomically(args.csv, table_csv(rows))
         print(f"wrote {args.csv}")
@@ -284,7 +406,13 @@ def register(subparsers) -> None:
         description="Continue WikiText prompts with every decoding strategy and measure them against the human text.",
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint folder (course train --out)")
-    parser.add_argument("--metrics", type=Path, required=True, metavar="NOTEBOOK", help="a 05_decoding notebook")
+    parser.add_argument(
+        "--metrics",
+        type=Path,
+        required=True,
+        metavar="NOTEBOOK",
+        help="a notebook that defines " + ", ".join(METRIC_FUNCTIONS),
+    )
     parser.add_argument("--samples", type=int, default=20, help="prompts per strategy (default 20)")
     parser.add_argument("--length", type=int, default=64, help="new tokens per prompt (default 64)")
     parser.add_argument("--seed", type=int, default=0)
@@ -294,5 +422,11 @@ def register(subparsers) -> None:
     parser.add_argument("--penalties", type=Path, metavar="NOTEBOOK", help="a 03 notebook (default: solutions/)")
     parser.add_argument("--dataset", default="wikitext-2-v1")
     parser.add_argument("--data-dir", default=None, help="local WikiText folder (default: $COURSE_DATA_DIR)")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also sweep nucleus p and temperature: where does the generated text meet the human text?",
+    )
+    parser.add_argument("--sweep-figure", type=Path, help="draw the sweep (png, pdf, svg)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)

@@ -1,4 +1,5 @@
-"""`course build`: writes the student notebooks in assignments/ from the solution notebooks in solutions/.
+"""`course build`: writes the student notebooks in assignments/ from the solution notebooks in solutions/, the
+cells every notebook shares, and the kit's tables of assignments.
 
 A solution notebook is the one source of its assignment. In its code cells, the lines from a
 `# BEGIN SOLUTION` comment to the next `# END SOLUTION` comment (markers at any indentation, both
@@ -16,6 +17,17 @@ would not parse is refused.
 Cells tagged `instructor` (cell metadata `tags`), of any kind, are left out: notes for the
 instructor, checks that need the solution. Markers outside code cells are refused, since
 nothing would remove them.
+
+Common cells: every notebook has the same set-up cell and self-check cell, written from one template each
+(`COMMON_CELLS`), never by hand. A code cell tagged `common:setup` gets the set-up: on Google Colab only, it clones
+and installs the kit from the students' repository (`student-repository` under `[tool.course]` in pyproject.toml);
+then `from grader import demo` and CHECKPOINT, the trained model the demos run, found by
+`course.checkpoint.find_checkpoints`. A code cell tagged `common:check` gets `check("NN_name")`, the notebook's own
+name. The build writes them in solutions/ too, so the solution and its student notebook always agree; `--check`
+reports a solution whose common cell differs from its template.
+
+The tables of assignments in README.md and docs/assignments.md are written from the manifests
+(course/generated.py); `--check` reports them when they differ.
 
 The output is deterministic: outputs, execution counts and volatile metadata are dropped, cell ids
 are the solution cells' ids, the JSON is nbformat's fixed formatting with a trailing newline, and
@@ -42,6 +54,8 @@ import tokenize
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from course import generated, kit
+from course.assignments import tomllib
 from course.errors import UserError
 from course.kit import write_atomically
 from course.notebook import plain_python, read_notebook
@@ -57,6 +71,39 @@ KEPT_CELL_METADATA = ("tags", "editable", "deletable", "jupyter", "slideshow")
 KEPT_NOTEBOOK_METADATA = ("kernelspec",)
 MANIFEST = ".build.json"
 MANIFEST_ABOUT = "written by `course build`: the sha256 of each notebook as it wrote it, so that it never overwrites one edited since"
+COMMON_TAG = "common:"
+PLACEHOLDER_REPOSITORY = "https://github.com/YOUR-COURSE/YOUR-STUDENT-KIT"
+REPOSITORY = re.compile(r"(https://|git@)[A-Za-z0-9._~:/@+-]+")
+
+# The cells every notebook shares, by tag. `{repository}` is the students' repository, `{name}` the notebook's.
+COMMON_CELLS = {
+    "common:setup": """\
+# The set-up every notebook of the course starts with.
+import os
+import subprocess
+import sys
+
+# On Google Colab only (nothing happens elsewhere): a fresh runtime has no course kit, so this cell fetches and installs
+# it, once per runtime, and works from its assignments/ folder. Your instructor sets the repository's address.
+COURSE_KIT_REPOSITORY = {repository}
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/course-kit"):
+        subprocess.run(["git", "clone", "--depth", "1", COURSE_KIT_REPOSITORY, "/content/course-kit"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "/content/course-kit"], check=True)
+    sys.path.insert(0, "/content/course-kit")
+    os.chdir("/content/course-kit/assignments")
+
+from course.checkpoint import find_checkpoints  # noqa: E402 (on Colab, the kit is installed just above)
+from grader import demo  # noqa: E402 (`with demo():` runs a demo; while a function it calls is a stub, it says which)
+
+# The trained model the demos run, or None before there is one: $COURSE_CHECKPOINT, else runs/course, runs/laptop or
+# runs/tiny, here or one folder up (`course train --preset tiny` saves runs/tiny)
+CHECKPOINT = next(iter(find_checkpoints().values()), None)""",
+    "common:check": """\
+from grader import check
+
+check({name})""",
+}
 
 
 def student_source(source: str, where: str) -> str:
@@ -194,12 +241,64 @@ def render(notebook: nbformat.NotebookNode) -> bytes:
     return (text if text.endswith("\n") else text + "\n").encode("utf-8")
 
 
+def student_repository() -> str:
+    """The students' repository, which the set-up cell clones on Colab: `student-repository` under `[tool.course]`
+    in the kit's pyproject.toml (a placeholder until an instructor sets it)."""
+    path = kit.ROOT / "pyproject.toml"
+    settings = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("course", {})
+    address = settings.get("student-repository", PLACEHOLDER_REPOSITORY)
+    if not isinstance(address, str) or not REPOSITORY.fullmatch(address):
+        raise UserError(
+            f"{path}: [tool.course] student-repository should be a repository's address (https://... or git@...), "
+            f"not {address!r}"
+        )
+    return address
+
+
+def common_source(tag: str, name: str, where: str) -> str:
+    """The source `course build` writes in a cell tagged `tag` of notebook `name`."""
+    if tag not in COMMON_CELLS:
+        raise UserError(f"{where}: no common cell is tagged {tag}: expected {' or '.join(COMMON_CELLS)}")
+    return COMMON_CELLS[tag].format(repository=json.dumps(student_repository()), name=json.dumps(name))
+
+
+def with_common_cells(solution: nbformat.NotebookNode, name: str, label: str) -> nbformat.NotebookNode:
+    """`solution` with each cell tagged `common:...` written from its template, in place (returned for chaining)."""
+    for number, cell in enumerate(solution.cells, start=1):
+        tags = [tag for tag in cell.get("metadata", {}).get("tags", []) if tag.startswith(COMMON_TAG)]
+        if not tags:
+            continue
+        where = f"{label} cell {number}"
+        if len(tags) > 1 or cell.cell_type != "code":
+            raise UserError(
+                f"{where}: a common cell is a code cell with one `common:` tag, not {cell.cell_type} {tags}"
+            )
+        source = common_source(tags[0], name, where)
+        if joined_source(cell.source) != source:
+            cell.source = source
+            cell.outputs, cell.execution_count = [], None
+    return solution
+
+
+def planned_solutions(solutions_dir: Path) -> dict[str, bytes]:
+    """File name -> the bytes of each solution notebook whose common cells differ from their templates, as `course
+    build` rewrites it."""
+    planned = {}
+    for path in sorted(solutions_dir.glob("*.ipynb")):
+        solution = read_notebook(path)
+        before = [joined_source(cell.source) for cell in solution.cells]
+        with_common_cells(solution, path.stem, str(path))
+        if [joined_source(cell.source) for cell in solution.cells] != before:
+            planned[path.name] = render(solution)
+    return planned
+
+
 def planned_assignments(solutions_dir: Path) -> dict[str, bytes]:
-    """File name -> the bytes `course build` writes for it."""
+    """File name -> the bytes `course build` writes for it (from the solution with its common cells written)."""
     if not solutions_dir.is_dir():
         raise UserError(f"no solutions folder at {solutions_dir} (give one with --solutions DIR)")
     return {
-        path.name: render(student_notebook(read_notebook(path), str(path)))
+        path.name: render(student_notebook(with_common_cells(read_notebook(path), path.stem, str(path)), str(path)))
         for path in sorted(solutions_dir.glob("*.ipynb"))
     }
 
@@ -263,15 +362,29 @@ CHECK_LINES = {
 
 def build(solutions_dir: Path, assignments_dir: Path, check: bool = False, force: bool = False) -> int:
     planned = planned_assignments(solutions_dir)
+    solutions = planned_solutions(solutions_dir)
+    documents = generated.planned_documents() if _is_the_kits(solutions_dir) else {}
     found = differences(planned, assignments_dir)
     if check:
+        for name in solutions:
+            print(f"stale: {solutions_dir / name} (a common cell differs from its template: `course build` writes it)")
+        for path in documents:
+            print(
+                f"stale: {path.relative_to(kit.ROOT)} (a table of assignments differs from the manifests: `course build` writes it)"
+            )
         for kind, name in found:
             print(CHECK_LINES[kind].format(path=assignments_dir / name))
-        if any(kind != "extra" for kind, _ in found):
+        if solutions or documents or any(kind != "extra" for kind, _ in found):
             print(f"assignments are out of date with {solutions_dir}: run `course build`")
             return 1
         print("assignments are up to date")
         return 0
+    for name, content in solutions.items():
+        write_atomically(solutions_dir / name, content)
+        print(f"wrote the common cells of {solutions_dir / name}")
+    for path, content in documents.items():
+        write_atomically(path, content)
+        print(f"wrote the tables of assignments in {path.relative_to(kit.ROOT)}")
     written = read_manifest(assignments_dir)
     record = {name: sha256(content) for name, content in planned.items()}  # as the notebooks will be
     assignments_dir.mkdir(parents=True, exist_ok=True)
@@ -300,6 +413,11 @@ def build(solutions_dir: Path, assignments_dir: Path, check: bool = False, force
     if all(kind in ("extra", "record") for kind, _ in found):
         print("assignments are up to date")
     return 0
+
+
+def _is_the_kits(solutions_dir: Path) -> bool:
+    """Whether `solutions_dir` is this kit's solutions/: only then are the kit's documents its tables."""
+    return solutions_dir.resolve() == (kit.ROOT / "solutions").resolve()
 
 
 def _move_to_backup(path: Path) -> Path:

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "course.bakeoff",  # bakeoff
     "course.build",  # build
     "course.release",  # release
+    "course.scaffold",  # new-assignment
     "course.export_hf",  # export-hf
 ]
 

@@ -1,12 +1,13 @@
 """`make demo`: the whole kit on real data, in the commands a newcomer would type.
 
-    python -m course.demo [--data-dir DIR] [--out runs] [--max-steps N] [--assignments 02_sampling ...]
+    python -m course.demo [--data-dir DIR] [--out runs] [--max-steps N] [--assignments NN_name ...]
 
 1. `course prepare`   WikiText-2 (from --data-dir / $COURSE_DATA_DIR offline, from the hub otherwise)
 2. `course train`     the tiny preset, with a progress bar (a progress line every 25 s when not on a terminal)
 3. one prompt continued by greedy, top-p and penalised sampling, side by side
 4. `course build`     the student notebooks from the solutions
-5. `grader grade`     each solution and each blank assignment: one line each, the whole report in a file
+5. `grader grade`     each solution and each blank assignment (every assignment of grader/assignments/, from their
+                      manifests): one line each, the whole report in a file
 Then what to do next, for students, instructors and teaching assistants.
 """
 
@@ -26,12 +27,11 @@ from pathlib import Path
 import torch
 
 from course import kit
+from course.assignments import names, solution_functions
 from course.checkpoint import has_train_state, load_checkpoint
 from course.errors import UserError
 from course.generation import generate, until_eos
-from course.notebook import load_notebook, require
 
-GRADED = ["01_training", "02_sampling", "03_penalties", "04_kv_cache", "05_decoding"]
 PROMPT = "The game was released in"
 PROGRESS_EVERY = 25  # seconds: without a terminal (no progress bar), a line at least this often while a command runs
 
@@ -96,10 +96,8 @@ def said_before(prepared: list[str]) -> Callable[[str], bool]:
 
 def continuations(checkpoint: Path, max_new_tokens: int, seed: int) -> dict[str, str]:
     """The same prompt continued three ways, with the solutions' own sampling functions."""
-    sampling = require(load_notebook(kit.ROOT / "solutions" / "02_sampling.ipynb").namespace, ["greedy", "sample_next"])
-    penalties = require(
-        load_notebook(kit.ROOT / "solutions" / "03_penalties.ipynb").namespace, ["sample_with_penalties"]
-    )
+    sampling = solution_functions(["greedy", "sample_next"])
+    penalties = solution_functions(["sample_with_penalties"])
     model, tokenizer = load_checkpoint(checkpoint)
     prompt = torch.tensor([tokenizer.encode(PROMPT)])
     generator = torch.Generator().manual_seed(seed)
@@ -134,7 +132,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, help="training steps (default: the tiny preset's own)")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--assignments", nargs="+", default=GRADED, choices=GRADED, metavar="NAME")
+    graded = names()
+    parser.add_argument("--assignments", nargs="+", default=graded, choices=graded, metavar="NAME")
     return parser
 
 
@@ -182,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     step(f"Done in {time.perf_counter() - started:.0f} s. Next steps:")
     print(
         NEXT_STEPS.format(
-            checkpoint=checkpoint.relative_to(kit.ROOT) if checkpoint.is_relative_to(kit.ROOT) else checkpoint
+            checkpoint=checkpoint.relative_to(kit.ROOT) if checkpoint.is_relative_to(kit.ROOT) else checkpoint,
+            first=names()[0],
+            example=args.assignments[0],
         )
     )
     return 0
@@ -193,12 +194,12 @@ greedy takes the most likely token every time: a model this small soon repeats i
 training ends with). top-p 0.9 samples among the tokens that hold 90% of the probability; the penalties lower the
 tokens already written. <unk> stands for the rare words that WikiText itself replaced."""
 NEXT_STEPS = """\
-students:     open the notebooks: .venv/bin/jupyter lab assignments/ (start with 01_training)
+students:     open the notebooks: .venv/bin/jupyter lab assignments/ (start with {first})
               try a sampler: .venv/bin/course generate {checkpoint} --prompt 'The film' --top-p 0.9
 instructors:  lectures as slides: make slides (decks in lectures/slides/); edit an assignment in solutions/, then
               .venv/bin/course build; the student kit: .venv/bin/course release OUT
 assistants:   grade a folder of submissions:
-              .venv/bin/grader batch SUBMISSIONS --assignment 02_sampling --jobs 4
+              .venv/bin/grader batch SUBMISSIONS --assignment {example} --jobs 4
 everyone:     README.md, per role; every command: docs/cli.md"""
 
 

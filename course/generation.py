@@ -3,11 +3,11 @@
 The loop knows nothing about sampling: at every step it hands the last position's logits, and the
 whole sequence so far (for penalties), to a `next_token` function (the `NextToken` contract).
 `course generate` builds that function from a notebook's own sampling functions, loaded with
-`course.notebook`:
+`course.notebook` (without --sampler, from the solution of the assignment that grades the function):
 
-    sample_next            (02_sampling)   temperature, top-k, top-p, min-p
-    sample_with_penalties  (03_penalties)  when --frequency-penalty or --presence-penalty is given
-    greedy                 (02_sampling)   with --greedy
+    sample_next            temperature, top-k, top-p, min-p
+    sample_with_penalties  when --frequency-penalty or --presence-penalty is given
+    greedy                 with --greedy
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Protocol
 import torch
 
 from course import kit
+from course.assignments import grading
 from course.errors import UserError
 from course.notebook import describe_exception, load_notebook, notebook_location, require
 
@@ -32,21 +33,16 @@ class NextToken(Protocol):
     history: (batch, length) int64, every id so far (the prompt and everything generated)
     returns: (batch,) integer ids, the next token of each row
 
-    Loops call it positionally, with both arguments: this loop, the 04 solution's cached `generate`,
+    Loops call it positionally, with both arguments: this loop, the KV cache solution's `generate`,
     the grader's reference loop, the lectures, the demo and the decode benchmark. A rule that does
-    not look at the history takes `history=None` (04's `greedy(logits, history=None)`), so it also
-    serves a loop that calls `next_token(logits)`, as students' earlier `generate` functions do.
+    not look at the history takes `history=None` (`greedy(logits, history=None)`, as the KV cache notebook gives
+    it), so it also serves a loop that calls `next_token(logits)`, as students' earlier `generate` functions do.
     """
 
     def __call__(self, logits: torch.Tensor, history: torch.Tensor, /) -> torch.Tensor: ...
 
 
 INTEGER_DTYPES = {torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8}
-NOTEBOOK_OF = {
-    "sample_next": "02_sampling.ipynb",
-    "greedy": "02_sampling.ipynb",
-    "sample_with_penalties": "03_penalties.ipynb",
-}
 
 
 @torch.no_grad()
@@ -136,8 +132,8 @@ def sampling_function(args: argparse.Namespace) -> tuple[str, str]:
         return "greedy", "--greedy"
     if penalties and args.min_p is not None:
         raise UserError(
-            "--min-p is sample_next's (02_sampling), and penalties are sampled by sample_with_penalties "
-            "(03_penalties), which has no min-p: give one or the other"
+            "--min-p is sample_next's option and penalties are sampled by sample_with_penalties, which has no "
+            "min-p: give one or the other"
         )
     if penalties:
         return "sample_with_penalties", " and ".join(penalties)
@@ -166,11 +162,16 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def default_sampler(function: str) -> Path:
-    name = NOTEBOOK_OF[function]
+    """The solution notebook of the assignment that grades `function`, in solutions/ here or in the kit."""
+    given = f"give --sampler NOTEBOOK (a notebook that defines `{function}`)"
+    try:
+        name = f"{grading([function]).name}.ipynb"
+    except UserError:  # a student kit without that assignment
+        raise UserError(f"no assignment of this kit grades `{function}`: {given}") from None
     for folder in (Path.cwd() / "solutions", kit.ROOT / "solutions"):
         if (folder / name).is_file():
             return folder / name
-    raise UserError(f"no solutions/{name} found: give --sampler NOTEBOOK (a notebook that defines `{function}`)")
+    raise UserError(f"no solutions/{name} found: {given}")
 
 
 def load_sampler(notebook: Path, function: str, needed_for: str) -> Callable:

@@ -47,7 +47,7 @@ def preset(name: str, vocab_size: int) -> GPTConfig:
 
 @runtime_checkable
 class KVCacheProtocol(Protocol):
-    """What the model asks of a KV cache (docs/assignments.md, 04_kv_cache); every cache in the kit has this shape.
+    """What the model asks of a KV cache (docs/assignments.md, the KV cache assignment); every cache in the kit has this shape.
 
     `model(idx, cache=cache)` reads `len(cache)` once, at the start of the forward, and numbers the new
     positions from it. Attention layer `l` then calls `cache.update(l, k, v)` with the new positions' keys

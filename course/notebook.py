@@ -2,8 +2,8 @@
 
 Used by the grader's worker, `course generate --sampler`, `grader check` and the lectures.
 
-    loaded = load_notebook("02_sampling.ipynb")
-    fns = require(loaded.namespace, ["sample_next"], where="02_sampling.ipynb")
+    loaded = load_notebook("my_sampler.ipynb")
+    fns = require(loaded.namespace, ["sample_next"], where="my_sampler.ipynb")
 
 What is kept, from every code cell in order, whatever the cells' tags, ids or splitting:
 

@@ -2,16 +2,18 @@
 
     course release OUT [--assignments NAME ...] [--reveal NAME ...] [--lectures NAME ...] [--zip]
 
-OUT gets the library (course/), the grader with each shipped assignment's visible tests and the helper
-modules they load (no test_hidden.py, no helper that only hidden tests load: see `visible_test_files`), the
+OUT gets the library (course/), the grader with each shipped assignment's manifest, visible tests and the helper
+modules its manifest lists in `ship` (no test_hidden.py, no mutants.toml, no helper that only hidden tests load: a
+visible test that loads a file `ship` does not list is refused, see `visible_test_files`), the
 student notebooks built afresh from solutions/ (never a copy of assignments/, which may hold someone's work), the lectures named
 (default: none), pyproject.toml, data/README.md, a Makefile (`make env`, `make check`) and a README for
 students made from this kit's README. There is no solutions/, tests/ or bench/, so nothing in it can run
 a solution: `course generate` without --sampler asks for one.
 
-An assignment notebook must not give away another's answers (03_penalties gives students stubs for their own
-02_sampling functions rather than 02's solution; a notebook with given code copied from another solution would).
-Before anything is written, every file is searched for the solution regions of the shipped assignments, each
+An assignment ships only with the earlier ones it reuses (its manifest's `reuses`: their graded functions are its
+stubs, or it builds on them). An assignment notebook must not give away another's answers (a notebook that reuses
+another gives students stubs for their own functions, not that other's solution; given code copied from another
+solution would give it away). Before anything is written, every file is searched for the solution regions of the shipped assignments, each
 assignment's own (a region that another solution holds too, as 03's stubs hold 02's bodies, is that other's):
 a file holding at least half of a region's lines gives that solution away, and the release is refused, unless
 --reveal names the assignment (its deadline has passed). OUT is written whole or not at all; --zip also writes OUT.zip, one top folder named like OUT.
@@ -25,7 +27,8 @@ import re
 import zipfile
 from pathlib import Path
 
-from course import kit
+from course import generated, kit
+from course.assignments import MANIFEST_FILE, Assignment, assignments, check_reuses
 from course.build import DROP_TAG, joined_source, planned_assignments, solution_regions
 from course.errors import UserError
 from course.notebook import read_notebook
@@ -89,10 +92,12 @@ def release(
         raise UserError(f"{out} exists and is not an empty folder: give a new one (a release is written whole)")
     if make_zip and archive.exists():
         raise UserError(f"{archive} exists: move it away or give another OUT")
-    built = planned_assignments(kit.ROOT / "solutions")
-    names = _chosen("assignment", assignments, sorted(Path(name).stem for name in built), "--assignments")
+    declared = {one.name: one for one in assignments_of_the_kit()}
+    names = _chosen("assignment", assignments, list(declared), "--assignments")
     _chosen("assignment", reveal, names, "--reveal")
-    files = _library(names)
+    check_reuses(names)
+    built = planned_assignments(kit.ROOT / "solutions")
+    files = _library([declared[name] for name in names])
     files.update({f"assignments/{name}.ipynb": built[f"{name}.ipynb"] for name in names})
     lectures = _chosen("lecture", lectures, sorted(p.stem for p in (kit.ROOT / "lectures").glob("*.ipynb")))
     for name in lectures:
@@ -105,10 +110,11 @@ def release(
     if placeholder:
         print(
             f"note: on Colab, {', '.join(placeholder)} would clone the placeholder {PLACEHOLDER_REPOSITORY.decode()}: "
-            "set COURSE_KIT_REPOSITORY in solutions/ to the students' repository and run `course build` first"
+            "set `student-repository` under [tool.course] in pyproject.toml to the students' repository and run "
+            "`course build` first"
         )
     files.update({path: (kit.ROOT / path).read_bytes() for path in KIT_FILES if (kit.ROOT / path).is_file()})
-    files["README.md"] = student_readme(names, lectures, built).encode("utf-8")
+    files["README.md"] = student_readme([declared[name] for name in names], lectures).encode("utf-8")
     files["Makefile"] = MAKEFILE.format(checks="".join(_check_line(name) for name in names)).encode("utf-8")
     _refuse_given_away(files, [name for name in names if name not in reveal])
     with kit.atomic_folder(out) as staging:
@@ -129,7 +135,7 @@ def _chosen(kind: str, asked: list[str] | None, known: list[str], option: str = 
     """The names asked for (all known ones when `asked` is None), each checked against `known`."""
     if asked is None:
         return known
-    names = [Path(name).stem for name in asked]  # `02_sampling`, `02_sampling.ipynb` and a path all name it
+    names = [Path(name).stem for name in asked]  # `NN_name`, `NN_name.ipynb` and a path all name it
     unknown = [name for name in names if name not in known]
     if unknown:
         where = f" among those shipped ({option} names only those)" if option == "--reveal" else ""
@@ -137,18 +143,41 @@ def _chosen(kind: str, asked: list[str] | None, known: list[str], option: str = 
     return list(dict.fromkeys(names))
 
 
-def _library(assignments: list[str]) -> dict[str, bytes]:
-    """course/ and grader/ as files, with only the visible side of the shipped assignments' tests."""
+def assignments_of_the_kit() -> list[Assignment]:
+    """The kit's assignments that have a solution notebook to build (every one, in a complete kit)."""
+    return [one for one in assignments() if one.solution.is_file()]
+
+
+def _library(chosen: list[Assignment]) -> dict[str, bytes]:
+    """course/ and grader/ as files, with only the students' side of the shipped assignments' folders."""
     tests = kit.ROOT / "grader" / "assignments"
     files = {}
     for package in LIBRARY:
         for path in sorted((kit.ROOT / package).rglob("*")):
             if _is_source(path) and tests not in path.parents:
                 files[path.relative_to(kit.ROOT).as_posix()] = path.read_bytes()
-    for name in assignments:
-        for path in visible_test_files(tests / name):
+    for assignment in chosen:
+        for path in shipped_test_files(assignment):
             files[path.relative_to(kit.ROOT).as_posix()] = path.read_bytes()
     return files
+
+
+def shipped_test_files(assignment: Assignment) -> list[Path]:
+    """What students get of an assignment's folder: its manifest, test_visible.py (and a conftest.py) and the helper
+    modules its manifest lists in `ship`. A file the visible tests load (`visible_test_files`) that `ship` does not
+    list is refused in one line: it would be missing from the students' kit, or it is a file they must not get."""
+    from grader.results import VISIBLE_FILE
+
+    folder = assignment.folder
+    shipped = [folder / MANIFEST_FILE, *(p for p in (folder / VISIBLE_FILE, folder / "conftest.py") if p.is_file())]
+    shipped += [folder / name for name in assignment.ship]
+    unlisted = [path for path in visible_test_files(folder) if path not in shipped]
+    if unlisted:
+        raise UserError(
+            f"{assignment.name}: the visible tests load {unlisted[0].name}, which {MANIFEST_FILE}'s `ship` does not "
+            "list: list it there, or keep it out of the visible tests"
+        )
+    return shipped
 
 
 def _is_source(path: Path, base: Path = kit.ROOT) -> bool:
@@ -211,12 +240,13 @@ def _check_line(name: str) -> str:
     return f"\t$(VENV)/bin/grader check {name} --notebook assignments/{name}.ipynb\n"
 
 
-def student_readme(assignments: list[str], lectures: list[str], notebooks: dict[str, bytes]) -> str:
-    """The release's README: a short introduction naming the shipped notebooks (`notebooks`: file name -> the built
-    notebook), then the students' sections of the kit's README without the numbered steps and the table rows that name
-    an assignment left out of the release."""
-    readme = (kit.ROOT / "README.md").read_text(encoding="utf-8")
-    left_out = [path.stem for path in (kit.ROOT / "solutions").glob("*.ipynb") if path.stem not in assignments]
+def student_readme(chosen: list[Assignment], lectures: list[str]) -> str:
+    """The release's README: a short introduction naming the shipped assignments (from their manifests), then the
+    students' sections of the kit's README without the numbered steps and the table rows that name an assignment left
+    out of the release."""
+    readme = generated.without_markers((kit.ROOT / "README.md").read_text(encoding="utf-8"))
+    shipped = {one.name for one in chosen}
+    left_out = [one.name for one in assignments() if one.name not in shipped]
     sections = []
     for title in STUDENT_SECTIONS:
         found = re.search(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", readme, flags=re.MULTILINE | re.DOTALL)
@@ -225,17 +255,10 @@ def student_readme(assignments: list[str], lectures: list[str], notebooks: dict[
         sections.append(_without_items_naming(found.group(0).strip(), left_out))
     lectures_row = "\n| `lectures/` | the lecture notebooks: " + ", ".join(f"`{n}`" for n in lectures) + " |"
     return STUDENT_README.format(
-        notebooks=", ".join(f"`{name}.ipynb` ({_title(notebooks[f'{name}.ipynb'])})" for name in assignments),
+        notebooks=", ".join(f"`{one.name}.ipynb` ({one.title})" for one in chosen),
         lectures_row=lectures_row if lectures else "",
         sections="\n\n".join(sections),
     )
-
-
-def _title(notebook: bytes) -> str:
-    """A notebook's title (its first heading), without the 'Assignment NN ·' that the file name already says."""
-    cells = json.loads(notebook)["cells"]
-    heading = next(("".join(c["source"]).splitlines() for c in cells if c["cell_type"] == "markdown"), [""])[0]
-    return re.sub(r"^#+\s*(Assignment\s+\d+\s*[·:]\s*)?", "", heading).strip()
 
 
 def _without_items_naming(section: str, names: list[str]) -> str:
@@ -276,8 +299,8 @@ def _lines(path: str, content: bytes) -> set[str]:
 
 
 def own_solution_lines(name: str) -> list[list[str]]:
-    """solution_lines(name) without the regions that are another assignment's too: 03_penalties's stubs for the
-    student's own 02_sampling functions hold 02's bodies, which are 02's answers, not 03's."""
+    """solution_lines(name) without the regions that are another assignment's too: the stubs that an assignment gives
+    for the student's own functions of one it reuses hold that one's bodies, which are its answers, not this one's."""
     others = {
         tuple(region)
         for path in sorted((kit.ROOT / "solutions").glob("*.ipynb"))

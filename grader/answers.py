@@ -1,8 +1,12 @@
 """Written answers: the questions of an assignment that a person grades, and what each notebook answers.
 
-An assignment's written questions are declared beside its tests, in `questions.json`:
+An assignment's written questions are declared in its manifest, assignment.toml beside its tests
+(course/assignments.py):
 
-    {"questions": [{"name": "why-min-p", "points": 2, "question": "Why does min-p ..."}]}
+    [[questions]]
+    name = "why-min-p"
+    points = 2
+    question = "Why does min-p ..."
 
 A notebook answers one in a markdown cell whose first line names it, `#### Answer: why-min-p` (any heading level,
 any case); the rest of the cell is the answer. A student may split an answer over several such cells (they are
@@ -15,44 +19,26 @@ answer escaped by grader.results.printable), and on Gradescope they are manual q
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.errors import GraderError
+from course.assignments import MANIFEST_FILE, Question, read_manifest
 from grader.results import csv_text
 
-QUESTIONS_FILE = "questions.json"
+__all__ = ["Question", "questions", "read_answers", "answers_table", "expect_prediction", "WrittenAnswer"]
+
 ANSWER_LINE = re.compile(r"^\s*#{1,6}\s*answer\s*:\s*(?P<name>[A-Za-z0-9_.-]+)\s*$", re.IGNORECASE)
 PLACEHOLDER = "_Write your answer here._"
 MAX_ANSWER = 20_000  # characters kept per answer: a TA reads a paragraph, not a book
 
 
-@dataclass(frozen=True)
-class Question:
-    name: str
-    points: float
-    question: str
-
-
 def questions(assignment: Path) -> list[Question]:
-    """The written questions declared in the assignment's questions.json; none when it has no such file."""
-    path = Path(assignment) / QUESTIONS_FILE
-    if not path.is_file():
+    """The written questions declared in the assignment's manifest; none when its folder has no manifest (tests
+    given with --tests-dir may come without one)."""
+    if not (Path(assignment) / MANIFEST_FILE).is_file():
         return []
-    try:
-        declared = json.loads(path.read_text(encoding="utf-8"))["questions"]
-        found = [Question(str(q["name"]), float(q["points"]), str(q["question"])) for q in declared]
-    except (ValueError, KeyError, TypeError) as error:
-        raise GraderError(
-            f"{path} is not a list of written questions ({error}): expected "
-            '{"questions": [{"name": ..., "points": ..., "question": ...}]}'
-        ) from None
-    names = [q.name for q in found]
-    if len(set(names)) < len(names) or not all(ANSWER_LINE.match(f"# Answer: {name}") for name in names):
-        raise GraderError(f"{path}: each question needs a name of its own, of letters, digits, '_', '-' or '.'")
-    return found
+    return list(read_manifest(Path(assignment)).questions)
 
 
 @dataclass(frozen=True)

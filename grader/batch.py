@@ -2,7 +2,7 @@
 
 What the folder holds. What a learning platform's "download all submissions" gives, or what a person put
 there: one notebook per student, directly (`alice.ipynb`) or in a folder of the student's own
-(`alice_123/02_sampling.ipynb`, at any depth in it). Names that start with a dot (Jupyter's checkpoints,
+(`alice_123/NN_name.ipynb`, at any depth in it). Names that start with a dot (Jupyter's checkpoints,
 .DS_Store) and the results folder are not submissions. A name in a platform's own pattern says who the
 student is, and a student's several entries (a notebook and a PDF) are one student:
 - Canvas, `login_[LATE_]USERID_SUBMISSIONID_FILE`: the student `login_USERID`, Canvas user id USERID;

@@ -1,8 +1,9 @@
 """Gradescope: `grader gradescope NAME -o ZIP` builds the autograder zip; inside it, `run_autograder`
 runs `python -m grader.gradescope NAME` from the zip's virtual environment, which grades the submitted notebook.
 
-The zip holds setup.sh, run_autograder and the kit (course/, grader/ with this assignment's visible
-and hidden tests, pyproject.toml, README.md). Gradescope unzips it into /autograder/source, where
+The zip holds setup.sh, run_autograder and the kit (course/, grader/ with this assignment's folder: its manifest,
+visible and hidden tests and their helpers, not its mutants.toml, which grading has no use for; pyproject.toml,
+README.md). Gradescope unzips it into /autograder/source, where
 setup.sh creates a virtual environment, /autograder/venv, and installs into it the CPU build of torch,
 the packages grading needs (GRADING_PACKAGES) and the kit without its other dependencies (and without its
 tests: the package never installs grader/assignments/). Gradescope copies run_autograder to
@@ -26,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 from course import kit
+from course.assignments import MUTANTS_FILE
 from course.notebook import NotebookError, read_notebook
 from grader import results as results_file
 from grader.answers import Question, WrittenAnswer, questions, read_answers
@@ -36,9 +38,12 @@ ROOT_VARIABLE = "GRADER_AUTOGRADER_ROOT"
 
 # What grading imports, installed into the autograder's environment besides torch: the notebook loader
 # (nbformat, IPython's syntax cleaner), the test runner (pytest), what a worker preloads (numpy, tqdm,
-# matplotlib) and what the kit's modules that notebooks import need (tokenizers, safetensors). Not the
-# data pipeline (datasets, pyarrow) nor Jupyter: grading never runs them.
-GRADING_PACKAGES = ("numpy", "nbformat", "ipython", "pytest", "tqdm", "matplotlib", "tokenizers", "safetensors")
+# matplotlib), what the kit's modules that notebooks import need (tokenizers, safetensors) and the reader of
+# the assignment's manifest on Pythons before 3.11 (tomli). Not the data pipeline (datasets, pyarrow) nor
+# Jupyter: grading never runs them.
+GRADING_PACKAGES = (
+    "numpy", "nbformat", "ipython", "pytest", "tqdm", "matplotlib", "tokenizers", "safetensors", "tomli",
+)  # fmt: skip
 KIT_DISTRIBUTION = "sampling-course-kit"
 
 SETUP_SH = """#!/usr/bin/env bash
@@ -90,7 +95,7 @@ def build_zip(name: str, output: Path, tests_dir: Path | None = None) -> Path:
                 if _belongs_in_zip(path):
                     archive.write(path, str(path.relative_to(kit.ROOT)))
         for path in sorted(assignment.rglob("*")):
-            if _belongs_in_zip(path, tests=True):
+            if _belongs_in_zip(path, tests=True) and path.name != MUTANTS_FILE:
                 archive.write(path, f"grader/assignments/{name}/{path.relative_to(assignment)}")
     return output
 
@@ -101,7 +106,7 @@ def setup_script() -> str:
         requirements = metadata.requires(KIT_DISTRIBUTION) or []
     except metadata.PackageNotFoundError:
         requirements = []
-    declared = {_requirement_name(r): r for r in requirements if ";" not in r}
+    declared = {_requirement_name(r): r for r in requirements if "extra ==" not in r}  # markers kept: pip reads them
     missing = [name for name in ("torch", *GRADING_PACKAGES) if name not in declared]
     if missing:
         raise GraderError(

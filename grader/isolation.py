@@ -189,11 +189,15 @@ def verify(zygote, limits, user, secret_paths: list[str]) -> list[str]:
     under /root, seen without namespaces), for the grader to warn about."""
     from grader.sandbox import Worker
 
-    needed = needed_by_workers()
-    probe = Worker(zygote, limits, user, probe=[*secret_paths, *needed])
+    paths = [*secret_paths, *needed_by_workers()]
+    probe = Worker(zygote, limits, user, probe=True)
     opened = None
     try:
-        opened = _read_probe_report(probe.endpoint.sock, len(secret_paths) + len(needed))
+        probe.endpoint.sock.settimeout(PROBE_TIMEOUT)
+        probe.endpoint.sock.sendall(json.dumps(paths).encode() + b"\n")  # more than a request to the zygote holds
+        opened = _read_probe_report(probe.endpoint.sock, len(paths))
+    except OSError:
+        pass  # it ended or stalled before it had read them all: unproven, as below
     finally:
         if opened is None:
             probe.kill()
@@ -210,7 +214,7 @@ def verify(zygote, limits, user, secret_paths: list[str]) -> list[str]:
             + (f" and {len(leaked) - 1} other secret files" if len(leaked) > 1 else "")
             + f" ({setting_of(zygote, user)}); {_how_to_close(zygote, user)}"
         )
-    return [path for i, path in enumerate(needed) if len(secret_paths) + i not in opened]
+    return [path for i, path in enumerate(paths) if i >= len(secret_paths) and i not in opened]
 
 
 def _read_probe_report(sock, count: int) -> list[int] | None:

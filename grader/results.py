@@ -93,12 +93,20 @@ def _escape_unseen(match: re.Match) -> str:
     return char
 
 
-def build(tests: list[ExpectedTest], outcomes: dict[str, Outcome], output: str, execution_time: float) -> dict:
-    """The results of a grading run; a test without an outcome was not run and earns nothing."""
+def build(
+    tests: list[ExpectedTest],
+    outcomes: dict[str, Outcome],
+    output: str,
+    execution_time: float,
+    frequency_checks: dict[str, int] | None = None,
+) -> dict:
+    """The results of a grading run; a test without an outcome was not run and earns nothing. A test's entry records
+    the frequency checks it made (`frequency_checks`: test id -> count) in its extra_data."""
     not_run = Outcome(False, "not run: grading stopped before this test")
     entries = []
     for test in tests:
         outcome = outcomes.get(test.id, not_run)
+        checks = (frequency_checks or {}).get(test.id, 0)
         entries.append(
             {
                 "name": test.name,
@@ -107,7 +115,7 @@ def build(tests: list[ExpectedTest], outcomes: dict[str, Outcome], output: str, 
                 "status": "passed" if outcome.passed else "failed",
                 "output": printable(outcome.feedback),
                 "visibility": test.visibility,
-                "extra_data": {"test": test.id},
+                "extra_data": {"test": test.id, **({"frequency_checks": checks} if checks else {})},
             }
         )
     return {
@@ -145,7 +153,23 @@ def report(results: dict, title: str) -> str:
         if test["status"] != "passed" and test["output"]:
             lines.append(_indented(test["output"], " " * 19, " " * 19))
     lines += ["", f"Score: {_points(results['score'])}/{_points(results['max_score'])}"]
+    if checks := frequency_checks_by_file(results):
+        from grader.testing import chance_statement  # imports torch: only for a grading that sampled
+
+        lines.append(chance_statement(checks))
     return "\n".join(lines)
+
+
+def frequency_checks_by_file(results: dict) -> dict[str, int]:
+    """Test file -> the frequency checks its tests made in this grading (from each test's extra_data)."""
+    by_file: dict[str, int] = {}
+    for test in results.get("tests", []):
+        extra = test.get("extra_data") or {}
+        count = extra.get("frequency_checks", 0)
+        if isinstance(count, int) and count > 0 and isinstance(extra.get("test"), str):
+            name = extra["test"].split("::")[0]
+            by_file[name] = by_file.get(name, 0) + count
+    return by_file
 
 
 def _indented(text: str, first: str, rest: str) -> str:

@@ -1,7 +1,7 @@
 """Grading one notebook: pytest runs the assignment's tests in a trusted process, the notebook's code
 runs in a worker (sandbox.py), and the results come from pytest's own reports.
 
-    results = grade("alice/02_sampling.ipynb", find_assignment("02_sampling"), results_path=Path("results.json"))
+    results = grade("alice/NN_name.ipynb", find_assignment("NN_name"), results_path=Path("results.json"))
 
 The order of events is what makes the results trustworthy:
 1. the notebook is parsed here (course.notebook.extract_code runs nothing);
@@ -49,7 +49,7 @@ from grader.plain import PlainWorkers, require_sandbox, sandbox_unavailable
 from grader.results import VISIBLE_FILE, ExpectedTest, Outcome, printable
 from grader.sandbox import Zygote, ZygoteChannel
 from grader.session import StudentSession
-from grader.testing import POINTS_ATTRIBUTE, StudentView
+from grader.testing import POINTS_ATTRIBUTE, StudentView, frequency_checks_made
 
 ASSIGNMENTS_DIR = ROOT / "grader" / "assignments"
 MAX_REPORT_BYTES = 64 * 2**20  # the grading process's two reports together
@@ -91,7 +91,7 @@ def known_assignments(base: Path = ASSIGNMENTS_DIR) -> list[str]:
 
 
 def infer_assignment(notebook: Path, tests_dir=None) -> str:
-    """The assignment a notebook belongs to, from its file name: `02_sampling.ipynb`, `02_sampling-alice.ipynb`."""
+    """The assignment a notebook belongs to, from its file name: `NN_name.ipynb`, `NN_name-alice.ipynb`."""
     base = Path(tests_dir) if tests_dir is not None else ASSIGNMENTS_DIR
     matches = [name for name in known_assignments(base) if notebook.stem.startswith(name)]
     if matches:
@@ -180,12 +180,20 @@ def grade(
     output += collected.get("errors", []) + finished.get("problems", [])
     if stopped:
         output.append(stopped)
-    results = results_file.build(tests, outcomes, "\n".join(output), time.monotonic() - started)
+    checks = _frequency_checks(finished.get("frequency_checks"), {test.id for test in tests})
+    results = results_file.build(tests, outcomes, "\n".join(output), time.monotonic() - started, checks)
     if extra_data:
         results["extra_data"] = extra_data
     if results_path is not None:
         results_file.write(results_path, results)
     return results
+
+
+def _frequency_checks(reported, test_ids: set[str]) -> dict[str, int]:
+    """Test id -> the frequency checks it made, as the grading process reported them (only collected tests, counts)."""
+    if type(reported) is not dict:
+        return {}
+    return {test: count for test, count in reported.items() if test in test_ids and type(count) is int and count > 0}
 
 
 def _report_isolation(zygote: Zygote, user: WorkerUser | None, unreadable: list[str]) -> None:
@@ -389,7 +397,8 @@ def _grade_in_this_process(files, session, problem, limits, results_path, messag
             if session is not None:
                 session.close()
     problems = (session.problems if session else []) + plugin.internal_errors
-    send("finished", {"outcomes": {k: vars(v) for k, v in plugin.outcomes.items()}, "problems": problems})
+    outcomes = {k: vars(v) for k, v in plugin.outcomes.items()}
+    send("finished", {"outcomes": outcomes, "problems": problems, "frequency_checks": plugin.frequency_checks})
 
 
 # ---------------------------------------------------------------- the pytest plugin
@@ -406,6 +415,7 @@ class GraderPlugin:
         self.outcomes: dict[str, Outcome] = {}
         self.collection_errors: list[str] = []
         self.internal_errors: list[str] = []
+        self.frequency_checks: dict[str, int] = {}  # test id -> grader.testing.expect_frequencies checks it made
         self.on_collected = lambda tests: None
 
     @pytest.fixture
@@ -434,6 +444,13 @@ class GraderPlugin:
             pytest.fail(
                 "this test does not use the `student` fixture, so it cannot earn points (a mistake in the tests)"
             )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item):
+        before = frequency_checks_made()
+        yield
+        if made := frequency_checks_made() - before:
+            self.frequency_checks[_test_id(item)] = made
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):

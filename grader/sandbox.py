@@ -183,7 +183,7 @@ def last_output(workdir: Path) -> str:
 
 
 class Worker:
-    def __init__(self, zygote: ZygoteChannel, limits: Limits, user: WorkerUser | None, probe: list[str] | None = None):
+    def __init__(self, zygote: ZygoteChannel, limits: Limits, user: WorkerUser | None, probe: bool = False):
         self.user = user
         self.workdir = Path(tempfile.mkdtemp(prefix="grader-student-"))
         if user is not None:
@@ -191,8 +191,8 @@ class Worker:
         spec = {"workdir": str(self.workdir), "limits": asdict(limits)}
         if user is not None:
             spec.update(uid=user.uid, gid=user.gid)
-        if probe is not None:  # grader/isolation.py: a worker that only tries to open these paths
-            spec["probe"] = probe
+        if probe:  # grader/isolation.py: a worker that only tries to open the paths it is sent
+            spec["probe"] = True
         self.pid, sock = zygote.spawn(spec)
         try:  # the worker is not our child: only a pidfd tells whether its pid is still its own
             self.pidfd = os.pidfd_open(self.pid)

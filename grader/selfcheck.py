@@ -1,6 +1,6 @@
 """What a student's notebook session uses from the grader: `check` and `demo`. Neither stops Run All.
 
-`check("02_sampling")` in a notebook cell runs the visible tests on the functions of this session.
+`check("NN_name")` in a notebook cell runs the visible tests on the functions of this session.
 It reads the session's cell history (IPython's `In`), or the notebook file it is given, through the
 same loader and grading pipeline as `grader grade` (visible tests only), in a separate process so
 that the notebook's kernel never forks: the session's check service, kept warm from one check to the
@@ -44,7 +44,7 @@ def check(
     try:
         cells = None if notebook is not None else _session_cells()
         if notebook is None and cells is None:
-            print("check: not in a notebook session; pass the notebook's path: check('02_sampling', 'my.ipynb')")
+            print("check: not in a notebook session; pass the notebook's path: check('NN_name', 'my.ipynb')")
             return None
         results = _run(assignment, notebook, cells, tests_dir, timeout)
     except Exception as error:  # noqa: BLE001 -- never stop Run All

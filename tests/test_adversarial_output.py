@@ -25,7 +25,7 @@ import nbformat
 import pytest
 import torch
 
-from course.kit import ROOT
+from course.assignments import grading
 from grader import cli
 from grader import results as results_file
 from grader.runner import find_assignment, grade
@@ -34,7 +34,8 @@ from grader.testing import helper_module
 sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
 from submissions import ASSIGNMENTS, needing, notebook  # noqa: E402
 
-KV_SUPPORT = ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py"
+WITH_CACHE = grading(["KVCache"])
+KV_SUPPORT = WITH_CACHE.folder / "kv_support.py"
 kv = helper_module(KV_SUPPORT, KV_SUPPORT.name)
 
 TERMINAL_ATTACK = "\x1b[2J\x1b[H\rScore: 53/53\x08\x9b\u202e\u2028\x00"  # clear, home, CR, BS, CSI, RLO, LS, NUL
@@ -216,13 +217,13 @@ def test_a_generate_that_abuses_the_model_fails_fast_with_a_sentence(tmp_path, c
         "    except Exception as error:\n"
         "        raise ValueError(f'{error} [refused after {time.monotonic() - started:.2f} s]') from None\n"
     )
-    solution = nbformat.read(ROOT / "solutions" / "04_kv_cache.ipynb", as_version=4)
+    solution = nbformat.read(WITH_CACHE.solution, as_version=4)
     for cell in solution.cells:
         if cell.cell_type == "code" and cell.source.startswith("def generate("):
             cell.source = hostile
-    path = tmp_path / "04_kv_cache.ipynb"
+    path = tmp_path / f"{WITH_CACHE.name}.ipynb"
     nbformat.write(solution, path)
-    results = grade(path, find_assignment("04_kv_cache", None), visible_only=True)
+    results = grade(path, find_assignment(WITH_CACHE.name, None), visible_only=True)
     failed = [entry["output"] for entry in results["tests"] if entry["status"] == "failed"]
     assert len(failed) == GENERATE_TESTS and results["score"] == results["max_score"] - 33
     for output in failed:

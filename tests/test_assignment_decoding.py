@@ -45,7 +45,7 @@ def test_notebook_table_is_the_graders(sol):
     """The worked example the notebook prints is the model the visible tests grade with."""
     support = helper_module(str(SUPPORT), "decoding_support.py")
     reference = helper_module(str(SUPPORT.with_name("decoding_reference.py")), "decoding_reference.py")
-    notebook_model, grader_model = sol["TableModel"](), support.table_model()
+    notebook_model, grader_model = sol["TableModel"](), support.worked_example()
     for prefix in [(0,), (0, 0), (0, 1), (0, 2), (0, 1, 0), (0, 2, 2), (0, 0, 1), (0, 1, 0, 2)]:
         ids = torch.tensor([prefix])
         ours = torch.log_softmax(notebook_model(ids)[0, -1].double(), -1)
@@ -89,6 +89,6 @@ def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tm
     notebook = nbformat.read(copy, as_version=4)
     NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "run 01_training first" in text
+    assert "No trained checkpoint found: train one first" in text
     assert "is not implemented yet" not in text  # every function is written: no demo was skipped
     assert "beam width 3: C C C" in text and "repetition of the worked examples: 0.333" in text

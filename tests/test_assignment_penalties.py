@@ -95,7 +95,7 @@ def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tm
     notebook = nbformat.read(copy, as_version=4)
     NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "run 01_training first" in text
+    assert "No trained checkpoint found: train one first" in text
     assert "I do the leg press and then" in text  # the penalties break the toy model's loop
     assert "is not implemented yet" not in text  # every function is written: no demo was skipped
 

@@ -105,7 +105,7 @@ def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tm
     copy.write_bytes(SOLUTION.read_bytes())
     notebook = _execute(copy, None, monkeypatch)
     text = _stream_text(notebook)
-    assert "run 01_training first" in text
+    assert "No trained checkpoint found: train one first" in text
     assert "source: the course model (" in text  # the shipped distributions, not a stand-in
     assert "is not implemented yet" not in text  # every function is written: no demo was skipped
 

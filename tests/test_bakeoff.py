@@ -10,14 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from course.bakeoff import COLUMNS, PROMPT_TOKENS, STRATEGIES, human_windows, last_position_logits
+from course.assignments import grading
+from course.bakeoff import (
+    COLUMNS,
+    METRIC_FUNCTIONS,
+    PROMPT_TOKENS,
+    STRATEGIES,
+    Sweep,
+    human_windows,
+    last_position_logits,
+)
 from course.cli import main
 from course.errors import UserError
 from course.generation import generate
-from course.kit import ROOT
 from course.model import GPT, GPTConfig
 
-SOLUTION = ROOT / "solutions" / "05_decoding.ipynb"
+SOLUTION = grading(METRIC_FUNCTIONS).solution
 
 
 def test_last_position_logits_decodes_the_same_tokens():
@@ -45,6 +53,20 @@ def test_human_windows_stay_inside_articles_and_follow_the_seed():
         human_windows(tokens, samples=5, length=80, eot_id=eot, seed=3)
 
 
+def test_the_sweep_finds_where_the_generated_perplexity_meets_the_human_one():
+    rows = {
+        "top_p": {0.5: {"perplexity": 20.0}, 0.9: {"perplexity": 60.0}, 1.0: {"perplexity": 140.0}},
+        "temperature": {0.8: {"perplexity": 10.0}, 1.0: {"perplexity": 30.0}},
+    }
+    result = Sweep(rows, {"perplexity": 100.0, "repetition %": 0.0})
+    assert result.meets_human("top_p") == pytest.approx(0.95)  # halfway from 60 to 140, between 0.9 and 1.0
+    assert result.sentence("top_p") == "nucleus p 0.95 gives text as surprising as the human text (perplexity 100.0)"
+    assert result.meets_human("temperature") is None
+    assert result.sentence("temperature") == (
+        "no temperature from 0.8 to 1 reaches the human text's perplexity (100.0): the generated text stays below it"
+    )
+
+
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     code = main(["bakeoff", str(tmp_path / "nowhere"), "--metrics", str(SOLUTION)])
     err = capsys.readouterr().err
@@ -53,7 +75,8 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
 
 
 def test_notebook_without_metric_functions_is_one_line(tmp_path, capsys):
-    code = main(["bakeoff", str(tmp_path), "--metrics", str(ROOT / "solutions" / "02_sampling.ipynb")])
+    sampler = grading(["sample_next"]).solution  # a notebook without the metric functions
+    code = main(["bakeoff", str(tmp_path), "--metrics", str(sampler)])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "`beam_search`" in err and "`zipf_coefficient`" in err, err
@@ -90,6 +113,11 @@ def test_bakeoff_table_csv_figure_and_seed(tiny_checkpoint, course_cli, tmp_path
     )  # greedy text is the model's own favourite: the paper's first finding
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "human" in first.stdout and "greedy" in first.stdout
-    again = course_cli("bakeoff", str(tiny_checkpoint), *options, "--csv", str(tmp_path / "b.csv"), timeout=600)
+    again = course_cli(
+        "bakeoff", str(tiny_checkpoint), *options, "--csv", str(tmp_path / "b.csv"), "--sweep", "--sweep-figure",
+        str(tmp_path / "sweep.png"), timeout=600,
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
-    assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()
+    assert (tmp_path / "b.csv").read_text() == (tmp_path / "a.csv").read_text()  # the sweep draws on its own seeds
+    assert "nucleus p (temperature 1)" in again.stdout and "temperature (no filter)" in again.stdout
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import torch
 import course.checkpoint
 import course.generation
 import course.kit
+from course.assignments import assignments, grading
 from course.errors import UserError
 from course.generation import generate
 from course.model import GPT, GPTConfig
@@ -260,13 +262,22 @@ def test_empty_prompt_starts_a_new_document_and_stops_at_its_end(stand_in_checkp
 
 
 def test_without_sampler_the_solution_notebook_is_used_or_asked_for(stand_in_checkpoint, tmp_path, monkeypatch, capsys):
+    """The solution of the assignment that grades the function (its manifest's `graded`), in solutions/ here or in
+    the kit; a kit without solutions/ (a student's release) asks for a notebook."""
+    penalties, sampling = grading(["sample_with_penalties"]).name, grading(["sample_next"]).name
+    elsewhere = tmp_path / "elsewhere" / "grader" / "assignments"
+    for one in assignments():
+        shutil.copytree(one.folder, elsewhere / one.name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(course.kit, "ROOT", tmp_path / "elsewhere")
-    with pytest.raises(UserError, match=r"^no solutions/03_penalties.ipynb found: give --sampler NOTEBOOK"):
+    with pytest.raises(UserError, match=rf"^no solutions/{penalties}.ipynb found: give --sampler NOTEBOOK"):
         course_generate("--prompt", "a", "--presence-penalty", "1.2")
     (tmp_path / "solutions").mkdir()
-    write_notebook(tmp_path / "solutions" / "02_sampling.ipynb", SAMPLER_NOTEBOOK)
+    write_notebook(tmp_path / "solutions" / f"{sampling}.ipynb", SAMPLER_NOTEBOOK)
     assert course_generate("--prompt", "a", "--greedy", "--max-new-tokens", "2") == 0
+    shutil.rmtree(elsewhere)
+    with pytest.raises(UserError, match=r"^no assignment of this kit grades `greedy`: give --sampler NOTEBOOK"):
+        course_generate("--prompt", "a", "--greedy")
 
 
 # ---------------------------------------------------------------- end to end, with a trained checkpoint
@@ -293,7 +304,7 @@ def test_course_generate_end_to_end(tiny_checkpoint, sampler):
         str(sampler),
     )
     assert result.returncode == 0, result.stderr
-    text = result.stdout.split("sample_next temperature=1.0 top_k=20 top_p=None Generator\n")[-1]
+    text = result.stdout.split("sample_next temperature=1.0 top_k=20 top_p=None min_p=None Generator\n")[-1]
     assert text.startswith("The history of") and len(text) > len("The history of\n")
 
     partial = write_notebook(sampler.parent / "partial.ipynb", "def greedy(logits):\n    return logits.argmax(-1)")

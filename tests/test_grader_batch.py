@@ -58,7 +58,7 @@ LATIN1_STUDENT = os.fsdecode(LATIN1_FOLDER)  # how Python names it: caf\udce9_9
 HOSTILE_MESSAGE = "\\ud800 \\x1b[2J boom"  # as the notebook's source writes it: a lone surrogate and an ESC
 HOSTILE_ANSWER = "Because\x1b[2J the bar\u202e moves\x00 here\r\nand over\rwritten."
 ESCAPED_ANSWER = "Because\\x1b[2J the bar\\u202e moves\\x00 here\nand over\\rwritten."
-WHY = {"questions": [{"name": "why", "points": 2, "question": "Why?"}]}
+WHY = 'title = "Example"\nsummary = "an example"\ngraded = ["greedy"]\n\n[[questions]]\nname = "why"\npoints = 2\nquestion = "Why?"\n'
 
 # The students of `class_folder`, in the folder's order: (student, the notebook to grade, or why there is none)
 STUDENTS = [
@@ -191,8 +191,8 @@ def test_the_batchs_own_tables_in_the_folder_are_no_students_on_a_rerun(tmp_path
 @pytest.mark.parametrize(
     "name, is_folder, identity",
     [
-        ("smithjohn_123456_7890123_02_sampling.ipynb", False, Identity("smithjohn_123456", "smithjohn", "123456", "canvas")),
-        ("smithjohn_LATE_123456_7890124_02_sampling-1.ipynb", False, Identity("smithjohn_123456", "smithjohn", "123456", "canvas")),
+        ("smithjohn_123456_7890123_07_greedy.ipynb", False, Identity("smithjohn_123456", "smithjohn", "123456", "canvas")),
+        ("smithjohn_LATE_123456_7890124_07_greedy-1.ipynb", False, Identity("smithjohn_123456", "smithjohn", "123456", "canvas")),
         ("John Smith_4242_assignsubmission_file_", True, Identity("John Smith_4242", "John Smith", "4242", "moodle")),
         ("John Smith_4242_assignsubmission_file_02.ipynb", False, Identity("John Smith_4242", "John Smith", "4242", "moodle")),
         ("alice_123", True, Identity("alice_123", "alice_123")),
@@ -397,7 +397,7 @@ def batch_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
     tests = root / "tests" / "00_example"
     shutil.copytree(ASSIGNMENTS / "00_example", tests)
-    (tests / "questions.json").write_text(json.dumps(WHY))
+    (tests / "assignment.toml").write_text(WHY)  # its manifest, with a written question
     folder = class_folder(root)
     roster = root / "roster.csv"
     roster.write_text("student,id,name\nerin,erin@uni.edu,Erin Example\nzoe,zoe@uni.edu,Zoe Absent\n")

@@ -21,13 +21,13 @@ import nbformat
 import pytest
 import torch
 
-from course.kit import ROOT
+from course.assignments import grading
 from grader.runner import find_assignment, grade
 from grader.sandbox import Zygote
-from grader.testing import helper_module
+from grader.testing import hashed_model, helper_module
 
-kv = helper_module(ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py", "kv_support.py")
-decoding = helper_module(ROOT / "grader" / "assignments" / "05_decoding" / "decoding_support.py", "decoding_support.py")
+WITH_CACHE = grading(["KVCache"])
+kv = helper_module(WITH_CACHE.folder / "kv_support.py", "kv_support.py")
 
 HEADROOM = 300 * 2**20  # bytes a hostile notebook may add to the grading process's peak (measured: 246 MB)
 
@@ -86,12 +86,12 @@ def test_the_cache_spy_refuses_more_positions_than_the_context_before_the_attent
 
 
 def test_a_prefix_model_runs_at_most_its_positions_a_test():
-    model = decoding.hashed_model(vocab_size=4, seed=0)
-    rows = decoding.MAX_POSITIONS // 32
-    model(torch.randint(0, 4, (rows, 32)))  # every position a new prefix: the budget, spent at once
-    with pytest.raises(ValueError, match=f"run on more than {decoding.MAX_POSITIONS} positions in one test"):
+    model = hashed_model(vocab_size=4, seed=0)
+    budget = model.limits.positions
+    model(torch.randint(0, 4, (budget // 32, 32)))  # every position a new prefix: the budget, spent at once
+    with pytest.raises(ValueError, match=f"run on more than {budget} positions in one test"):
         model(torch.zeros(1, 1, dtype=torch.long))
-    assert len(model._memo) <= decoding.MAX_POSITIONS
+    assert len(model._memo) <= budget
 
 
 # ---------------------------------------------------------------- through the grader (slow)
@@ -197,11 +197,11 @@ def _peak_resident_bytes(pid: int) -> int | None:
 def test_a_hostile_notebook_raises_the_grading_process_peak_by_less_than_the_headroom(tmp_path):
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(HOSTILE_04)]
-    hostile = tmp_path / "04_kv_cache.ipynb"
+    hostile = tmp_path / f"{WITH_CACHE.name}.ipynb"
     nbformat.write(notebook, hostile)
     with PeakMemory() as zygote:
-        baseline, solved = zygote.peak_of(ROOT / "solutions" / "04_kv_cache.ipynb", "04_kv_cache")
-        peak, attacked = zygote.peak_of(hostile, "04_kv_cache")
+        baseline, solved = zygote.peak_of(WITH_CACHE.solution, WITH_CACHE.name)
+        peak, attacked = zygote.peak_of(hostile, WITH_CACHE.name)
     assert solved["score"] == solved["max_score"] and baseline > 100 * 2**20  # torch is loaded: the reading is real
     assert peak - baseline < HEADROOM, (
         f"the grading process peaked at {peak / 2**20:.0f} MB, {(peak - baseline) / 2**20:.0f} MB above the "

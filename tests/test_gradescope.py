@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from course.assignments import assignments
 from grader.cli import main
 from grader.gradescope import GRADING_PACKAGES, KIT_DISTRIBUTION, build_zip
 
@@ -51,11 +53,26 @@ def test_setup_creates_a_virtual_environment_and_installs_torch_for_the_cpu_firs
 
 def test_setup_installs_only_what_grading_needs_with_the_kits_version_bounds(tmp_path):
     setup_sh = (unzipped(tmp_path) / "source" / "setup.sh").read_text()
-    declared = [r for r in metadata.requires(KIT_DISTRIBUTION) if ";" not in r]
+    declared = [r for r in metadata.requires(KIT_DISTRIBUTION) if "extra ==" not in r]
     needed = [r for r in declared if r.split(">")[0] in GRADING_PACKAGES]
     assert len(needed) == len(GRADING_PACKAGES)
-    assert set(pip_installs(setup_sh)[2].split()[4:]) == {f"'{r}'" for r in needed}
+    # a requirement with a marker keeps it: 'tomli>=1.1; python_version < "3.11"'
+    assert set(shlex.split(pip_installs(setup_sh)[2])[4:]) == set(needed)
     assert not [name for name in NOT_FOR_GRADING if name in setup_sh]
+
+
+def test_each_assignments_zip_holds_its_folder_but_its_mutants(tmp_path):
+    """The zip of every assignment of the manifests: its folder (manifest, tests, helpers, contract) under
+    grader/assignments/, without mutants.toml (solution fragments grading has no use for), and no other's."""
+    for one in assignments():
+        with zipfile.ZipFile(build_zip(one.name, tmp_path / f"{one.name}.zip")) as archive:
+            names = archive.namelist()
+        prefix = f"grader/assignments/{one.name}/"
+        inside = sorted(name.removeprefix(prefix) for name in names if name.startswith(prefix))
+        folder = [p for p in one.folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        assert inside == sorted(p.relative_to(one.folder).as_posix() for p in folder if p.name != "mutants.toml")
+        assert "assignment.toml" in inside and "test_hidden.py" in inside
+        assert not [name for name in names if name.startswith("grader/assignments/") and not name.startswith(prefix)]
 
 
 @pytest.fixture
@@ -77,7 +94,8 @@ def test_the_zips_run_autograder_grades_a_submission_without_the_data_or_jupyter
     tmp_path, blocked_packages, submitted, expected
 ):
     root = unzipped(tmp_path)
-    assert not any("02_sampling" in str(p) for p in (root / "source").rglob("*"))  # only the one assignment's tests
+    shipped = [str(p) for p in (root / "source").rglob("*")]
+    assert not [one.name for one in assignments() if any(one.name in path for path in shipped)]  # the example's only
     # setup.sh's venv, stood in for by this interpreter, with the zip's kit first and the blocked packages next
     venv_python = root / "venv" / "bin" / "python"
     venv_python.parent.mkdir(parents=True)
@@ -106,6 +124,6 @@ def test_a_kit_that_is_not_installed_is_one_line_and_exit_2(tmp_path, monkeypatc
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "grader gradescope: error: the installed kit declares no torch, numpy, nbformat, ipython, pytest, tqdm, "
-        "matplotlib, tokenizers, safetensors: install it (pip install -e .) and build the zip again"
+        "matplotlib, tokenizers, safetensors, tomli: install it (pip install -e .) and build the zip again"
     ]
     assert list(tmp_path.iterdir()) == []  # no zip, not even part of one

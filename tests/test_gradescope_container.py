@@ -21,11 +21,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course.kit import ROOT
+from course.assignments import assignments, grading
 from grader.gradescope import build_zip
 from grader.identity import worker_memory_bytes
 
-ASSIGNMENTS = tuple(sorted(path.stem for path in (ROOT / "solutions").glob("*.ipynb")))  # every one
+ASSIGNMENTS = {one.name: one for one in assignments()}  # every one
+HOARDED = grading(["greedy"])  # a hoarding `greedy` goes into this assignment's solution
 MEMORY_BYTES = 768 * 2**20
 CPU_QUOTA = (50_000, 100_000)  # microseconds of CPU per period: half a CPU
 
@@ -123,12 +124,11 @@ def test_the_worker_memory_limit_follows_the_container(monkeypatch):
 @pytest.mark.slow
 def test_each_zip_grades_in_gradescopes_default_container(container, tmp_path):
     roots = {
-        name: autograder_root(tmp_path, name, nbformat.read(ROOT / "solutions" / f"{name}.ipynb", 4), name)
-        for name in ASSIGNMENTS
+        name: autograder_root(tmp_path, name, nbformat.read(one.solution, 4), name) for name, one in ASSIGNMENTS.items()
     }
-    hoarding = nbformat.read(ROOT / "solutions" / "02_sampling.ipynb", 4)
+    hoarding = nbformat.read(HOARDED.solution, 4)
     hoarding.cells.append(nbformat.v4.new_code_cell(HOARDER))
-    roots["hoarder"] = autograder_root(tmp_path, "02_sampling", hoarding, "hoarder")
+    roots["hoarder"] = autograder_root(tmp_path, HOARDED.name, hoarding, "hoarder")
     script = (
         "import json, sys\nfrom pathlib import Path\nfrom grader import gradescope\n"
         "from grader.identity import container_memory_bytes\nfrom grader.sandbox import Zygote\n"
@@ -137,8 +137,8 @@ def test_each_zip_grades_in_gradescopes_default_container(container, tmp_path):
         "    for name, root in json.loads(sys.argv[1]):\n"
         "        gradescope.run(name, Path(root), zygote=zygote)\n"
     )
-    plan = [[("02_sampling" if label == "hoarder" else label), str(root)] for label, root in roots.items()]
-    env = dict(os.environ, PYTHONPATH=str(roots["02_sampling"] / "source"))  # the kit as the zip ships it
+    plan = [[(HOARDED.name if label == "hoarder" else label), str(root)] for label, root in roots.items()]
+    env = dict(os.environ, PYTHONPATH=str(roots[HOARDED.name] / "source"))  # the kit as the zip ships it
     done = subprocess.run(
         container.command([sys.executable, "-c", script, json.dumps(plan)]),
         capture_output=True,
@@ -157,4 +157,4 @@ def test_each_zip_grades_in_gradescopes_default_container(container, tmp_path):
     failed = [t for t in results["tests"] if t["score"] < t["max_score"]]
     assert failed and all("greedy" in t["name"] and t["score"] == 0 and t["output"] for t in failed), failed
     assert len(failed) < len(results["tests"]) and results["score"] > 0, "the other tests were scored"
-    shutil.rmtree(tmp_path, ignore_errors=True)  # four unzipped kits
+    shutil.rmtree(tmp_path, ignore_errors=True)  # the unzipped kits

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course.kit import ROOT
+from course.assignments import grading
 from course.notebook import load_notebook
 
 try:
@@ -31,7 +31,7 @@ ROWS, VOCAB = 10_000, 50
 
 @pytest.fixture(scope="module")
 def solution():
-    return load_notebook(ROOT / "solutions" / "02_sampling.ipynb").namespace
+    return load_notebook(grading(["top_k_filter", "top_p_filter", "min_p_filter"]).solution).namespace
 
 
 def _input_ids():
@@ -112,7 +112,7 @@ def test_min_p_matches_hf(solution):
 
 @pytest.fixture(scope="module")
 def penalties():
-    return load_notebook(ROOT / "solutions" / "03_penalties.ipynb").namespace
+    return load_notebook(grading(["repetition_penalty", "additive_penalties"]).solution).namespace
 
 
 def _histories(rows, length, seed):

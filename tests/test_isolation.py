@@ -29,9 +29,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course.assignments import assignments
 from course.kit import ROOT
+from grader import isolation
+from grader.errors import GraderError
 from grader.gradescope import build_zip
-from grader.identity import running_as_root
+from grader.identity import Limits, WorkerUser, running_as_root
+from grader.sandbox import Zygote
 
 pytestmark = pytest.mark.slow
 
@@ -168,10 +172,11 @@ def explorer(path: Path, walk_roots: list[str], known_secrets: list[str]) -> Pat
 
 def kit_secrets() -> list[str]:
     """A file of each kind of the checkout's secrets, for the explorer to try by name."""
+    first = assignments()[0]
     candidates = [
-        ROOT / "grader" / "assignments" / "02_sampling" / "test_hidden.py",
-        ROOT / "solutions" / "02_sampling.ipynb",
-        ROOT / "tests" / "mutants" / "02_sampling.toml",
+        first.folder / "test_hidden.py",
+        first.solution,
+        first.folder / "mutants.toml",
         ROOT / ".git" / "HEAD",
         ASSIGNMENT / "test_hidden.py",
     ]
@@ -237,6 +242,19 @@ def test_the_explorer_finds_the_checkouts_secrets_where_nothing_isolates_it():
     assert str(ASSIGNMENT / "test_hidden.py") in found["secrets"]  # by its name, in the walk
     assert set(kit_secrets()) <= set(found["secrets"])  # by the paths it is told of
     assert found["walked"] > 10
+
+
+def test_the_probe_tries_every_path_of_a_large_checkout():
+    """A checkout's history can hold tens of thousands of files: the probe is sent more paths than one request to
+    the zygote holds (64 KiB), and still tries the last one (a file every worker may read, so the grading is
+    refused, naming it)."""
+    _requires("root")
+    readable = os.path.realpath(os.__file__)
+    paths = [f"/no-such-folder/{i:05d}-{'x' * 60}" for i in range(4000)] + [readable]
+    assert len(json.dumps(paths)) > 4 * 65536
+    refused = pytest.raises(GraderError, match=f"a worker could open {readable} ")
+    with Zygote() as zygote, WorkerUser.claim() as user, refused:
+        isolation.verify(zygote, Limits(), user, paths)
 
 
 @pytest.mark.parametrize("setting", ["root", "user"])

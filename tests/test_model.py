@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from course import lens
+from course.assignments import grading
 from course.kit import ROOT
 from course.model import GPT, GPTConfig, KVCacheProtocol, Probe, preset
 from course.notebook import load_notebook
@@ -92,13 +93,14 @@ def test_cache_gives_the_full_forward_logits_chunk_by_chunk(model):
 
 def kit_caches() -> dict[str, object]:
     """One instance of every cache the kit hands to the model, by where it lives."""
-    solution = load_notebook(ROOT / "solutions" / "04_kv_cache.ipynb").namespace
-    kv = helper_module(ROOT / "grader" / "assignments" / "04_kv_cache" / "kv_support.py", "kv_support.py")
+    with_cache = grading(["KVCache"])
+    solution = load_notebook(with_cache.solution).namespace
+    kv = helper_module(with_cache.folder / "kv_support.py", "kv_support.py")
     bench = runpy.run_path(str(ROOT / "bench" / "decode.py"))  # defines the benchmark's names, runs nothing
     return {
         "tests ListCache": ListCache(),
-        "solutions/04 KVCache": solution["KVCache"](),
-        "kv_support CacheSpy": kv.CacheSpy(ListCache(), kv.Forward(index=0), {}),
+        "the solution's KVCache": solution["KVCache"](),
+        "kv_support CacheSpy": kv.CacheSpy(ListCache(), kv.Forward(index=0), {}, block_size=SMALL.block_size),
         "lens RecordingCache": lens.RecordingCache(),
         "lens SubstitutingCache": lens.SubstitutingCache(),
         "bench CatCache": bench["CatCache"](),

@@ -1,11 +1,12 @@
 """The mutation suite: plausible wrong implementations of every graded assignment must lose points.
 
-A mutant is the solution notebook with one mistake: a patch of tests/mutants/<assignment>.toml made to
-solutions/<assignment>.ipynb as it is now (tests/mutants/patches.py). The fast tests check that every patch still
+A mutant is the solution notebook with one mistake: a patch of grader/assignments/NN_name/mutants.toml made to
+solutions/NN_name.ipynb as it is now (tests/mutants/patches.py). The fast tests check that every patch still
 fits the current solution and that every assignment with graded functions has enough mutants. The slow ones grade
 them all (tests/mutants/harness.py): each loses points, a failed hidden test explains itself without showing the
 test's code, and a mutant's `symptom` is what its feedback says. The table of points each mutant lost is printed
-after the results.
+after the results, and the frequency checks each solution's grading made with the chance that a correct notebook
+loses a point to them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import re
 
 import pytest
 
+from course.assignments import grading
+from grader.results import frequency_checks_by_file
+from grader.testing import FALSE_FAILURE_PER_CHECK, false_failure_bound
 from mutants.harness import ASSIGNMENTS, graded
 from mutants.patches import (
     MINIMUM_PER_ASSIGNMENT,
@@ -29,7 +33,8 @@ from mutants.patches import (
     solution_notebook,
 )
 
-GREEDY_RETURN = "return torch.argmax(logits, dim=-1)"  # the line of 02's greedy the patch tests below edit
+GREEDY_RETURN = "return torch.argmax(logits, dim=-1)"  # the line of greedy that the patch tests below edit
+WITH_GREEDY = grading(["greedy"]).name  # the assignment that grades it
 
 
 def test_every_assignment_with_graded_functions_has_enough_mutants():
@@ -37,7 +42,7 @@ def test_every_assignment_with_graded_functions_has_enough_mutants():
     assert len(assignments) >= 5, f"graded assignments found: {assignments}"
     counts = {assignment: len(mutants(assignment)) for assignment in assignments}
     short = {assignment: n for assignment, n in counts.items() if n < MINIMUM_PER_ASSIGNMENT}
-    assert not short, f"fewer than {MINIMUM_PER_ASSIGNMENT} mutants: {short} (add to tests/mutants/NN_name.toml)"
+    assert not short, f"fewer than {MINIMUM_PER_ASSIGNMENT} mutants: {short} (add to their folder's mutants.toml)"
     assert set(ASSIGNMENTS) <= set(assignments), (
         f"mutant files of no graded assignment: {set(ASSIGNMENTS) - set(assignments)}"
     )
@@ -60,29 +65,30 @@ def _greedy_mutant(find: str, replace: str, function: str = "greedy") -> Mutant:
 
 def test_a_patch_the_solution_outgrew_fails_loudly():
     mutant = _greedy_mutant("return torch.argmax(logits, dim=-1, keepdim=False)", "return 0")
-    with pytest.raises(StalePatch, match=r"02_sampling.toml, mutant 'example'.* no longer occurs in greedy .*update"):
-        apply(solution_notebook("02_sampling"), mutant, "02_sampling")
+    where = re.escape(f"grader/assignments/{WITH_GREEDY}/mutants.toml, mutant 'example'")
+    with pytest.raises(StalePatch, match=rf"^{where}: .* no longer occurs in greedy .*update"):
+        apply(solution_notebook(WITH_GREEDY), mutant, WITH_GREEDY)
 
 
 def test_a_find_text_must_name_one_place():
     with pytest.raises(StalePatch, match=r"occurs \d+ times in greedy .*make `find` longer"):
-        apply(solution_notebook("02_sampling"), _greedy_mutant("logits", "x"), "02_sampling")
+        apply(solution_notebook(WITH_GREEDY), _greedy_mutant("logits", "x"), WITH_GREEDY)
 
 
 def test_a_patch_that_breaks_the_syntax_is_refused():
     with pytest.raises(StalePatch, match=r"after the edit of greedy, its cell does not parse .*indentation"):
-        apply(solution_notebook("02_sampling"), _greedy_mutant(GREEDY_RETURN, "return (\n"), "02_sampling")
+        apply(solution_notebook(WITH_GREEDY), _greedy_mutant(GREEDY_RETURN, "return (\n"), WITH_GREEDY)
 
 
 def test_a_patch_names_a_defined_function():
-    with pytest.raises(StalePatch, match=r"KVCache.update is defined 0 times in solutions/02_sampling.ipynb"):
-        apply(solution_notebook("02_sampling"), _greedy_mutant(GREEDY_RETURN, "x", "KVCache.update"), "02_sampling")
+    with pytest.raises(StalePatch, match=rf"KVCache.update is defined 0 times in solutions/{WITH_GREEDY}.ipynb"):
+        apply(solution_notebook(WITH_GREEDY), _greedy_mutant(GREEDY_RETURN, "x", "KVCache.update"), WITH_GREEDY)
 
 
 def test_a_patch_edits_its_function_only():
     """The edit lands in greedy's cell, in greedy; every other cell stays the solution's."""
-    solution = solution_notebook("02_sampling")
-    mutant = apply(solution, _greedy_mutant("dim=-1)", "dim=0)"), "02_sampling")
+    solution = solution_notebook(WITH_GREEDY)
+    mutant = apply(solution, _greedy_mutant("dim=-1)", "dim=0)"), WITH_GREEDY)
     changed = [(old.source, new.source) for old, new in zip(solution.cells, mutant.cells) if old != new]
     assert len(changed) == 1
     old, new = changed[0]
@@ -156,9 +162,19 @@ def test_feedback_names_the_mistake(assignment):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_solution_full_marks_blank_zero(assignment):
+def test_solution_full_marks_blank_zero(assignment, mutant_table):
     results = graded(assignment)
     solution, blank = results["solution"], results["blank"]
+    checks = frequency_checks_by_file(solution.results)
+    table = mutant_table(
+        "frequency checks made grading each solution (grader.testing.expect_frequencies; each fails a correct "
+        f"sampler with probability at most {FALSE_FAILURE_PER_CHECK:g})",
+        "assignment",
+        "checks per test file",
+        "a correct notebook loses a point to chance with probability at most",
+    )
+    per_file = ", ".join(f"{name} {count}" for name, count in sorted(checks.items())) or "none"
+    table.append((assignment, per_file, f"{false_failure_bound(sum(checks.values())):.2g}"))
     assert solution.max_score > 0
     assert solution.score == solution.max_score, (
         f"solutions/{assignment}.ipynb lost points: {[t['name'] for t in solution.failed]}"

@@ -25,10 +25,10 @@ from grader.selfcheck import CheckResults
 
 ASSIGNMENTS = ROOT / "assignments"
 NOTEBOOKS = sorted(path.name for path in ASSIGNMENTS.glob("*.ipynb"))
-TRAIN_STEPS = 20  # 01_training's COURSE_TRAIN_STEPS: enough to save a checkpoint, a few seconds on a CPU
+TRAIN_STEPS = 20  # the training notebook's COURSE_TRAIN_STEPS: enough to save a checkpoint, a few seconds on a CPU
 STUB_SAYS = "is not implemented yet: write it in its cell above, then run this cell again."
 FOLDERS = {"kit's folder": Path("."), "this notebook's folder": Path("assignments")}  # relative to the kit
-# Shown in 01_training for a GPU (the course preset) or WikiText-103, which a test on a CPU, offline, cannot run.
+# Shown in the training notebook for a GPU (the course preset) or WikiText-103, which a test on a CPU, offline, cannot run.
 NEEDS_A_GPU_OR_WIKITEXT_103 = ("--preset course", "wikitext-103", "torchrun ")
 SHORTER = {
     "generate": ["--max-new-tokens", "5"],
@@ -84,12 +84,12 @@ def test_demo_closes_the_figure_a_stub_left_half_drawn(capsys):
 
 
 def test_check_results_show_as_one_line_and_keep_the_results():
-    results = CheckResults("02_sampling", {"score": 12.0, "max_score": 53.0, "tests": [{"name": "t"}] * 20})
-    assert repr(results) == "02_sampling: 12/53 visible points"
+    results = CheckResults("07_example", {"score": 12.0, "max_score": 53.0, "tests": [{"name": "t"}] * 20})
+    assert repr(results) == "07_example: 12/53 visible points"
     assert results["score"] == 12 and len(results["tests"]) == 20
     from IPython.lib.pretty import pretty  # what a notebook cell shows for its last expression
 
-    assert pretty(results) == "02_sampling: 12/53 visible points"
+    assert pretty(results) == "07_example: 12/53 visible points"
 
 
 # ---------------------------------------------------------------- the notebooks, executed (slow)
@@ -154,7 +154,7 @@ def _shown_commands(notebook) -> list[tuple[Path, str]]:
 @pytest.mark.slow
 def test_every_command_shown_works_from_the_folder_it_names(tiny_checkpoint, wikitext2_dir, course_cache_dir, tmp_path):
     """The kit as a student has it: finished notebooks in assignments/, and runs/tiny where `course train`
-    (the kit's folder) or 01_training (assignments/) saved it. Each command runs there as written, with the
+    (the kit's folder) or the training notebook (assignments/) saved it. Each command runs there as written, with the
     options of SHORTER added."""
     kit = tmp_path / "kit"
     for runs in (kit / "runs", kit / "assignments" / "runs"):

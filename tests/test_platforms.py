@@ -15,10 +15,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course.assignments import grading, names
 from course.kit import ROOT
 from grader.plain import sandbox_unavailable
 
-ASSIGNMENTS = ("01_training", "02_sampling", "03_penalties", "04_kv_cache")
+WITH_GREEDY = grading(["greedy"]).name  # a never-ending `greedy` goes into its solution
 
 WITHOUT_THE_SANDBOX = Path(__file__).parent / "grader_fixtures" / "without_sandbox"  # its sitecustomize.py
 
@@ -63,11 +64,11 @@ def test_the_simulated_python_lacks_what_windows_lacks(windows_like):
 
 @pytest.mark.slow
 def test_grading_for_marks_says_in_one_line_that_it_needs_linux(windows_like, tmp_path):
-    notebook = ROOT / "solutions" / "02_sampling.ipynb"
+    notebook = ROOT / "solutions" / f"{WITH_GREEDY}.ipynb"
     code = (
         "from grader.cli import main\n"
         f"print(main(['grade', {str(notebook)!r}, '--results', {str(tmp_path / 'r.json')!r}]))\n"
-        f"print(main(['batch', {str(tmp_path)!r}, '--assignment', '02_sampling']))\n"
+        f"print(main(['batch', {str(tmp_path)!r}, '--assignment', {WITH_GREEDY!r}]))\n"
     )
     done = run_python(code, windows_like)
     assert done.stdout.split() == ["2", "2"], done.stderr
@@ -80,10 +81,10 @@ def test_grading_for_marks_says_in_one_line_that_it_needs_linux(windows_like, tm
 
 
 def with_an_infinite_loop(tmp_path: Path) -> Path:
-    """Solution 02 whose `greedy` never returns (a later cell redefines it, as a student's edit would)."""
-    book = nbformat.read(ROOT / "solutions" / "02_sampling.ipynb", as_version=4)
+    """The solution whose `greedy` never returns (a later cell redefines it, as a student's edit would)."""
+    book = nbformat.read(ROOT / "solutions" / f"{WITH_GREEDY}.ipynb", as_version=4)
     book.cells.append(nbformat.v4.new_code_cell("def greedy(logits):\n    while True:\n        pass"))
-    path = tmp_path / "02_sampling.ipynb"
+    path = tmp_path / f"{WITH_GREEDY}.ipynb"
     nbformat.write(book, path)
     return path
 
@@ -95,18 +96,18 @@ def test_check_without_the_sandbox_scores_solutions_blanks_and_times_out_a_loop(
     looping = with_an_infinite_loop(tmp_path)
     code = (
         "import json\nfrom grader import check\nscores = {}\n"
-        f"for name in {ASSIGNMENTS!r}:\n"
+        f"for name in {names()!r}:\n"
         "    for kind in ('solutions', 'assignments'):\n"
         "        r = check(name, f'{kind}/{name}.ipynb', show=False)\n"
         "        scores[f'{kind}/{name}'] = None if r is None else [r['score'], r['max_score']]\n"
-        f"r = check('02_sampling', {str(looping)!r}, timeout=2, show=False)\n"
+        f"r = check({WITH_GREEDY!r}, {str(looping)!r}, timeout=2, show=False)\n"
         "scores['loop'] = {t['name']: [t['status'], t['output']] for t in r['tests']}\n"
         "print(json.dumps(scores))\n"
     )
     done = run_python(code, windows_like)
     assert done.returncode == 0, done.stderr
     scores = json.loads(done.stdout.strip().splitlines()[-1])
-    for name in ASSIGNMENTS:
+    for name in names():
         score, max_score = scores[f"solutions/{name}"]
         assert max_score > 0 and score == max_score, f"solution {name}: {score}/{max_score}"
         assert scores[f"assignments/{name}"] == [0, max_score], f"blank {name}"

@@ -15,11 +15,14 @@ import zipfile
 import pytest
 
 from course import kit
+from course.assignments import Assignment, assignments, names
 from course.cli import main as course_main
 from course.errors import UserError
-from course.release import release, visible_test_files
+from course.release import release, shipped_test_files, visible_test_files
 
-SHIPPED = ["01_training", "02_sampling", "03_penalties", "04_kv_cache"]  # 03 has students paste their own 02
+# Every assignment but the last: what each shipped one reuses is shipped too (it reuses earlier ones only)
+SHIPPED, LEFT_OUT = names()[:-1], names()[-1]
+REUSING = next(one for one in assignments() if one.reuses)  # one that gives stubs for (or builds on) another's
 TRIVIAL = 12  # characters: `else:`, `return ids` appear in any Python file
 
 
@@ -108,19 +111,16 @@ def test_the_release_holds_what_students_need_and_nothing_else(student_kit):
     ]
     assert sorted(p.name for p in (student_kit / "assignments").iterdir()) == [f"{n}.ipynb" for n in SHIPPED]
     assert sorted(p.name for p in (student_kit / "grader" / "assignments").iterdir()) == SHIPPED
-    assert sorted(p.name for p in (student_kit / "grader" / "assignments" / "04_kv_cache").iterdir()) == [
-        "kv_support.py",  # test_visible.py loads it
-        "test_visible.py",
-    ]
-    assert sorted(p.name for p in (student_kit / "grader" / "assignments" / "02_sampling").iterdir()) == [
-        "test_visible.py"  # not trusted_filters.py, which only the hidden tests load
-    ]
-    assert not list(student_kit.rglob("__pycache__")) and not list(student_kit.rglob(".build.json"))
     readme = (student_kit / "README.md").read_text()
-    assert "## For students" in readme and "## For instructors" not in readme and "make check" in readme
-    assert all(f"`{name}.ipynb` (" in readme for name in SHIPPED)  # each with its title
     makefile = (student_kit / "Makefile").read_text()
-    assert "\t$(VENV)/bin/grader check 04_kv_cache --notebook assignments/04_kv_cache.ipynb\n" in makefile
+    for one in assignments()[:-1]:  # the manifest, the visible tests and what `ship` lists: no other file
+        folder = student_kit / "grader" / "assignments" / one.name
+        assert sorted(p.name for p in folder.iterdir()) == sorted(["assignment.toml", "test_visible.py", *one.ship])
+        assert f"`{one.name}.ipynb` ({one.title})" in readme
+        assert f"\t$(VENV)/bin/grader check {one.name} --notebook assignments/{one.name}.ipynb\n" in makefile
+    assert not list(student_kit.rglob("__pycache__")) and not list(student_kit.rglob(".build.json"))
+    assert "## For students" in readme and "## For instructors" not in readme and "make check" in readme
+    assert "<!--" not in readme  # the markers of the kit README's generated sections
     with zipfile.ZipFile(student_kit.with_name("sampling-kit.zip")) as bundle:
         in_zip = sorted(bundle.namelist())
     on_disk = sorted(
@@ -131,16 +131,15 @@ def test_the_release_holds_what_students_need_and_nothing_else(student_kit):
 
 @pytest.mark.slow  # a grading in a fresh interpreter of the release
 def test_a_student_checks_a_blank_notebook_in_the_release(student_kit):
-    checked = in_release(
-        student_kit, "-m", "grader.cli", "check", "02_sampling", "--notebook", "assignments/02_sampling.ipynb"
-    )
+    name = SHIPPED[-1]
+    checked = in_release(student_kit, "-m", "grader.cli", "check", name, "--notebook", f"assignments/{name}.ipynb")
     assert checked.returncode == 0, checked.stderr
     assert re.search(r"^Score: 0/\d+$", checked.stdout, flags=re.MULTILINE), checked.stdout
     found = in_release(
         student_kit,
         "-c",
         "from grader.runner import ASSIGNMENTS_DIR, find_assignment, test_files;"
-        "print(ASSIGNMENTS_DIR); print([p.name for p in test_files(find_assignment('04_kv_cache'))])",
+        f"print(ASSIGNMENTS_DIR); print([p.name for p in test_files(find_assignment({name!r}))])",
     )
     assert found.stdout.split("\n")[:2] == [str(student_kit / "grader" / "assignments"), "['test_visible.py']"], found
 
@@ -169,18 +168,20 @@ def readme_commands(readme: str) -> list[list[str]]:
 
 def test_the_student_readme_speaks_only_of_what_was_shipped(student_kit, tmp_path):
     readme = (student_kit / "README.md").read_text()
-    assert "05_decoding" not in readme and "course bakeoff" not in readme  # 05 was not shipped
+    assert LEFT_OUT not in readme
     assert not [note for note in DEVELOPER_NOTES if note in readme]
     small = tmp_path / "small-kit"
-    assert course_main(["release", str(small), "--assignments", "01_training"]) == 0
+    first, *others = names()
+    assert course_main(["release", str(small), "--assignments", first]) == 0
     readme = (small / "README.md").read_text()
-    assert not re.search(r"0[2-5]_\w+", readme), re.findall(r".*0[2-5]_\w+.*", readme)
-    assert re.findall(r"^(\d+)\. ", readme, flags=re.MULTILINE) == ["1", "2", "3", "4"]  # renumbered
+    assert first in readme and not [name for name in others if name in readme]
+    steps = re.findall(r"^(\d+)\. ", readme, flags=re.MULTILINE)
+    assert steps == [str(n) for n in range(1, len(steps) + 1)]  # renumbered
 
 
 @pytest.fixture(scope="module")
 def full_kit(tmp_path_factory):
-    """A release of every assignment (05's bake-off command needs 02, 03 and 05 shipped)."""
+    """A release of every assignment (the README's commands of every assignment, the bake-off's among them)."""
     out = tmp_path_factory.mktemp("published") / "full-kit"
     assert course_main(["release", str(out)]) == 0
     return out
@@ -232,54 +233,82 @@ def test_the_student_readme_commands_run_for_a_student_who_did_the_work(full_kit
 
 
 @pytest.fixture
-def giving_03(monkeypatch):
-    """03_penalties as it was once written: with 02_sampling's solution in a cell of given code."""
+def giving_away(monkeypatch) -> list[str]:
+    """REUSING as it could be written: with the solution of an assignment it reuses in a cell of given code. Returns
+    the assignments to ship together, the reused one first."""
     from course import release as release_module
 
+    reused = REUSING.reuses[0]
     planned = release_module.planned_assignments
-    regions = solution_regions(kit.ROOT / "solutions" / "02_sampling.ipynb")
+    regions = solution_regions(kit.ROOT / "solutions" / f"{reused}.ipynb")
     given = "\n".join(line for region in regions for line in region)
 
-    def with_given_02(folder):
+    def with_given_solution(folder):
         built = planned(folder)
-        notebook = json.loads(built["03_penalties.ipynb"])
+        notebook = json.loads(built[f"{REUSING.name}.ipynb"])
         notebook["cells"].append(
-            {"cell_type": "code", "id": "given-02", "metadata": {}, "outputs": [], "source": given}
+            {
+                "cell_type": "code",
+                "id": "given",
+                "metadata": {},
+                "outputs": [],
+                "source": given,
+                "execution_count": None,
+            }
         )
-        notebook["cells"][-1]["execution_count"] = None
-        built["03_penalties.ipynb"] = json.dumps(notebook).encode("utf-8")
+        built[f"{REUSING.name}.ipynb"] = json.dumps(notebook).encode("utf-8")
         return built
 
-    monkeypatch.setattr(release_module, "planned_assignments", with_given_02)
+    monkeypatch.setattr(release_module, "planned_assignments", with_given_solution)
+    return [*REUSING.reuses, REUSING.name]
 
 
-@pytest.mark.usefixtures("giving_03")
-def test_a_notebook_that_gives_another_solution_is_refused(tmp_path):
+def test_a_notebook_that_gives_another_solution_is_refused(tmp_path, giving_away):
+    reused = giving_away[0]
     with pytest.raises(UserError) as info:
-        release(tmp_path / "kit", ["02_sampling", "03_penalties"])
+        release(tmp_path / "kit", giving_away)
     assert str(info.value).startswith(
-        "the release would give answers away: assignments/03_penalties.ipynb holds the solution of 02_sampling. "
+        f"the release would give answers away: assignments/{REUSING.name}.ipynb holds the solution of {reused}. "
     )
-    assert str(info.value).endswith("pass --reveal 02_sampling")
+    assert str(info.value).endswith(f"pass --reveal {reused}")
     assert not (tmp_path / "kit").exists()
 
 
-@pytest.mark.usefixtures("giving_03")
-def test_a_revealed_solution_may_appear(tmp_path, capsys):
-    assert release(tmp_path / "kit", ["02_sampling", "03_penalties"], reveal=["02_sampling"]) == 0
+def test_a_revealed_solution_may_appear(tmp_path, capsys, giving_away):
+    reused = giving_away[0]
+    assert release(tmp_path / "kit", giving_away, reveal=[reused]) == 0
     assert "wrote " + str(tmp_path / "kit") in capsys.readouterr().out
-    given = solution_regions(kit.ROOT / "solutions" / "02_sampling.ipynb")[0]
-    assert set(given) <= seen_lines(tmp_path / "kit" / "assignments" / "03_penalties.ipynb")
+    given = solution_regions(kit.ROOT / "solutions" / f"{reused}.ipynb")[0]
+    assert set(given) <= seen_lines(tmp_path / "kit" / "assignments" / f"{REUSING.name}.ipynb")
+
+
+def test_an_assignment_ships_only_with_those_it_reuses(tmp_path):
+    with pytest.raises(UserError, match=rf"^{REUSING.name} reuses {REUSING.reuses[0]}.*: ship them together$"):
+        release(tmp_path / "kit", [REUSING.name])
+    assert not (tmp_path / "kit").exists()
+
+
+def test_a_file_the_visible_tests_load_ships_only_when_the_manifest_lists_it(tmp_path):
+    folder = tmp_path / "grader" / "assignments" / "07_example"
+    folder.mkdir(parents=True)
+    (folder / "test_visible.py").write_text('support = helper_module(__file__, "support.py")\n')
+    (folder / "support.py").write_text("X = 1\n")
+    (folder / "mutants.toml").write_text("")
+    listed = Assignment("07_example", folder, "Example", "an example", ("f",), ship=("support.py",))
+    assert [p.name for p in shipped_test_files(listed)] == ["assignment.toml", "test_visible.py", "support.py"]
+    unlisted = Assignment("07_example", folder, "Example", "an example", ("f",))
+    with pytest.raises(UserError, match=r"^07_example: the visible tests load support.py, which assignment.toml's"):
+        shipped_test_files(unlisted)
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--assignments", "05_beam"], "no assignment '05_beam': expected one of 01_training, 02_sampling"),
+        (["--assignments", "05_beam"], f"no assignment '05_beam': expected one of {', '.join(names()[:2])}"),
         (["--lectures", "09_nothing"], "no lecture '09_nothing': expected one of 01_sampling"),
         (
-            ["--assignments", "02_sampling", "--reveal", "01_training"],
-            "no assignment '01_training' among those shipped",
+            ["--assignments", names()[0], "--reveal", names()[1]],
+            f"no assignment '{names()[1]}' among those shipped",
         ),
     ],
 )
@@ -332,19 +361,18 @@ def every_assignment(tmp_path_factory):
     return out
 
 
-def test_the_hidden_tests_references_stay_behind(every_assignment):
-    """The modules only the hidden tests load (02's trusted filters, 04's and 05's references: each holds correct
-    answers) are in the kit and not in a release of every assignment, though the shipped helpers mention them."""
-    shipped = every_assignment / "grader" / "assignments"
-    for helper in (
-        "02_sampling/trusted_filters.py",
-        "04_kv_cache/kv_reference.py",
-        "05_decoding/decoding_reference.py",
-    ):
-        assert (kit.ROOT / "grader" / "assignments" / helper).is_file()
-        assert not (shipped / helper).exists(), helper
-    assert sorted(p.name for p in (shipped / "05_decoding").iterdir()) == ["decoding_support.py", "test_visible.py"]
-    assert "kv_reference.py" in (shipped / "04_kv_cache" / "kv_support.py").read_text()
+def test_what_the_hidden_tests_load_stays_behind(every_assignment):
+    """Of each assignment's folder only its manifest, test_visible.py and what `ship` lists reach a release of every
+    assignment: the modules only the hidden tests load (references that hold correct answers), mutants.toml and the
+    folder's README.md stay in the kit, though a shipped helper may mention them."""
+    left_behind = []
+    for one in assignments():
+        shipped = {"assignment.toml", "test_visible.py", *one.ship}
+        in_release = every_assignment / "grader" / "assignments" / one.name
+        assert sorted(p.name for p in in_release.iterdir()) == sorted(shipped), one.name
+        left_behind += [p for p in one.folder.iterdir() if p.is_file() and p.name not in shipped]
+    assert {p.name for p in left_behind} >= {"test_hidden.py", "mutants.toml"}
+    assert not [p for p in left_behind if (every_assignment / p.relative_to(kit.ROOT)).exists()]
 
 
 def hidden_predictions() -> dict[str, str]:

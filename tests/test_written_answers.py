@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course.assignments import assignments, read_manifest
 from course.build import joined_source
-from course.kit import ROOT
+from course.errors import UserError
 from course.notebook import read_notebook
 from grader.answers import (
     PLACEHOLDER,
@@ -26,13 +26,13 @@ from grader.answers import (
     read_answers,
 )
 from grader.cli import main
-from grader.errors import GraderError
 from grader.gradescope import manual_questions, written_answer_entries
 
 sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
 from submissions import ASSIGNMENTS, notebook  # noqa: E402
 
-ASKING = ["02_sampling", "03_penalties", "04_kv_cache"]
+ASKING = [one for one in assignments() if one.questions]
+EXAMPLE_MANIFEST = 'title = "Example"\nsummary = "an example"\ngraded = ["greedy"]\n'
 
 
 def _notebook(*cells: tuple[str, str]) -> nbformat.NotebookNode:
@@ -78,25 +78,46 @@ def test_a_missing_answer_says_whether_the_cell_is_missing_empty_or_still_the_pl
     }
 
 
-def test_each_declared_question_has_one_answer_cell_in_the_student_notebook():
-    for assignment in ASKING:
-        asked = {q.name for q in questions(ROOT / "grader" / "assignments" / assignment)}
-        assert asked, f"{assignment} declares no written question"
-        cells = read_notebook(ROOT / "assignments" / f"{assignment}.ipynb").cells
+def test_every_notebook_answers_in_the_one_convention_each_question_its_manifest_declares():
+    """A markdown cell `#### Answer: NAME` per declared question, its body the placeholder in the student notebook;
+    no other answer cell, no cell tagged `answer` (a convention nothing collects)."""
+    assert ASKING, "no assignment declares a written question"
+    for one in assignments():
+        asked = sorted(q.name for q in questions(one.folder))
+        cells = read_notebook(one.notebook).cells
         texts = [joined_source(c.source).strip() for c in cells if c.cell_type == "markdown"]
-        markers = [text.splitlines()[0] for text in texts if text]
-        named = sorted(m.split(":", 1)[1].strip() for m in markers if m.lower().startswith("#### answer:"))
-        assert named == sorted(asked), f"{assignment}: answer cells {named}, declared questions {sorted(asked)}"
+        answers = [text for text in texts if text.lower().startswith("#### answer:")]
+        named = sorted(text.splitlines()[0].split(":", 1)[1].strip() for text in answers)
+        assert named == asked, f"{one.name}: answer cells {named}, declared questions {asked}"
+        assert all(text.splitlines()[1:] == [PLACEHOLDER] for text in answers), one.name
+        assert not [c for c in cells if "answer" in c.get("metadata", {}).get("tags", [])], one.name
 
 
-def test_a_questions_file_that_is_not_a_list_of_questions_is_one_sentence(tmp_path):
-    (tmp_path / "questions.json").write_text(json.dumps({"questions": [{"name": "a b", "points": 1, "question": "?"}]}))
-    with pytest.raises(GraderError, match="a name of its own"):
-        questions(tmp_path)
-    (tmp_path / "questions.json").write_text("[1, 2]")
-    with pytest.raises(GraderError, match="is not a list of written questions"):
-        questions(tmp_path)
-    assert questions(tmp_path / "elsewhere") == []
+@pytest.mark.parametrize(
+    ("questions_toml", "refusal"),
+    [
+        ('[[questions]]\nname = "a b"\npoints = 1\nquestion = "?"', r"question 1: `name` should be unique"),
+        ('[[questions]]\nname = "a"\npoints = 1\nquestion = "?"\n[[questions]]\nname = "a"\npoints = 2\nquestion = "?"',
+         r"question 2: `name` should be unique"),
+        ('[[questions]]\nname = "a"\npoints = "two"\nquestion = "?"', r"question 1: `points` has the wrong type"),
+        ('[[questions]]\nname = "a"\nquestion = "?"', r"question 1 should be a \[\[questions\]\] table of name, points"),
+        ("questions = [1, 2]", r"question 1 should be a \[\[questions\]\] table"),
+    ],
+)  # fmt: skip
+def test_a_manifest_whose_questions_cannot_be_read_is_one_sentence(tmp_path, questions_toml, refusal):
+    folder = tmp_path / "07_example"
+    folder.mkdir()
+    (folder / "assignment.toml").write_text(EXAMPLE_MANIFEST + questions_toml + "\n")
+    with pytest.raises(UserError, match=rf"^{folder}/assignment.toml: {refusal}") as refused:
+        questions(folder)
+    assert "\n" not in str(refused.value)
+
+
+def test_tests_without_a_manifest_ask_no_question(tmp_path):
+    assert questions(tmp_path) == []  # tests given with --tests-dir may come without a manifest
+    (tmp_path / "assignment.toml").write_text(EXAMPLE_MANIFEST)
+    with pytest.raises(UserError, match="an assignment's folder is named NN_name"):
+        read_manifest(tmp_path)
 
 
 def test_the_answers_table_escapes_every_answer_and_says_which_notebook_could_not_be_read():
@@ -143,12 +164,15 @@ def test_a_prediction_is_right_up_to_spelling_and_never_told(value, expected, ri
 
 
 def test_gradescope_lists_manual_questions_and_shows_each_answer_received():
-    assert "why-min-p (2 points)" in manual_questions("02_sampling")
-    assert manual_questions("01_training") == ""  # it asks none
-    asked = questions(ROOT / "grader" / "assignments" / "02_sampling")
-    entries = written_answer_entries(asked, {"why-min-p": WrittenAnswer("because \x1b[2J\u202e")})
-    assert [(e["score"], e["max_score"], e["output"]) for e in entries] == [(0, 0, "because \\x1b[2J\\u202e")]
-    placeholder = {"why-min-p": WrittenAnswer("", "the answer is still the placeholder")}
+    for one in assignments():
+        listed = manual_questions(one.name)
+        assert all(f"{q.name} ({q.points:g} points): {q.question}" in listed for q in one.questions), one.name
+        assert bool(listed) == bool(one.questions)  # nothing to add for an assignment that asks none
+    asked = list(ASKING[0].questions)
+    first = asked[0].name
+    entries = written_answer_entries(asked, {first: WrittenAnswer("because \x1b[2J\u202e")})
+    assert (entries[0]["score"], entries[0]["max_score"], entries[0]["output"]) == (0, 0, "because \\x1b[2J\\u202e")
+    placeholder = {first: WrittenAnswer("", "the answer is still the placeholder")}
     assert written_answer_entries(asked, placeholder)[0]["output"] == "(no answer: the answer is still the placeholder)"
     assert written_answer_entries(asked, None)[0]["output"] == "(no answer: the notebook could not be read)"
 
@@ -157,7 +181,8 @@ def test_gradescope_lists_manual_questions_and_shows_each_answer_received():
 def test_a_batch_writes_one_answers_file_for_the_teaching_assistants(tmp_path):
     tests = tmp_path / "tests" / "00_example"
     shutil.copytree(ASSIGNMENTS / "00_example", tests)
-    (tests / "questions.json").write_text(json.dumps({"questions": [{"name": "why", "points": 2, "question": "Why?"}]}))
+    why = '[[questions]]\nname = "why"\npoints = 2\nquestion = "Why?"\n'
+    (tests / "assignment.toml").write_text(EXAMPLE_MANIFEST + why)
     folder = tmp_path / "class"
     folder.mkdir()
     answered = notebook(folder / "ann.ipynb")

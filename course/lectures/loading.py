@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from course.assignments import solution_functions
 from course.checkpoint import PREFERRED_RUNS, find_checkpoints, load_checkpoint
 from course.errors import UserError
-from course.kit import ROOT
 
 MAKE_CHECKPOINT = """\
 No checkpoint found. The lecture looked at $COURSE_CHECKPOINT, then at {runs} in {folder} and one folder up.
@@ -47,15 +47,14 @@ def load_lecture_model():
     return model, tokenizer, path
 
 
-def load_solution(name: str, names: Sequence[str]) -> dict[str, Callable]:
-    """The named functions from `solutions/<name>.ipynb`, through the course's notebook loader (the
-    same code the students complete and the grader runs: one source of truth)."""
-    from course.notebook import load_notebook, require
-
-    path = ROOT / "solutions" / f"{name}.ipynb"
-    if not path.is_file():
-        raise LectureStop(f"expected the solution notebook {path}; the lectures use its functions")
-    return require(load_notebook(path).namespace, names, where=str(path))
+def load_solution(functions: Sequence[str], also: Sequence[str] = ()) -> dict[str, Callable]:
+    """The named functions from the solution notebook of the assignment that grades them (its manifest's `graded`),
+    and the names in `also` that notebook gives, through the course's notebook loader (the same code the students
+    complete and the grader runs: one source of truth)."""
+    try:
+        return solution_functions(functions, also)
+    except UserError as error:
+        raise LectureStop(f"{error}; the lectures use its functions") from None
 
 
 def describe(model, path) -> str:

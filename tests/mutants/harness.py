@@ -1,7 +1,7 @@
 """Grading many notebooks of one assignment in a few `grader batch` runs, cached per test process.
 
-The notebooks of an assignment: the solution, the blank student notebook, every mutant of
-tests/mutants/<assignment>.toml (the solution with one mistake, patches.py), every correct implementation in
+The notebooks of an assignment: the solution, the blank student notebook, every mutant of its folder's
+mutants.toml (the solution with one mistake, patches.py), every correct implementation in
 another style and a notebook written before the assignment grew (tests/mutants/styles.py). One batch grades
 those that all the assignment's tests grade, and one more batch each test file that alone grades some
 mutants (their `graded_by`). The mutation and style tests read the same results, so each notebook is
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import nbformat
 
+from course.assignments import find
 from course.kit import ROOT
 from mutants.patches import apply, assignments_with_mutants, mutants, solution_notebook
 
 ASSIGNMENTS = assignments_with_mutants()
-TESTS = ROOT / "grader" / "assignments"
 
 
 @dataclass
@@ -59,7 +59,7 @@ def _planned_notebooks(assignment: str) -> dict[str | None, dict[str, nbformat.N
     solution = solution_notebook(assignment)
     planned = {
         "solution": solution,
-        "blank": nbformat.read(ROOT / "assignments" / f"{assignment}.ipynb", as_version=4),
+        "blank": nbformat.read(find(assignment).notebook, as_version=4),
     }
     for name, make in STYLES.get(assignment, {}).items():
         planned[f"style-{name}"] = make()
@@ -73,9 +73,9 @@ def _planned_notebooks(assignment: str) -> dict[str | None, dict[str, nbformat.N
 
 def _tests_with_only(assignment: str, test_file: str, folder: Path) -> Path:
     """A copy of the assignment's tests folder whose one test file is `test_file`, as its hidden tests."""
-    tests = folder / assignment
-    shutil.copytree(TESTS / assignment, tests, ignore=lambda _, names: [n for n in names if n.startswith("test_")])
-    shutil.copy(TESTS / assignment / test_file, tests / "test_hidden.py")  # the grader runs test_visible/test_hidden
+    tests, kit_tests = folder / assignment, find(assignment).folder
+    shutil.copytree(kit_tests, tests, ignore=lambda _, names: [n for n in names if n.startswith("test_")])
+    shutil.copy(kit_tests / test_file, tests / "test_hidden.py")  # the grader runs test_visible/test_hidden
     return folder
 
 

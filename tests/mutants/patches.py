@@ -1,13 +1,13 @@
 """Mutants as patches: each mutant is the solution notebook with one mistake, made at test time.
 
-`tests/mutants/<assignment>.toml` lists the assignment's mutants, one `[[mutant]]` table each:
+`grader/assignments/NN_name/mutants.toml` lists the assignment's mutants, one `[[mutant]]` table each:
 
     [[mutant]]
     name = "minp_one_bar_for_the_batch"     # a short id, unique in the file
     wrong = "min-p sets one bar for the whole batch, from the largest probability of any row"
     symptom = "own largest probability"     # optional: a regular expression the feedback of a failed test matches
     function = "min_p_filter"               # where the mistake goes: a function, or a method as "KVCache.update"
-    find = "probs.amax(dim=-1, keepdim=True)"   # text of that function in solutions/<assignment>.ipynb, once
+    find = "probs.amax(dim=-1, keepdim=True)"   # text of that function in solutions/NN_name.ipynb, once
     replace = "probs.max()"
 
 `graded_by = "test_hidden_batches.py"` (optional) has the mutant graded by that test file of the assignment alone.
@@ -28,15 +28,9 @@ from pathlib import Path
 
 import nbformat
 
+from course.assignments import MUTANTS_FILE, assignments, find, tomllib
 from course.kit import ROOT
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-MUTANTS = Path(__file__).resolve().parent
-SOLUTIONS = ROOT / "solutions"
 MINIMUM_PER_ASSIGNMENT = 10  # mutants for every assignment that has graded functions (CONTRIBUTING.md)
 
 REQUIRED = ("name", "wrong", "function", "find", "replace")
@@ -69,11 +63,11 @@ class Mutant:
 
 
 def mutant_file(assignment: str) -> Path:
-    return MUTANTS / f"{assignment}.toml"
+    return find(assignment).folder / MUTANTS_FILE
 
 
 def assignments_with_mutants() -> list[str]:
-    return sorted(path.stem for path in MUTANTS.glob("*.toml"))
+    return [one.name for one in assignments() if (one.folder / MUTANTS_FILE).is_file()]
 
 
 def load_mutants(path: Path) -> dict[str, Mutant]:
@@ -129,7 +123,7 @@ def mutants(assignment: str) -> dict[str, Mutant]:
 
 
 def solution_notebook(assignment: str) -> nbformat.NotebookNode:
-    return nbformat.read(SOLUTIONS / f"{assignment}.ipynb", as_version=4)
+    return nbformat.read(find(assignment).solution, as_version=4)
 
 
 def apply(solution: nbformat.NotebookNode, mutant: Mutant, assignment: str) -> nbformat.NotebookNode:
@@ -139,7 +133,8 @@ def apply(solution: nbformat.NotebookNode, mutant: Mutant, assignment: str) -> n
     Raises StalePatch when a function is not defined exactly once, when a `find` text does not occur exactly
     once in its function, or when the edited cell no longer parses."""
     notebook = copy.deepcopy(solution)
-    where, label = f"solutions/{assignment}.ipynb", f"tests/mutants/{assignment}.toml, mutant {mutant.name!r}"
+    where = f"solutions/{assignment}.ipynb"
+    label = f"{mutant_file(assignment).relative_to(ROOT).as_posix()}, mutant {mutant.name!r}"
     for edit in mutant.edits:
         cell, start, end = _locate(notebook, edit.function, f"{label}: {edit.function} is defined", where)
         source = cell.source
@@ -203,7 +198,7 @@ def mutant_notebooks(assignment: str) -> dict[str, nbformat.NotebookNode]:
     return {name: apply(solution, mutant, assignment) for name, mutant in mutants(assignment).items()}
 
 
-def graded_functions(assignment: str) -> list[str]:
+def solution_functions_with_regions(assignment: str) -> list[str]:
     """The functions and methods of the solution notebook that hold a solution region (what the student writes)."""
     found = []
     for cell in solution_notebook(assignment).cells:
@@ -219,7 +214,5 @@ def graded_functions(assignment: str) -> list[str]:
 
 
 def graded_assignments() -> list[str]:
-    """The assignments that have tests (grader/assignments/NN_name/), a solution notebook and graded functions."""
-    tests = ROOT / "grader" / "assignments"
-    names = sorted(p.name for p in tests.iterdir() if p.is_dir() and (SOLUTIONS / f"{p.name}.ipynb").is_file())
-    return [name for name in names if graded_functions(name)]
+    """The assignments whose manifest declares graded functions: each needs MINIMUM_PER_ASSIGNMENT mutants."""
+    return [one.name for one in assignments() if one.graded]

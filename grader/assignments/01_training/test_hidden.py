@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grader.testing import expect_number, points
+from grader.testing import expect_number, points, seeded
 
 
 def _reference(logits, targets):
@@ -21,11 +21,15 @@ def _reference(logits, targets):
 @points(2)
 def test_mean_nll_batch_dimensions(student):
     """mean_nll accepts any leading dimensions: logits (batch, positions, V) with targets (batch, positions)"""
-    g = torch.Generator().manual_seed(11)
+    g = seeded(11)
     logits = torch.randn(3, 5, 17, generator=g) * 3
     targets = torch.randint(0, 17, (3, 5), generator=g)
-    expect_number(student.mean_nll(logits, targets), _reference(logits, targets), rel=1e-5,
-                  what="mean_nll on logits of shape (3, 5, 17)")
+    expect_number(
+        student.mean_nll(logits, targets),
+        _reference(logits, targets),
+        rel=1e-5,
+        what="mean_nll on logits of shape (3, 5, 17)",
+    )
 
 
 @points(1)
@@ -43,18 +47,26 @@ def test_mean_nll_is_stable_for_extreme_logits(student):
     logits = torch.tensor([[0.0, -200.0, -50.0], [300.0, 0.0, 0.0]])
     targets = torch.tensor([1, 2])
     out = student.mean_nll(logits, targets)
-    expect_number(out, _reference(logits, targets), rel=1e-6,
-                  what="mean_nll where a target has probability about e^-200 (log(softmax) gives inf here)")
+    expect_number(
+        out,
+        _reference(logits, targets),
+        rel=1e-6,
+        what="mean_nll where a target has probability about e^-200 (log(softmax) gives inf here)",
+    )
 
 
 @points(1)
 def test_mean_nll_half_precision_in_float32(student):
     """float16 logits are converted to float32 before the softmax; the result is still a Python float"""
-    g = torch.Generator().manual_seed(12)
+    g = seeded(12)
     logits = (torch.randn(4, 8, 300, generator=g) * 4).half()
     targets = torch.randint(0, 300, (4, 8), generator=g)
-    expect_number(student.mean_nll(logits, targets), _reference(logits.float(), targets), rel=1e-4,
-                  what="mean_nll on float16 logits")
+    expect_number(
+        student.mean_nll(logits, targets),
+        _reference(logits.float(), targets),
+        rel=1e-4,
+        what="mean_nll on float16 logits",
+    )
 
 
 @points(1)
@@ -96,8 +108,12 @@ def test_per_word_is_per_token_raised_to_tokens_per_word(student):
     """perplexity per word is the per-token perplexity to the power num_tokens / num_words"""
     for nll, tokens, words in ((3.7, 245_569, 217_646), (5.25, 2_088_628, 2_051_910), (0.0, 10, 3), (1.0, 3, 10)):
         expected = math.exp(nll) ** (tokens / words)
-        expect_number(student.perplexity_per_word(nll, tokens, words), expected, rel=1e-6,
-                      what="perplexity_per_word on WikiText-sized counts")
+        expect_number(
+            student.perplexity_per_word(nll, tokens, words),
+            expected,
+            rel=1e-6,
+            what="perplexity_per_word on WikiText-sized counts",
+        )
 
 
 @points(1)
@@ -105,8 +121,12 @@ def test_per_word_of_a_tensor(student):
     """perplexity_per_word accepts a 0-d float32 tensor as the mean NLL and returns a Python float"""
     loss = torch.tensor(4.6)
     expected = math.exp(float(loss) * 250_000 / 217_646)
-    expect_number(student.perplexity_per_word(loss, 250_000, 217_646), expected, rel=1e-5,
-                  what="perplexity_per_word(torch.tensor(4.6), 250000, 217646)")
+    expect_number(
+        student.perplexity_per_word(loss, 250_000, 217_646),
+        expected,
+        rel=1e-5,
+        what="perplexity_per_word(torch.tensor(4.6), 250000, 217646)",
+    )
 
 
 @points(1)

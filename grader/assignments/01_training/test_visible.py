@@ -36,8 +36,12 @@ def test_mean_nll_averages_positions(student):
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]))
     out = student.mean_nll(logits, torch.tensor([0, 2]))
     expected = -(math.log(0.5) + math.log(0.8)) / 2
-    expect_number(out, expected, rel=1e-6,
-                  what="mean_nll with probabilities 0.5 and 0.8 for the targets (the mean of -ln 0.5 and -ln 0.8)")
+    expect_number(
+        out,
+        expected,
+        rel=1e-6,
+        what="mean_nll with probabilities 0.5 and 0.8 for the targets (the mean of -ln 0.5 and -ln 0.8)",
+    )
 
 
 # ---------------------------------------------------------------- perplexity

@@ -2,7 +2,7 @@
 
 A failed hidden test shows the student only its docstring and assertion message, so every message says
 which rule was broken without quoting the inputs. Tolerances: 1e-6 on exact arithmetic, Bernstein bounds
-(grader.testing.frequency_tolerance) on sampled frequencies. When sample_next draws the wrong tokens, the
+(grader.testing.expect_frequencies) on sampled frequencies. When sample_next draws the wrong tokens, the
 feedback names the first of the student's own filters that is wrong on that input (trusted_filters.py) before
 it blames the order of the filters.
 """
@@ -13,29 +13,10 @@ import pytest
 import torch
 
 from grader.answers import expect_prediction
-from grader.testing import StudentError, expect_tensor, frequency_tolerance, helper_module, points
+from grader.testing import StudentError, expect_frequencies, expect_tensor, helper_module, points, seeded
 
 trusted = helper_module(__file__, "trusted_filters.py")
 INF = float("-inf")
-
-
-def _generator(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def _check_frequencies(draws, expected, what):
-    """draws: int64 ids; expected: probabilities (float64). Zero-probability tokens must never be drawn."""
-    n = draws.numel()
-    freq = torch.bincount(draws.reshape(-1), minlength=len(expected)).double() / n
-    for i, p in enumerate(expected.tolist()):
-        if p == 0:
-            assert freq[i] == 0, f"{what}: a token with probability 0 (logit -inf after filtering) was drawn"
-            continue
-        tol = frequency_tolerance(p, n)
-        assert abs(freq[i].item() - p) <= tol, (
-            f"{what}: over {n} draws a token of probability {p:.3f} came out {freq[i].item():.3f} of the time, "
-            f"beyond the statistical tolerance {tol:.3f}"
-        )
 
 
 def _probs(logits):
@@ -82,9 +63,9 @@ def test_sample_distribution_with_removed_tokens(student):
     """sample follows softmax(logits) and never draws a -inf token (20,000 draws)"""
     logits = torch.tensor([1.0, INF, 0.0, 2.0, -1.0])
     n = 20_000
-    out = student.sample(logits.expand(n, 5), generator=_generator(11))
+    out = student.sample(logits.expand(n, 5), generator=seeded(11))
     expect_tensor(out, dtype=torch.int64, shape=(n,))
-    _check_frequencies(out, _probs(logits), "sample")
+    expect_frequencies(out, _probs(logits), "sample")
 
 
 @points(1)
@@ -94,12 +75,12 @@ def test_sample_each_row_has_its_own_distribution(student):
     a = torch.tensor([0.0, INF, INF])
     b = torch.tensor([INF, 0.0, math.log(3.0)])
     logits = torch.stack([a, b]).repeat(10_000, 1)
-    out = student.sample(logits, generator=_generator(12))
+    out = student.sample(logits, generator=seeded(12))
     expect_tensor(out, dtype=torch.int64, shape=(20_000,))
     assert (out[0::2] == 0).all(), "a row whose only finite logit is token 0 drew another token"
     rows_b = out[1::2]
     assert (rows_b != 0).all(), "a row where token 0 has logit -inf drew token 0"
-    _check_frequencies(rows_b - 1, torch.tensor([0.25, 0.75], dtype=torch.float64), "sample")
+    expect_frequencies(rows_b - 1, torch.tensor([0.25, 0.75], dtype=torch.float64), "sample")
 
 
 @points(1)
@@ -108,7 +89,7 @@ def test_sample_leading_batch_dims(student):
     logits = torch.full((2, 3, 6), INF)
     for i in range(6):
         logits.view(6, 6)[i, i] = 0.0  # row i can only draw token i
-    out = student.sample(logits, generator=_generator(13))
+    out = student.sample(logits, generator=seeded(13))
     expect_tensor(out, dtype=torch.int64, shape=(2, 3))
     assert out.reshape(-1).tolist() == list(range(6)), "sample mixed up rows of a (2, 3, V) input"
 
@@ -118,19 +99,19 @@ def test_sample_half_precision(student):
     """sample accepts float16 and bfloat16 logits (the softmax in float32)"""
     for dtype in (torch.float16, torch.bfloat16):
         logits = torch.tensor([0.0, 1.0, INF, 0.5], dtype=dtype).expand(1000, 4)
-        out = student.sample(logits, generator=_generator(14))
+        out = student.sample(logits, generator=seeded(14))
         expect_tensor(out, dtype=torch.int64, shape=(1000,))
         assert (out != 2).all(), f"sample drew a -inf token from {dtype} logits"
         assert len(set(out.tolist())) == 3, f"sample on {dtype} logits should draw all three finite tokens"
 
 
 @points(2)
-def test_sample_randomness_only_from_generator(student):
+def test_sample_randomness_only_fromseeded(student):
     """sample takes its randomness from the generator: same seed, same draws; other seed, other draws"""
     logits = torch.zeros(1000, 10)
-    first = student.sample(logits, generator=_generator(123))
-    second = student.sample(logits, generator=_generator(123))
-    other = student.sample(logits, generator=_generator(456))
+    first = student.sample(logits, generator=seeded(123))
+    second = student.sample(logits, generator=seeded(123))
+    other = student.sample(logits, generator=seeded(456))
     expect_tensor(first, dtype=torch.int64, shape=(1000,))
     assert first.tolist() == second.tolist(), (
         "two calls with identically seeded generators gave different draws: pass generator=generator to the random call"
@@ -471,7 +452,7 @@ def test_min_p_out_of_range_raises(student):
 def _draw(student, logits, seed, **arguments):
     """student.sample_next(logits, **arguments); if it raises, the feedback names the filter at fault, if one is."""
     try:
-        return student.sample_next(logits, generator=_generator(seed), **arguments)
+        return student.sample_next(logits, generator=seeded(seed), **arguments)
     except StudentError as error:
         raise AssertionError(trusted.first_wrong_stage(student, logits, **arguments) or str(error)) from None
 
@@ -486,7 +467,7 @@ def _expect_only(student, out, logits, allowed, ordering_message, **arguments):
 def _expect_frequencies(student, out, logits, expected, what, **arguments):
     expect_tensor(out, dtype=torch.int64, shape=logits.shape[:-1])
     try:
-        _check_frequencies(out, expected, what)
+        expect_frequencies(out, expected, what)
     except AssertionError as failure:
         raise AssertionError(trusted.blame(student, logits, str(failure), **arguments)) from None
 
@@ -586,18 +567,18 @@ def test_sample_next_defaults_full_distribution(student):
     """sample_next with its defaults draws from the whole distribution"""
     logits = torch.tensor([0.0, 1.0, -1.0, 0.5])
     n = 20_000
-    out = student.sample_next(logits.expand(n, 4), generator=_generator(24))
+    out = student.sample_next(logits.expand(n, 4), generator=seeded(24))
     expect_tensor(out, dtype=torch.int64, shape=(n,))
-    _check_frequencies(out, _probs(logits), "sample_next with default arguments")
+    expect_frequencies(out, _probs(logits), "sample_next with default arguments")
 
 
 @points(1)
-def test_sample_next_randomness_only_from_generator(student):
+def test_sample_next_randomness_only_fromseeded(student):
     """sample_next takes its randomness from the generator only"""
     logits = torch.zeros(1000, 10)
-    first = student.sample_next(logits, top_k=8, generator=_generator(77))
-    second = student.sample_next(logits, top_k=8, generator=_generator(77))
-    other = student.sample_next(logits, top_k=8, generator=_generator(78))
+    first = student.sample_next(logits, top_k=8, generator=seeded(77))
+    second = student.sample_next(logits, top_k=8, generator=seeded(77))
+    other = student.sample_next(logits, top_k=8, generator=seeded(78))
     expect_tensor(first, dtype=torch.int64, shape=(1000,))
     assert first.tolist() == second.tolist(), "identically seeded generators gave different draws"
     assert first.tolist() != other.tolist(), "differently seeded generators gave identical draws"
@@ -606,7 +587,7 @@ def test_sample_next_randomness_only_from_generator(student):
 @points(1)
 def test_sample_next_shape_and_invalid(student):
     """sample_next returns logits.shape[:-1] ids and passes invalid parameters on as ValueError"""
-    out = student.sample_next(torch.zeros(2, 3, 4), temperature=0.9, top_k=2, top_p=0.8, generator=_generator(25))
+    out = student.sample_next(torch.zeros(2, 3, 4), temperature=0.9, top_k=2, top_p=0.8, generator=seeded(25))
     expect_tensor(out, dtype=torch.int64, shape=(2, 3))
     with pytest.raises(ValueError):
         student.sample_next(torch.zeros(4), temperature=0.0)

@@ -7,13 +7,9 @@ other inputs: batch dimensions, ties, -inf, float16/bfloat16, untouched inputs, 
 import pytest
 import torch
 
-from grader.testing import expect_tensor, frequency_tolerance, points
+from grader.testing import expect_frequencies, expect_tensor, points, seeded
 
 INF = float("-inf")
-
-
-def _generator(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 # ---------------------------------------------------------------- greedy
@@ -42,7 +38,7 @@ def test_greedy_one_index_per_row(student):
 @points(1)
 def test_sample_shape_and_dtype(student):
     """sample returns int64 ids of shape logits.shape[:-1]"""
-    out = student.sample(torch.zeros(3, 5), generator=_generator(0))
+    out = student.sample(torch.zeros(3, 5), generator=seeded(0))
     expect_tensor(out, dtype=torch.int64, shape=(3,))
     assert all(0 <= i < 5 for i in out.tolist()), f"ids must lie in [0, 5), got {out.tolist()}"
 
@@ -51,7 +47,7 @@ def test_sample_shape_and_dtype(student):
 def test_sample_never_draws_a_removed_token(student):
     """a token whose logit is -inf has probability 0 and is never drawn"""
     logits = torch.tensor([INF, 0.0, INF, INF]).expand(200, 4)
-    out = student.sample(logits, generator=_generator(1))
+    out = student.sample(logits, generator=seeded(1))
     expect_tensor(out, dtype=torch.int64, shape=(200,))
     assert (out == 1).all(), "only token 1 has a finite logit, but sample drew another token"
 
@@ -61,15 +57,9 @@ def test_sample_follows_softmax(student):
     """sample draws each token with probability softmax(logits) (20,000 draws)"""
     logits = torch.log(torch.tensor([0.5, 0.3, 0.2]))
     n = 20_000
-    out = student.sample(logits.expand(n, 3), generator=_generator(2))
+    out = student.sample(logits.expand(n, 3), generator=seeded(2))
     expect_tensor(out, dtype=torch.int64, shape=(n,))
-    freq = torch.bincount(out, minlength=3).double() / n
-    for i, p in enumerate([0.5, 0.3, 0.2]):
-        tol = frequency_tolerance(p, n)
-        assert abs(freq[i] - p) <= tol, (
-            f"token {i} should be drawn with probability {p}, but it was drawn {freq[i]:.4f} of the time "
-            f"(tolerance {tol:.4f}): draw from softmax(logits)"
-        )
+    expect_frequencies(out, [0.5, 0.3, 0.2], "sample should draw each token with probability softmax(logits)")
 
 
 # ---------------------------------------------------------------- temperature
@@ -152,6 +142,22 @@ def test_top_p_one_keeps_everything(student):
 
 
 @points(1)
+def test_top_p_one_keeps_every_token_of_a_large_vocabulary(student):
+    """p = 1 keeps every token even of the kit's 16,384-token peaked example (a float32 running sum reaches 1 early)"""
+    from course import fixtures
+
+    _, logits = fixtures.distributions()["peaked"]
+    out = student.top_p_filter(logits, 1.0)
+    expect_tensor(out, dtype=logits.dtype, shape=tuple(logits.shape))
+    removed = int(torch.isinf(out).sum()) - int(torch.isinf(logits).sum())
+    assert removed == 0, (
+        f"p = 1 removed {removed} of the {logits.numel()} tokens: in float32 the running sum of the sorted "
+        "probabilities reaches 1.0 before the last token, so a test like `mass before < p` fails for the tail; "
+        "p = 1 must keep everything"
+    )
+
+
+@points(1)
 def test_top_p_invalid_p_raises(student):
     """p = 0 raises ValueError"""
     with pytest.raises(ValueError):
@@ -198,17 +204,32 @@ def test_min_p_invalid_raises(student):
 def test_sample_next_top_k_1_is_greedy(student):
     """sample_next with top_k=1 always returns the most likely token"""
     logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 1.0, 0.0]]).repeat(50, 1)
-    out = student.sample_next(logits, top_k=1, generator=_generator(3))
+    out = student.sample_next(logits, top_k=1, generator=seeded(3))
     expect_tensor(out, dtype=torch.int64, shape=(100,))
     assert out.tolist() == [1, 0] * 50, "with top_k=1 only the most likely token of each row may be drawn"
+
+
+@points(1)
+def test_sample_next_applies_the_temperature_before_the_filters(student):
+    """sample_next divides by the temperature first, then filters: top-p sees the sharpened distribution"""
+    # probabilities [0.5, 0.35, 0.15]: top-p 0.6 keeps tokens 0 and 1 at T=1, but at T=0.5 ([0.64, 0.31, 0.06])
+    # token 0 alone holds 0.6
+    logits = torch.log(torch.tensor([0.5, 0.35, 0.15])).expand(400, 3)
+    out = student.sample_next(logits, temperature=0.5, top_p=0.6, generator=seeded(9))
+    expect_tensor(out, dtype=torch.int64, shape=(400,))
+    drawn = sorted(set(out.tolist()))
+    assert drawn == [0], (
+        f"sample_next drew tokens {drawn}: at temperature 0.5 top-p 0.6 keeps token 0 only; a token 1 means the "
+        "filters ran before the temperature (temperature, then top-k, then top-p, then min-p)"
+    )
 
 
 @points(1)
 def test_sample_next_is_reproducible(student):
     """two calls with identically seeded generators give the same tokens"""
     logits = torch.zeros(50, 10)
-    first = student.sample_next(logits, temperature=0.7, top_p=0.9, generator=_generator(4))
-    second = student.sample_next(logits, temperature=0.7, top_p=0.9, generator=_generator(4))
+    first = student.sample_next(logits, temperature=0.7, top_p=0.9, generator=seeded(4))
+    second = student.sample_next(logits, temperature=0.7, top_p=0.9, generator=seeded(4))
     expect_tensor(first, dtype=torch.int64, shape=(50,))
     assert first.tolist() == second.tolist(), "the same seeded generator must give the same draws"
 
@@ -217,6 +238,6 @@ def test_sample_next_is_reproducible(student):
 def test_sample_next_min_p_cuts_the_tail(student):
     """sample_next with min_p never draws a token below the bar"""
     logits = torch.log(torch.tensor([0.6, 0.3, 0.06, 0.04])).expand(500, 4)
-    out = student.sample_next(logits, min_p=0.2, generator=_generator(5))
+    out = student.sample_next(logits, min_p=0.2, generator=seeded(5))
     expect_tensor(out, dtype=torch.int64, shape=(500,))
     assert set(out.tolist()) <= {0, 1}, "with min_p=0.2 the bar is 0.2 * 0.6 = 0.12: only tokens 0 and 1 may be drawn"

@@ -5,21 +5,16 @@ points here, `check_draws` first compares `sample_with_penalties` with the stude
 `sample_next` on their `apply_penalties`, drawing from identically seeded generators: the same draws mean the
 penalties come first and everything else is handed on, whatever 02's functions do. A notebook that draws some
 other way (its own loop, another use of the generator) is judged instead by the frequencies of its draws against
-the distribution the trusted side expects, within Bernstein bounds (a correct sampler fails less than once in
-10 million runs).
+the distribution the trusted side expects (grader.testing.expect_frequencies).
 """
 
 from __future__ import annotations
 
 import torch
 
-from grader.testing import StudentError, expect_tensor, frequency_tolerance
+from grader.testing import StudentError, expect_frequencies, expect_tensor, seeded
 
 PENALTIES = ("frequency_penalty", "presence_penalty")
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _own_pipeline(student, logits, history, seed, arguments):
@@ -28,7 +23,7 @@ def _own_pipeline(student, logits, history, seed, arguments):
     shaping = {name: value for name, value in arguments.items() if name not in PENALTIES}
     try:
         penalised = student.apply_penalties(logits, history, **penalties)
-        return student.sample_next(penalised, generator=_generator(seed), **shaping)
+        return student.sample_next(penalised, generator=seeded(seed), **shaping)
     except StudentError:
         return None
 
@@ -37,7 +32,7 @@ def draw(student, logits, history, seed, **arguments):
     """student.sample_with_penalties(logits, history, generator=<seeded>, **arguments), with a message that says
     what to paste when the notebook has no sample_next for it to call."""
     try:
-        return student.sample_with_penalties(logits, history, generator=_generator(seed), **arguments)
+        return student.sample_with_penalties(logits, history, generator=seeded(seed), **arguments)
     except StudentError as error:
         if "sample_next" in str(error):
             raise AssertionError(
@@ -57,15 +52,4 @@ def check_draws(student, logits, history, expected, what, seed, **arguments):
     rows = out.reshape(-1)
     expected = expected.expand(*logits.shape).reshape(-1, logits.shape[-1])
     for distinct in expected.unique(dim=0):
-        chosen = rows[(expected == distinct).all(-1)]
-        counts = torch.bincount(chosen, minlength=len(distinct)).double()
-        for token, p in enumerate(distinct.tolist()):
-            frequency = counts[token].item() / len(chosen)
-            if p == 0:
-                assert frequency == 0, f"{what}: sample_with_penalties drew a token that has probability 0 here"
-            else:
-                tolerance = frequency_tolerance(p, len(chosen))
-                assert abs(frequency - p) <= tolerance, (
-                    f"{what}: over {len(chosen)} draws a token of probability {p:.3f} came out {frequency:.3f} of the "
-                    f"time (tolerance {tolerance:.3f})"
-                )
+        expect_frequencies(rows[(expected == distinct).all(-1)], distinct, f"{what}: sample_with_penalties")

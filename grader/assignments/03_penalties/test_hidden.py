@@ -3,21 +3,17 @@
 The student pastes their own 02 functions, so the tests of sample_with_penalties check only what the penalties
 add (own_pipeline.py): their values and their place before temperature, top-k and top-p. A wrong apply_penalties
 is told which mistake its output shows (a shift where none is due, a product, a subtraction).
-Tolerances: 1e-5 on arithmetic; Bernstein bounds (grader.testing.frequency_tolerance) on sampled frequencies.
+Tolerances: 1e-5 on arithmetic; Bernstein bounds (grader.testing.expect_frequencies) on sampled frequencies.
 """
 
 import pytest
 import torch
 
 from grader.answers import expect_prediction
-from grader.testing import expect_tensor, helper_module, points
+from grader.testing import expect_tensor, helper_module, points, seeded
 
 pipeline = helper_module(__file__, "own_pipeline.py")
 INF = float("-inf")
-
-
-def _generator(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def _close(actual, expected, message, atol=1e-5):
@@ -265,9 +261,9 @@ def test_swp_generator_only(student):
     """sample_with_penalties takes its randomness from the generator only"""
     logits = torch.zeros(1000, 10)
     history = torch.zeros(1000, 3, dtype=torch.int64)
-    first = student.sample_with_penalties(logits, history, frequency_penalty=1.2, generator=_generator(5))
-    second = student.sample_with_penalties(logits, history, frequency_penalty=1.2, generator=_generator(5))
-    other = student.sample_with_penalties(logits, history, frequency_penalty=1.2, generator=_generator(6))
+    first = student.sample_with_penalties(logits, history, frequency_penalty=1.2, generator=seeded(5))
+    second = student.sample_with_penalties(logits, history, frequency_penalty=1.2, generator=seeded(5))
+    other = student.sample_with_penalties(logits, history, frequency_penalty=1.2, generator=seeded(6))
     expect_tensor(first, dtype=torch.int64, shape=(1000,))
     assert first.tolist() == second.tolist(), (
         "identically seeded generators gave different draws: pass the generator on"

@@ -7,16 +7,12 @@ rules (the notebook's) on other inputs.
 import pytest
 import torch
 
-from grader.testing import expect_tensor, helper_module, points
+from grader.testing import expect_tensor, helper_module, points, seeded
 
 pipeline = helper_module(__file__, "own_pipeline.py")
 INF = float("-inf")
 HISTORY = [0, 1, 0, 2, 0, 0]  # a, b, a, c, a, a
 LOGITS = [0.8, 0.9, 0.1, 0.4]
-
-
-def _generator(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 @points(2)
@@ -77,6 +73,22 @@ def test_apply_shifts_negative_logits(student):
         atol=1e-5,
         msg=f"shift by the minimum (-2) to [3, 1.5, 0], then divide by k = [1, 2, 1]: expected [3, 0.75, 0], got {out.tolist()}",
     )
+
+
+@points(1)
+def test_apply_keeps_minus_inf_and_never_gives_nan(student):
+    """a -inf logit stays -inf and nothing becomes NaN: the shift is by the minimum of the finite logits"""
+    out = student.apply_penalties(torch.tensor([INF, 2.0, -1.0]), [1], frequency_penalty=3.0)
+    expect_tensor(out, dtype=torch.float32, shape=(3,))
+    assert not torch.isnan(out).any(), (
+        f"apply_penalties gave {out.tolist()}: -inf minus the minimum -inf is NaN; take the minimum over the "
+        "finite logits (-1 here)"
+    )
+    assert out[0].item() == INF, f"a removed token's -inf must stay -inf, got {out[0].item()}"
+    torch.testing.assert_close(
+        out[1:], torch.tensor([1.0, 0.0]), rtol=0, atol=1e-5,
+        msg=f"shift the finite logits by their minimum (-1) to [3, 0], then divide by k = [3, 1]: got {out.tolist()}",
+    )  # fmt: skip
 
 
 @points(1)

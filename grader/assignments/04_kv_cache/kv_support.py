@@ -32,7 +32,7 @@ import torch
 
 from course.model import GPT, GPTConfig
 from grader.rpc import StudentObject
-from grader.testing import StudentError, expect_tensor, expose, type_name
+from grader.testing import StudentError, expect_tensor, expose, seeded, type_name
 
 TOLERANCE = 1e-4  # fp32 logits, with vs without the cache (docs/assignments.md); also attend's fp32 outputs
 SMALL = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16)
@@ -50,7 +50,7 @@ def small_model(seed: int = 0, **overrides) -> GPT:
 
 
 def prompt(batch: int, positions: int, vocab: int = SMALL["vocab_size"], seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, vocab, (batch, positions), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, vocab, (batch, positions), generator=seeded(seed))
 
 
 def handle_key(cache):
@@ -310,7 +310,7 @@ def describe(value) -> str:
 
 def attention_inputs(batch, heads, new, keys, head_dim, seed, dtype=torch.float32):
     """Seeded q (batch, heads, new, head_dim) and k, v (batch, heads, keys, head_dim)."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     q = torch.randn(batch, heads, new, head_dim, generator=g, dtype=dtype)
     k = torch.randn(batch, heads, keys, head_dim, generator=g, dtype=dtype)
     v = torch.randn(batch, heads, keys, head_dim, generator=g, dtype=dtype)
@@ -628,7 +628,7 @@ def first_token_difference(out, expected) -> str | None:
 
 def random_kv(shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys and values of `shape` (batch, heads, positions, head_dim), seeded."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     return torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
 
 

@@ -12,7 +12,7 @@ import torch
 
 
 def log_probs(model, prefix: tuple[int, ...]) -> torch.Tensor:
-    """The log-probabilities (float64) of the token after `prefix` under a decoding_support.PrefixModel."""
+    """The log-probabilities (float64) of the token after `prefix` under a grader.testing.PrefixModel."""
     return torch.log_softmax(model.logits(prefix).double(), dim=-1)
 
 

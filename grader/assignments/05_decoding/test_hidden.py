@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from grader.testing import expect_number, helper_module, points
+from grader.testing import expect_number, hashed_model, helper_module, points
 
 support = helper_module(__file__, "decoding_support.py")
 ref = helper_module(__file__, "decoding_reference.py")
@@ -73,7 +73,7 @@ def _diagnosis(found, expected, eos_id=None, length_normalised=None):
 @points(3)
 def test_beam_search_exhaustive_with_eos(student, seed):
     """with eos_id and a width covering every sequence, beam_search returns the most likely finished or full one"""
-    model = support.hashed_model(vocab_size=4, seed=seed)
+    model = hashed_model(vocab_size=4, seed=seed)
     best = list(ref.ranked_sequences(model, [0], 4, eos_id=3)[0][1])
     found = _beam(student, model, [0], 4**4, 4, eos_id=3)
     assert found == best, (
@@ -86,7 +86,7 @@ def test_beam_search_exhaustive_with_eos(student, seed):
 @points(2)
 def test_beam_search_stops_at_eos(student):
     """beam_search with width 1 stops when the greedy token is eos_id, and the result ends with it"""
-    model = support.hashed_model(vocab_size=5, seed=1)
+    model = hashed_model(vocab_size=5, seed=1)
     greedy = ref.greedy_continuation(model, [1], 6)
     eos_id = greedy[1]  # the second greedy token (not the first): the search must end there, after two new tokens
     found = _beam(student, model, [1], 1, 6, eos_id=eos_id)
@@ -109,7 +109,7 @@ def test_beam_search_stops_at_eos(student):
 @points(2)
 def test_beam_search_keeps_the_best_sums(student, width, vocab_size, max_new_tokens, eos_id, seed):
     """beam_search keeps the beam_width highest sums of log-probabilities over every beam's candidates at every step"""
-    model = support.hashed_model(vocab_size=vocab_size, seed=seed)
+    model = hashed_model(vocab_size=vocab_size, seed=seed)
     expected = reference_beam_search(model, [2], width, max_new_tokens, eos_id)
     found = _beam(student, model, [2], width, max_new_tokens, eos_id)
     greedy = ref.greedy_continuation(model, [2], max_new_tokens)
@@ -126,7 +126,7 @@ def test_beam_search_keeps_the_best_sums(student, width, vocab_size, max_new_tok
 @points(2)
 def test_beam_search_past_the_context(student):
     """beam_search runs the model on at most block_size positions, the last ones, when the sequence grows past it"""
-    model = support.hashed_model(vocab_size=4, seed=1, block_size=6)
+    model = hashed_model(vocab_size=4, seed=1, block_size=6)
     prompt = [1, 2, 3, 0, 1, 2]
     found = _beam(student, model, prompt, 2, 3)
     expected = reference_beam_search(model, prompt, 2, 3, window=6)
@@ -136,7 +136,7 @@ def test_beam_search_past_the_context(student):
 @points(1)
 def test_beam_search_zero_new_tokens(student):
     """beam_search with max_new_tokens 0 returns the prompt"""
-    found = _beam(student, support.table_model(), [0, 1], 2, 0)
+    found = _beam(student, support.worked_example(), [0, 1], 2, 0)
     assert found == [], "with max_new_tokens = 0 there is nothing to add: return the prompt, shape (1, positions)"
 
 
@@ -252,7 +252,7 @@ def test_repetition_of_no_samples(student):
 @points(2)
 def test_perplexity_pools_every_token(student):
     """perplexity pools the negative log-likelihoods of every token of every sample (not a mean of perplexities)"""
-    out = student.perplexity(support.table_model().exposed(), [[0], [0]], [[A, A, A], [C]])
+    out = student.perplexity(support.worked_example().exposed(), [[0], [0]], [[A, A, A], [C]])
     expect_number(out, what="perplexity")
     expected = (0.45 * 0.40 * 0.40 * 0.20) ** (-1 / 4)
     per_sample = ((0.45 * 0.40 * 0.40) ** (-1 / 3) + 1 / 0.20) / 2
@@ -263,7 +263,7 @@ def test_perplexity_pools_every_token(student):
 @points(2)
 def test_perplexity_scores_the_continuation_only(student):
     """perplexity conditions on the whole prompt and scores only the continuation's tokens"""
-    out = student.perplexity(support.table_model().exposed(), [[0, B]], [[A, B]])
+    out = student.perplexity(support.worked_example().exposed(), [[0, B]], [[A, B]])
     expect_number(out, what="perplexity")
     with_prompt = (0.35 * 0.90 * 0.45) ** (-1 / 3)
     hint = " (yours also scores a prompt token)" if out == pytest.approx(with_prompt, rel=1e-4) else ""
@@ -275,7 +275,7 @@ def test_perplexity_scores_the_continuation_only(student):
 @points(2)
 def test_perplexity_on_a_model_with_many_tokens(student):
     """perplexity on a model with 50 tokens and longer samples"""
-    model = support.hashed_model(vocab_size=50, seed=21)
+    model = hashed_model(vocab_size=50, seed=21)
     prompts = [[3, 4, 5], [7], [1, 1]]
     continuations = [[9, 8, 7, 6, 5], [0, 49], [13, 14, 15, 16]]
     out = student.perplexity(model.exposed(), prompts, continuations)

@@ -13,7 +13,7 @@ repetition rule, the `top` of the Zipf fit, pooling. Tolerances: 1e-6 relative o
 import pytest
 import torch
 
-from grader.testing import expect_number, helper_module, points
+from grader.testing import expect_number, hashed_model, helper_module, points
 
 support = helper_module(__file__, "decoding_support.py")
 A, B, C = support.A, support.B, support.C
@@ -45,14 +45,14 @@ def _beam(student, model, prompt, width, max_new_tokens, eos_id=None):
 @points(2)
 def test_beam_search_on_the_worked_example(student, width, expected, why):
     """beam_search on the notebook's table model finds A A A, B A B and C C C with widths 1, 2 and 3"""
-    found = _beam(student, support.table_model(), [0], width, 3)
+    found = _beam(student, support.worked_example(), [0], width, 3)
     assert found == expected, f"beam width {width} should return {_spell(expected)} ({why}), not {_spell(found)}"
 
 
 @points(2)
 def test_beam_width_one_is_greedy(student):
     """beam_search with beam_width 1 returns the greedy continuation"""
-    found = _beam(student, support.hashed_model(vocab_size=6, seed=1), [2, 4], 1, 6)
+    found = _beam(student, hashed_model(vocab_size=6, seed=1), [2, 4], 1, 6)
     assert found == [5, 5, 0, 4, 0, 5], (
         "with beam_width 1, beam search must pick the most likely token at every step (greedy): 5 5 0 4 0 5 here"
     )
@@ -61,7 +61,7 @@ def test_beam_width_one_is_greedy(student):
 @points(3)
 def test_beam_search_as_wide_as_every_sequence_is_exhaustive(student):
     """beam_search with a width covering all 3**4 sequences finds the most likely one"""
-    found = _beam(student, support.hashed_model(vocab_size=3, seed=4), [1], 3**4, 4)
+    found = _beam(student, hashed_model(vocab_size=3, seed=4), [1], 3**4, 4)
     assert found == [0, 2, 2, 1], (
         "a beam of width 81 keeps every sequence of 4 tokens over 3, so it must return the most likely one: "
         f"0 2 2 1 (log-probability -2.6184; the next best, 0 2 2 0, has -2.6294), not {found}"
@@ -72,7 +72,7 @@ def test_beam_search_as_wide_as_every_sequence_is_exhaustive(student):
 def test_beam_width_below_one_raises(student):
     """beam_search raises ValueError when beam_width < 1"""
     with pytest.raises(ValueError):
-        student.beam_search(support.table_model().exposed(), torch.tensor([[0]]), 0, 3)
+        student.beam_search(support.worked_example().exposed(), torch.tensor([[0]]), 0, 3)
 
 
 # ---------------------------------------------------------------- distinct_n
@@ -166,7 +166,7 @@ def test_repetition_is_the_share_of_loops(student):
 @points(2)
 def test_perplexity_worked_example(student):
     """perplexity of A B and C after the prompt [0] under the table model is (0.45 * 0.30 * 0.20) ** (-1/3)"""
-    out = student.perplexity(support.table_model().exposed(), [[0], [0]], [[A, B], [C]])
+    out = student.perplexity(support.worked_example().exposed(), [[0], [0]], [[A, B], [C]])
     expect_number(out, what="perplexity")
     assert out == pytest.approx(0.027 ** (-1 / 3), rel=1e-4), (
         f"P(A) = 0.45, P(B | A) = 0.30, P(C) = 0.20: exp of the mean NLL of these 3 tokens is 3.3333, got {out:.4f}"
