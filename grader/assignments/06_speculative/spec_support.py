@@ -2,41 +2,37 @@
 to the student's `speculative_generate`, and the checks that read what those models saw. They ship with the
 visible tests, so nothing here accepts, rejects or resamples a draft: the tests compare what the student's code
 returns with the target model's own sampling distribution (computed here exactly, by enumerating continuations)
-and with the forwards the models recorded. The hidden tests' reference (the exact law of one draft block) is in
+and with the forwards the models recorded. The hidden tests' reference (the exact law of one round) is in
 spec_reference.py, which only they load.
 
-`ChainModel` has a vocabulary of a few tokens; the probabilities of the token after a context depend on the
-context's last two tokens (a second-order Markov chain), through a table drawn from a seed, optionally limited to
-some `allowed` tokens (the others get the logit -inf). Its logits are log-probabilities plus a constant that
-differs from row to row, as a real model's are (only a softmax turns them into probabilities).
-
-It speaks the course model's KV-cache protocol with one layer: `model(ids, cache=cache)` calls
-`cache.update(0, k, v)` once, with the new ids as its keys and values (float32, shape (1, 1, T, 1)), and computes
-the logits of the new positions from what update returns: every id of the context, oldest first. So the cache is
-the model's memory, as in the course model: a rejected draft left in it is a token the model conditions on
-later. (It has no position embeddings, so it does not read `len(cache)`; the student's loop does.)
-
-The model checks what student code hands it before doing any work (int64 ids of shape (1, T), ids in the
-vocabulary, the context within `block_size`, what update returns), and counts its forwards, so that a runaway
-loop is stopped with a sentence the test's feedback repeats. Every forward is recorded (`Forward`): which cache,
-how many positions were cached before it, the new ids and the whole context; `loop_problems` turns the records
-of one call into feedback.
+`CachedModel` is grader.testing's `PrefixModel` (logits after a context = `rule(context)`, the same checks of what
+student code hands it, the same bounds on the work it can be made to do) that also speaks the course model's
+KV-cache protocol with one layer: `model(ids, cache=cache)` calls `cache.update(0, k, v)` once, with the new ids as
+its keys and values (float32, shape (1, 1, T, 1)), and computes the logits of the new positions from what update
+returns: every id of the context, oldest first. So the cache is the model's memory, as in the course model: a
+rejected draft left in it is a token the model conditions on later. Every forward is recorded (`Forward`): which
+cache, how many positions were cached before it, the new ids and the whole context; `loop_problems` turns the
+records of one call into feedback.
 """
 
 from __future__ import annotations
 
-import zlib
+import math
+from collections import Counter
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 
 from grader.rpc import StudentObject
-from grader.testing import expect_tensor, expose, frequency_tolerance, type_name
-
-START = -1  # the "token" before the first one: the first position's row of the table is keyed on it
-MAX_FORWARDS = 5000  # per model and test; the largest test's correct loop needs about 1,200
-DELTA = 1e-9  # each frequency is checked at this false-failure probability (grader.testing.frequency_tolerance)
+from grader.testing import (
+    PrefixModel,
+    expect_frequencies,
+    expect_tensor,
+    frequency_tolerance,
+    hashed_model,
+    logit_offset,
+    type_name,
+)
 
 
 @dataclass
@@ -54,70 +50,52 @@ def cache_key(cache) -> tuple:
     return ("handle", cache.handle) if isinstance(cache, StudentObject) else ("object", id(cache))
 
 
-def hashed_rule(seed: int, scale: float = 1.5):
-    """Logits drawn from N(0, scale^2) for each pair of last ids, seeded by a hash of (seed, pair): the same in every
-    run and every process."""
-
-    def rule(state: tuple[int, int], vocab_size: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(zlib.crc32(repr((seed, state)).encode()))
-        return torch.randn(vocab_size, generator=g, dtype=torch.float64) * scale
-
-    return rule
+def hashed_rule(seed: int, vocab_size: int, scale: float = 1.5):
+    """grader.testing.hashed_model's logits: N(0, scale^2) per prefix, seeded by (seed, prefix). The same seed at
+    another scale gives the same logits scaled: a flatter or a more peaked copy of one model."""
+    return hashed_model(vocab_size, seed, scale).rule
 
 
-def peak_rule(token: int, height: float):
-    """Logits 0 but for `token`, whose logit is `height`, whatever the context: a temperature moves much of the mass."""
+def peak_rule(token: int, height: float, vocab_size: int):
+    """Logits equal but for `token`'s, `height` higher, whatever the context: a temperature moves much of the mass."""
 
-    def rule(state: tuple[int, int], vocab_size: int) -> torch.Tensor:
-        logits = torch.zeros(vocab_size, dtype=torch.float64)
-        logits[token] = height
-        return logits
+    def rule(prefix):
+        return [(height if t == token else 0.0) + logit_offset(prefix) for t in range(vocab_size)]
 
     return rule
 
 
-class ChainModel:
-    """A language model whose next-token logits depend on the last two ids of the context (see the module), through
-    `rule(state, vocab_size)`: float64 logits for the pair `state` of last ids (START before the first)."""
+def only(tokens, rule):
+    """`rule` with every token but `tokens` at the logit -inf: a model that never samples them."""
 
-    def __init__(self, vocab_size: int, rule, allowed=None, block_size: int = 64, name: str = "model"):
-        self.config = SimpleNamespace(vocab_size=vocab_size, block_size=block_size, n_layer=1)
-        self.rule, self.name = rule, name
-        self.allowed = allowed  # the tokens the model ever samples (None: all); the others get the logit -inf
+    def masked(prefix):
+        return [logit if t in tokens else -math.inf for t, logit in enumerate(rule(prefix))]
+
+    return masked
+
+
+class CachedModel(PrefixModel):
+    """A PrefixModel called as the course model is, with a KVCache (see the module); `name` says which model it is
+    in feedback ("target", "draft")."""
+
+    def __init__(self, rule, vocab_size: int, block_size: int = 64, name: str = "model"):
+        super().__init__(rule, vocab_size, block_size, max_rows=1)
+        self.name = name
         self.forwards: list[Forward] = []
         self.timeline: list[tuple[str, int]] = []  # (model name, forward index) in call order, shared by a pair
-        self._rows: dict[tuple[int, int], torch.Tensor] = {}
         self._updates: dict = {}  # cache key -> (the cache, its bound update): one round trip saved per forward
-
-    def exposed(self):
-        config = SimpleNamespace(**vars(self.config))
-        return expose(self, methods=("__call__", "forward"), attributes={"config": config})
-
-    def logits_after(self, context: tuple[int, ...]) -> torch.Tensor:
-        """The float32 logits of the token after `context` (at least one id): the rule's for the last two ids."""
-        state = (context[-2] if len(context) > 1 else START, context[-1])
-        if state not in self._rows:
-            logits = self.rule(state, self.config.vocab_size)
-            if self.allowed is not None:
-                keep = torch.zeros(self.config.vocab_size, dtype=torch.bool)
-                keep[list(self.allowed)] = True
-                logits = logits.masked_fill(~keep, float("-inf"))
-            self._rows[state] = (logits + 1.0 + zlib.crc32(repr(state).encode()) % 97 / 10).float()
-        return self._rows[state]
 
     def probs_after(self, context: tuple[int, ...], temperature: float = 1.0) -> torch.Tensor:
         """The target's sampling distribution (float64) of the token after `context`, at `temperature`."""
-        return torch.softmax(self.logits_after(context).double() / temperature, dim=-1)
-
-    def forward(self, idx, cache=None):
-        return self(idx, cache)
+        return torch.softmax(self.logits(tuple(context)).double() / temperature, dim=-1)
 
     def __call__(self, idx, cache=None):
-        if len(self.forwards) >= MAX_FORWARDS:
+        self.calls += 1
+        if self.calls > self.limits.calls:
             raise ValueError(
-                f"the {self.name} was called more than {MAX_FORWARDS} times in one test: far more than needed"
+                f"the {self.name} was called more than {self.limits.calls} times in one test: far more than needed"
             )
-        expect_tensor(idx, what=f"the ids given to the {self.name}")
+        expect_tensor(idx, dtype=torch.int64, what=f"the ids given to the {self.name}")
         vocab, block = self.config.vocab_size, self.config.block_size
         if idx.dim() == 2 and idx.shape[1] == 0:
             raise ValueError(
@@ -128,9 +106,11 @@ class ChainModel:
             raise ValueError(
                 f"the {self.name} takes ids of shape (1, positions), 1 to {block} positions, not {tuple(idx.shape)}"
             )
-        expect_tensor(idx, dtype=torch.int64, what=f"the ids given to the {self.name}")
         if bool(((idx < 0) | (idx >= vocab)).any()):
             raise ValueError(f"the {self.name} was given ids outside its vocabulary 0..{vocab - 1}")
+        self.positions += idx.numel()
+        if self.positions > self.limits.positions:
+            raise ValueError(f"the {self.name} was run on more than {self.limits.positions} positions in one test")
         new = tuple(idx[0].tolist())
         context = new if cache is None else self._through(cache, idx, new)
         self.timeline.append((self.name, len(self.forwards)))
@@ -138,7 +118,7 @@ class ChainModel:
             Forward(None if cache is None else cache_key(cache), len(context) - len(new), new, context)
         )
         first = len(context) - len(new)
-        return torch.stack([self.logits_after(context[: t + 1]) for t in range(first, len(context))])[None]
+        return torch.stack([self.logits(context[: t + 1]) for t in range(first, len(context))])[None]
 
     def _through(self, cache, idx, new) -> tuple[int, ...]:
         """The context as the cache returns it after this forward's update: checked, then read as ids."""
@@ -174,15 +154,20 @@ class ChainModel:
         return tuple(int(t) for t in context.tolist())
 
 
-def model_pair(vocab_size: int, target_rule, draft_rule, **options):
-    """A target and a draft over the same vocabulary (ChainModels), their forwards recorded on one timeline."""
-    target = ChainModel(vocab_size, target_rule, name="target", **options)
-    draft = ChainModel(vocab_size, draft_rule, name="draft", **options)
+def model_pair(vocab_size: int, target_rule, draft_rule, block_size: int = 64):
+    """A target and a draft over the same vocabulary (CachedModels), their forwards recorded on one timeline."""
+    target = CachedModel(target_rule, vocab_size, block_size, name="target")
+    draft = CachedModel(draft_rule, vocab_size, block_size, name="draft")
     draft.timeline = target.timeline  # one record of the order of both models' forwards
     return target, draft
 
 
-def continuation_law(model: ChainModel, prompt: list[int], length: int, temperature: float = 1.0) -> dict:
+def hashed_pair(vocab_size: int, target_seed: int, draft_seed: int, **options):
+    """model_pair of two hashed models (the same seed: the draft is the target)."""
+    return model_pair(vocab_size, hashed_rule(target_seed, vocab_size), hashed_rule(draft_seed, vocab_size), **options)
+
+
+def continuation_law(model: CachedModel, prompt: list[int], length: int, temperature: float = 1.0) -> dict:
     """{continuation (a tuple of `length` ids): its probability} under sampling from `model` at `temperature`."""
     law = {(): 1.0}
     for _ in range(length):
@@ -196,7 +181,9 @@ def continuation_law(model: ChainModel, prompt: list[int], length: int, temperat
     return law
 
 
-def generate(student, target: ChainModel, draft: ChainModel, prompt: list[int], max_new_tokens: int, k: int, **options):
+def generate(
+    student, target: CachedModel, draft: CachedModel, prompt: list[int], max_new_tokens: int, k: int, **options
+):
     """The new ids of student.speculative_generate on the exposed models, after checking the result's form."""
     out = student.speculative_generate(
         target.exposed(), draft.exposed(), torch.tensor([prompt]), max_new_tokens, k, **options
@@ -214,58 +201,41 @@ def check_ids(out, prompt: list[int], max_new_tokens: int, vocab_size: int) -> l
     return ids[len(prompt) :]
 
 
-def frequency_problem(counts: dict, law: dict, draws: int, what: str) -> str | None:
-    """The outcome whose frequency among `draws` is furthest outside its Bernstein bound (DELTA) under `law`
-    ({outcome: probability}), as a sentence naming `what` was drawn; None when every frequency is within its bound.
-    An outcome the law gives probability 0 must never occur."""
-    for outcome, count in counts.items():
-        if law.get(outcome, 0.0) == 0.0 and count:
-            return f"{what} {outcome} came out {count} times, but the target never samples it"
-    worst, worst_ratio = None, 1.0
-    for outcome, p in law.items():
-        frequency = counts.get(outcome, 0) / draws
-        tolerance = frequency_tolerance(p, draws, DELTA)
-        if abs(frequency - p) / tolerance > worst_ratio:
-            worst, worst_ratio = (outcome, frequency, p, tolerance), abs(frequency - p) / tolerance
-    if worst is None:
-        return None
-    outcome, frequency, p, tolerance = worst
-    return (
-        f"{what} {outcome} came out with frequency {frequency:.4f} in {draws} draws, but the target samples it with "
-        f"probability {p:.4f} (tolerance {tolerance:.4f}, a bound a correct sampler misses less than once in "
-        f"{1 / DELTA:.0e} runs)"
-    )
-
-
-def tally(samples) -> dict:
-    counts: dict = {}
-    for sample in samples:
-        counts[sample] = counts.get(sample, 0) + 1
-    return counts
-
-
-def marginals(law: dict, length: int) -> list[dict]:
-    """The law of each position of the continuations, from their joint law."""
-    found = [dict() for _ in range(length)]
-    for tokens, p in law.items():
-        for position, token in enumerate(tokens):
-            found[position][token] = found[position].get(token, 0.0) + p
-    return found
-
-
-def sample_problem(samples: list[tuple[int, ...]], law: dict, what: str = "the continuation") -> str | None:
-    """What is wrong with independent continuations `samples` as draws from `law`: the joint frequencies and those
-    of each position, within Bernstein bounds."""
-    problem = frequency_problem(tally(samples), law, len(samples), what)
-    length = len(next(iter(law)))
-    for position, single in enumerate(marginals(law, length)):
-        problem = problem or frequency_problem(
-            tally(s[position] for s in samples), single, len(samples), f"new token {position + 1}: id"
+def expect_law(samples, law: dict, what: str) -> None:
+    """The outcomes `samples` (hashable: tokens, tuples) are independent draws from `law` ({outcome: probability}):
+    grader.testing.expect_frequencies, one check per outcome of non-zero probability, on the outcomes numbered in
+    the law's order. The message names the outcome furthest outside its bound."""
+    samples = list(samples)
+    unknown = Counter(s for s in samples if law.get(s, 0.0) == 0.0)
+    if unknown:
+        outcome, count = unknown.most_common(1)[0]
+        raise AssertionError(f"{what} {outcome} came out {count} times, but the target never samples it")
+    numbered = {outcome: number for number, outcome in enumerate(law)}
+    try:
+        expect_frequencies(torch.tensor([numbered[s] for s in samples]), list(law.values()), what)
+    except AssertionError:
+        counts, n = Counter(samples), len(samples)
+        outcome, p = max(
+            law.items(), key=lambda item: abs(counts[item[0]] / n - item[1]) / frequency_tolerance(item[1], n)
         )
-    return problem
+        raise AssertionError(
+            f"{what} {outcome} came out with frequency {counts[outcome] / n:.4f} in {n} draws, but the target samples "
+            f"it with probability {p:.4f} (tolerance {frequency_tolerance(p, n):.4f}, a bound a correct sampler "
+            "misses with probability below 1e-9)"
+        ) from None
 
 
-def loop_problems(target: ChainModel, draft: ChainModel, prompt: list[int], new: list[int], k: int) -> list[str]:
+def expect_continuations(samples: list[tuple[int, ...]], law: dict) -> None:
+    """Independent continuations `samples` are draws from `law`: the whole continuation, then each position."""
+    expect_law(samples, law, "the continuation")
+    for position in range(len(next(iter(law)))):
+        single = {}
+        for tokens, p in law.items():
+            single[tokens[position]] = single.get(tokens[position], 0.0) + p
+        expect_law((s[position] for s in samples), single, f"new token {position + 1}: id")
+
+
+def loop_problems(target: CachedModel, draft: CachedModel, prompt: list[int], new: list[int], k: int) -> list[str]:
     """What is wrong with the forwards of one speculative_generate call that returned `new` after `prompt`: each
     model keeps one cache of its own; no forward attends over a token that is not in the output (a rejected draft
     left in a cache); after its first forward, the target runs at most the k + 1 positions of a round and the draft
@@ -295,8 +265,7 @@ def loop_problems(target: ChainModel, draft: ChainModel, prompt: list[int], new:
             found.append(f"the target's forward {index + 1} ran {len(f.new)} positions; after the first, a round runs "
                          f"only what the target has not seen: the newest token and the k = {k} drafts")  # fmt: skip
             break
-    rounds = _draft_round_starts(target, draft)
-    for index in rounds:
+    for index in _draft_round_starts(target, draft):
         f = draft.forwards[index]
         if f.context[: f.cached] != output[: f.cached]:
             found.append(f"the draft's forward {index + 1} (the first of a round) attended over cached tokens that are "
@@ -310,7 +279,7 @@ def loop_problems(target: ChainModel, draft: ChainModel, prompt: list[int], new:
     return found
 
 
-def _draft_round_starts(target: ChainModel, draft: ChainModel) -> list[int]:
+def _draft_round_starts(target: CachedModel, draft: CachedModel) -> list[int]:
     """The indices of the draft's forwards that come first after one of the target's: the start of each round but
     the first."""
     starts, after_target = [], False

@@ -6,25 +6,22 @@ that was broken. speculative_step's verdicts over 30,000 rounds are compared wit
 and leading dimensions than the visible tests use. speculative_generate runs on the models of spec_support.py: a
 draft that is a flatter copy of the target (its most likely token is the target's, so a draft that is not sampled
 shows), other temperatures and k, a draft with a shorter context, and contexts that fill the models exactly.
-Frequencies are checked against Bernstein bounds at delta = 1e-9 per frequency (grader.testing.frequency_tolerance).
+Frequencies are checked by grader.testing.expect_frequencies (each check fails a correct sampler with probability at
+most 1e-9).
 """
 
 import pytest
 import torch
 
 from grader.answers import expect_prediction
-from grader.testing import expect_number, expect_tensor, helper_module, points
+from grader.testing import expect_frequencies, expect_number, expect_tensor, helper_module, points, seeded
 
 spec = helper_module(__file__, "spec_support.py")
 ref = helper_module(__file__, "spec_reference.py")
 
 
-def _generator(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 def _kv(shape, seed):
-    g = _generator(seed)
+    g = seeded(seed)
     return torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
 
 
@@ -38,12 +35,12 @@ def _rounds(student, p, q, rounds, seed, leading=None):
     """student.speculative_step on `rounds` copies of one round (drafts sampled from q here), shaped `leading` + (k,)."""
     leading = leading or (rounds,)
     k = q.shape[0]
-    drafts = torch.multinomial(q.float(), rounds, replacement=True, generator=_generator(seed)).T
+    drafts = torch.multinomial(q.float(), rounds, replacement=True, generator=seeded(seed)).T
     out = student.speculative_step(
         p.expand(*leading, *p.shape),
         q.expand(*leading, *q.shape),
         drafts.reshape(*leading, k),
-        generator=_generator(seed + 1),
+        generator=seeded(seed + 1),
     )
     assert type(out) in (tuple, list) and len(out) == 2, "speculative_step should return (n_accepted, next_token)"
     n_accepted = expect_tensor(out[0], dtype=torch.int64, shape=leading, what="n_accepted")
@@ -51,24 +48,30 @@ def _rounds(student, p, q, rounds, seed, leading=None):
     return n_accepted.reshape(-1), next_token.reshape(-1)
 
 
-def _law_problem(n_accepted, next_token, p, q) -> str | None:
+def _expect_round_law(n_accepted, next_token, p, q) -> None:
+    """The verdicts (n_accepted, next_token) follow the exact law of a round; on failure, the message says whether the
+    number of kept drafts is already off."""
     verdicts = list(zip(n_accepted.tolist(), next_token.tolist()))
     law = ref.round_law(p, q)
-    problem = spec.frequency_problem(spec.tally(verdicts), law, len(verdicts), "(n_accepted, next_token) =")
-    if problem is None:
-        return None
-    kept_law: dict[int, float] = {}
-    for (n, _), probability in law.items():
-        kept_law[n] = kept_law.get(n, 0.0) + probability
-    kept = spec.frequency_problem(spec.tally(n for n, _ in verdicts), kept_law, len(verdicts), "n_accepted =")
-    hint = (
-        " The number of kept drafts is right, so look at where next_token comes from: max(0, p - q) normalised over "
-        "the vocabulary after a rejection, p_k after k kept drafts."
-        if kept is None
-        else " The number of kept drafts is off: draft i is kept with probability min(1, p_i(x) / q_i(x)), in order, "
-        "until the first rejection."
-    )
-    return problem + "." + hint
+    try:
+        spec.expect_law(verdicts, law, "(n_accepted, next_token) =")
+    except AssertionError as failure:
+        kept_law: dict[int, float] = {}
+        for (n, _), probability in law.items():
+            kept_law[n] = kept_law.get(n, 0.0) + probability
+        try:
+            spec.expect_law((n for n, _ in verdicts), kept_law, "n_accepted =")
+        except AssertionError:
+            hint = (
+                "The number of kept drafts is off: draft i is kept with probability min(1, p_i(x) / q_i(x)), in "
+                "order, until the first rejection."
+            )
+        else:
+            hint = (
+                "The number of kept drafts is right, so look at where next_token comes from: max(0, p - q) "
+                "normalised over the vocabulary after a rejection, p_k after k kept drafts."
+            )
+        raise AssertionError(f"{failure}. {hint}") from None
 
 
 # ---------------------------------------------------------------- KVCache.crop
@@ -131,8 +134,7 @@ def test_step_follows_the_law_of_a_round(student, seed, k, vocab):
     """over 30,000 rounds, (n_accepted, next_token) has the exact law of speculative sampling"""
     p, q = ref.rows(seed, k, vocab)
     n_accepted, next_token = _rounds(student, p, q, 30_000, seed=seed * 10)
-    problem = _law_problem(n_accepted, next_token, p, q)
-    assert problem is None, problem
+    _expect_round_law(n_accepted, next_token, p, q)
 
 
 @points(3)
@@ -140,18 +142,20 @@ def test_step_rounds_of_a_batch_are_independent(student):
     """leading dimensions (2, 3, 5000): each round follows its own law, whatever the other rounds are"""
     p1, q1 = ref.rows(4, 2, 4)
     p2, q2 = ref.rows(5, 2, 4)
-    g = _generator(40)
+    g = seeded(40)
     drafts = torch.stack(
         [torch.multinomial(q, 3 * 5000, replacement=True, generator=g).T.reshape(3, 5000, 2) for q in (q1, q2)]
     )
     p = torch.stack([p1.expand(3, 5000, 3, 4), p2.expand(3, 5000, 3, 4)])
     q = torch.stack([q1.expand(3, 5000, 2, 4), q2.expand(3, 5000, 2, 4)])
-    n_accepted, next_token = student.speculative_step(p, q, drafts, generator=_generator(41))
+    n_accepted, next_token = student.speculative_step(p, q, drafts, generator=seeded(41))
     expect_tensor(n_accepted, dtype=torch.int64, shape=(2, 3, 5000), what="n_accepted")
     expect_tensor(next_token, dtype=torch.int64, shape=(2, 3, 5000), what="next_token")
     for index, (pi, qi) in enumerate(((p1, q1), (p2, q2))):
-        problem = _law_problem(n_accepted[index].reshape(-1), next_token[index].reshape(-1), pi, qi)
-        assert problem is None, f"in the rounds of row {index} of the first dimension: {problem}"
+        try:
+            _expect_round_law(n_accepted[index].reshape(-1), next_token[index].reshape(-1), pi, qi)
+        except AssertionError as failure:
+            raise AssertionError(f"in the rounds of row {index} of the first dimension: {failure}") from None
 
 
 @points(2)
@@ -159,18 +163,15 @@ def test_step_float64_and_one_round(student):
     """float64 probabilities work, and a single round (no leading dimension) returns two 0-d tensors"""
     p, q = ref.rows(6, 2, 3)
     verdicts = []
-    g = _generator(60)
+    g = seeded(60)
     for seed in range(300):
         drafts = torch.multinomial(q, 1, generator=g)[:, 0]
-        out = student.speculative_step(p.double(), q.double(), drafts, generator=_generator(seed))
+        out = student.speculative_step(p.double(), q.double(), drafts, generator=seeded(seed))
         assert type(out) in (tuple, list) and len(out) == 2, "speculative_step should return (n_accepted, next_token)"
         n = expect_tensor(out[0], dtype=torch.int64, shape=(), what="n_accepted of one round")
         token = expect_tensor(out[1], dtype=torch.int64, shape=(), what="next_token of one round")
         verdicts.append((int(n), int(token)))
-    problem = spec.frequency_problem(
-        spec.tally(verdicts), ref.round_law(p, q), len(verdicts), "(n_accepted, next_token) ="
-    )
-    assert problem is None, problem
+    spec.expect_law(verdicts, ref.round_law(p, q), "(n_accepted, next_token) =")
 
 
 @points(2)
@@ -179,9 +180,7 @@ def test_step_equal_rows_keep_every_draft(student):
     p, _ = ref.rows(7, 4, 6)
     n_accepted, next_token = _rounds(student, p, p[:4], 20_000, seed=70)
     assert (n_accepted == 4).all(), "with q = p every ratio is 1, so every draft must be kept"
-    law = dict(enumerate(p[4].double().tolist()))
-    problem = spec.frequency_problem(spec.tally(next_token.tolist()), law, 20_000, "the bonus token")
-    assert problem is None, problem
+    expect_frequencies(next_token, p[4].double(), "the bonus token, drawn from p_k")
 
 
 @pytest.mark.parametrize(
@@ -206,10 +205,12 @@ def test_generate_follows_the_target_with_a_flatter_draft(student):
     """with a draft that is a flatter copy of the target, 400 continuations follow the target's law"""
     samples = []
     for seed in range(400):  # the draft's logits are the target's halved: same favourite tokens, less sure of them
-        target, draft = spec.model_pair(3, spec.hashed_rule(8, 2.0), spec.hashed_rule(8, 1.0))
-        samples.append(tuple(spec.generate(student, target, draft, [2], 3, 2, generator=_generator(1000 + seed))))
-    problem = spec.sample_problem(samples, spec.continuation_law(target, [2], 3))
-    assert problem is None, problem + " (are the drafts sampled from q, with the generator?)"
+        target, draft = spec.model_pair(3, spec.hashed_rule(8, 3, 2.0), spec.hashed_rule(8, 3, 1.0))
+        samples.append(tuple(spec.generate(student, target, draft, [2], 3, 2, generator=seeded(1000 + seed))))
+    try:
+        spec.expect_continuations(samples, spec.continuation_law(target, [2], 3))
+    except AssertionError as failure:
+        raise AssertionError(f"{failure} (are the drafts sampled from q, with the generator?)") from None
 
 
 @points(3)
@@ -217,21 +218,18 @@ def test_generate_at_a_high_temperature(student):
     """at temperature 2, 400 first tokens follow softmax(target logits / 2)"""
     samples = []
     for seed in range(400):  # the target's token 5 has probability 0.51 at temperature 1, and 0.28 at 2
-        target, draft = spec.model_pair(8, spec.peak_rule(5, 2.0), spec.peak_rule(1, 2.0))
-        samples.append(
-            tuple(spec.generate(student, target, draft, [3], 1, 3, temperature=2.0, generator=_generator(seed)))
-        )
-    problem = spec.sample_problem(samples, spec.continuation_law(target, [3], 1, temperature=2.0))
-    assert problem is None, problem
+        target, draft = spec.model_pair(8, spec.peak_rule(5, 2.0, 8), spec.peak_rule(1, 2.0, 8))
+        samples.append(tuple(spec.generate(student, target, draft, [3], 1, 3, temperature=2.0, generator=seeded(seed))))
+    spec.expect_continuations(samples, spec.continuation_law(target, [3], 1, temperature=2.0))
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])
 @points(2)
 def test_generate_crops_both_caches_for_other_k(student, k):
     """for k = 1, 2 and 5, each model keeps one cropped cache and each round runs at most k + 1 target positions"""
-    target, draft = spec.model_pair(5, spec.hashed_rule(20 + k), spec.hashed_rule(30 + k))
+    target, draft = spec.hashed_pair(5, 20 + k, 30 + k)
     prompt = [4, 1, 3]
-    new = spec.generate(student, target, draft, prompt, 25, k, generator=_generator(k))
+    new = spec.generate(student, target, draft, prompt, 25, k, generator=seeded(k))
     problems = spec.loop_problems(target, draft, prompt, new, k)
     assert not problems, problems[0]
 
@@ -240,8 +238,8 @@ def test_generate_crops_both_caches_for_other_k(student, k):
 @points(2)
 def test_generate_with_the_target_as_draft_for_other_k(student, k):
     """with a draft equal to the target, 4 (k + 1) tokens take 4 target forwards, for k = 2 and 5"""
-    target, draft = spec.model_pair(6, spec.hashed_rule(40), spec.hashed_rule(40))
-    spec.generate(student, target, draft, [5, 5], 4 * (k + 1), k, generator=_generator(40 + k))
+    target, draft = spec.hashed_pair(6, 40, 40)
+    spec.generate(student, target, draft, [5, 5], 4 * (k + 1), k, generator=seeded(40 + k))
     forwards = len(target.forwards)
     assert forwards in (4, 5), (
         f"with the draft equal to the target, each round yields k + 1 = {k + 1} tokens: {4 * (k + 1)} tokens take 4 "
@@ -252,9 +250,10 @@ def test_generate_with_the_target_as_draft_for_other_k(student, k):
 @points(2)
 def test_generate_rejects_every_draft_for_k_4(student):
     """a draft that only proposes tokens the target never samples, k = 4: one token per round, all the target's"""
-    target, draft = spec.model_pair(6, spec.hashed_rule(50), spec.hashed_rule(51))
-    target.allowed, draft.allowed = [1, 3, 5], [0, 2, 4]
-    new = spec.generate(student, target, draft, [2, 2, 2], 9, 4, generator=_generator(50))
+    target, draft = spec.model_pair(
+        6, spec.only([1, 3, 5], spec.hashed_rule(50, 6)), spec.only([0, 2, 4], spec.hashed_rule(51, 6))
+    )
+    new = spec.generate(student, target, draft, [2, 2, 2], 9, 4, generator=seeded(50))
     assert set(new) <= {1, 3, 5}, "a draft the target never samples went into the output"
     problems = spec.loop_problems(target, draft, [2, 2, 2], new, 4)
     assert not problems, problems[0]
@@ -263,9 +262,9 @@ def test_generate_rejects_every_draft_for_k_4(student):
 @points(2)
 def test_generate_fills_the_context_exactly(student):
     """positions + max_new_tokens + k equal to block_size is allowed"""
-    target, draft = spec.model_pair(4, spec.hashed_rule(60), spec.hashed_rule(61), block_size=20)
+    target, draft = spec.hashed_pair(4, 60, 61, block_size=20)
     prompt = [1, 2, 3, 0, 1]
-    new = spec.generate(student, target, draft, prompt, 12, 3, generator=_generator(60))
+    new = spec.generate(student, target, draft, prompt, 12, 3, generator=seeded(60))
     problems = spec.loop_problems(target, draft, prompt, new, 3)
     assert not problems, problems[0]
 
@@ -273,16 +272,16 @@ def test_generate_fills_the_context_exactly(student):
 @points(1)
 def test_generate_zero_new_tokens(student):
     """max_new_tokens = 0 returns the prompt"""
-    target, draft = spec.model_pair(4, spec.hashed_rule(62), spec.hashed_rule(63))
-    new = spec.generate(student, target, draft, [3, 1], 0, 2, generator=_generator(62))
+    target, draft = spec.hashed_pair(4, 62, 63)
+    new = spec.generate(student, target, draft, [3, 1], 0, 2, generator=seeded(62))
     assert new == []
 
 
 @points(1)
 def test_generate_refuses_a_draft_with_a_shorter_context(student):
     """a prompt that fits the target's context but not the draft's raises ValueError"""
-    target = spec.ChainModel(4, spec.hashed_rule(64), block_size=64, name="target")
-    draft = spec.ChainModel(4, spec.hashed_rule(65), block_size=16, name="draft")
+    target = spec.CachedModel(spec.hashed_rule(64, 4), 4, block_size=64, name="target")
+    draft = spec.CachedModel(spec.hashed_rule(65, 4), 4, block_size=16, name="draft")
     with pytest.raises(ValueError):
         student.speculative_generate(target.exposed(), draft.exposed(), torch.tensor([[1] * 5]), 10, 2)
     assert not target.forwards and not draft.forwards, "raise ValueError before running any model"
@@ -298,6 +297,8 @@ def test_predicted_acceptance(student):
 
 
 @points(1)
-def test_predicted_tokens_per_round(student):
-    """PREDICT_TOKENS_PER_ROUND: tokens per round with alpha = 0.8 and k = 4 (within 0.01)"""
-    expect_prediction(student.PREDICT_TOKENS_PER_ROUND, (1 - 0.8**5) / 0.2, "PREDICT_TOKENS_PER_ROUND", tolerance=0.01)
+def test_predicted_accepted_drafts(student):
+    """PREDICT_ACCEPTED_DRAFTS: the drafts a round of k = 4 accepts on average when each is kept with probability 0.8
+    (within 0.01)"""
+    expected = sum(0.8**i for i in range(1, 5))
+    expect_prediction(student.PREDICT_ACCEPTED_DRAFTS, expected, "PREDICT_ACCEPTED_DRAFTS", tolerance=0.01)

@@ -1,32 +1,27 @@
-"""Visible tests of 06_speculative: shipped with the assignment, run by `grader check("06_speculative")`.
+"""Visible tests of 06_speculative: shipped with the assignment, run by `check("06_speculative")`.
 
 KVCache.crop is checked on fixed keys and values. speculative_step is checked on rounds you can work out by hand
 (a draft the target likes at least as much is always kept, one it never samples always rejected) and, over 20,000
 rounds in one call, against the theorem: the first token of a round has the target's distribution, and the first
 draft is kept with probability sum_x min(p(x), q(x)). speculative_generate drives two small models that run in the
-grader (spec_support.py): their next token depends on the last two tokens of what the cache holds, and they record
-every forward, so the tests see which cache each forward used, what it held and how many positions it ran.
+grader (spec_support.py): they read the context back from the cache you give them, and they record every forward,
+so the tests see which cache each forward used, what it held and how many positions it ran.
 
-Frequencies are checked against Bernstein bounds that a correct sampler misses less than once in a billion checks
-(grader.testing.frequency_tolerance, delta = 1e-9 per frequency). The hidden tests check the same rules on other
-cases: other k, vocabularies, temperatures and leading dimensions, the law of every position of a round, longer
-generations.
+Frequencies are checked by grader.testing.expect_frequencies: each check fails a correct sampler with probability at
+most 1e-9. The hidden tests check the same rules on other cases: other k, vocabularies, temperatures and leading
+dimensions, the law of every position of a round, longer generations.
 """
 
 import pytest
 import torch
 
-from grader.testing import expect_number, expect_tensor, frequency_tolerance, helper_module, points
+from grader.testing import expect_frequencies, expect_number, expect_tensor, helper_module, points, seeded
 
 spec = helper_module(__file__, "spec_support.py")
 
 
-def _generator(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 def _kv(shape, seed):
-    g = _generator(seed)
+    g = seeded(seed)
     return torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
 
 
@@ -37,7 +32,7 @@ def _update(cache, layer, k, v, what):
 
 
 def _step(student, p, q, drafts, seed):
-    out = student.speculative_step(p, q, drafts, generator=_generator(seed))
+    out = student.speculative_step(p, q, drafts, generator=seeded(seed))
     assert type(out) in (tuple, list) and len(out) == 2, "speculative_step should return (n_accepted, next_token)"
     shape = drafts.shape[:-1]
     n_accepted = expect_tensor(out[0], dtype=torch.int64, shape=shape, what="n_accepted")
@@ -164,18 +159,16 @@ def test_step_stops_at_the_first_rejection(student):
 def test_step_first_token_follows_the_target(student):
     """over 20,000 rounds with drafts sampled from q, a round's first token has the target's p_0, not the draft's q_0"""
     rounds = 20_000
-    drafts = torch.multinomial(Q, rounds, replacement=True, generator=_generator(6)).T
+    drafts = torch.multinomial(Q, rounds, replacement=True, generator=seeded(6)).T
     n_accepted, next_token = _step(student, P.expand(rounds, 3, 3), Q.expand(rounds, 2, 3), drafts, seed=7)
     first = torch.where(n_accepted > 0, drafts[:, 0], next_token)
-    law = {token: p for token, p in enumerate(P[0].tolist())}
-    problem = spec.frequency_problem(spec.tally(first.tolist()), law, rounds, "the first token of a round:")
-    assert problem is None, problem
-    kept = (n_accepted > 0).double().mean().item()
+    expect_frequencies(first, P[0], "the first token of a round (the first draft if kept, else its replacement)")
     alpha = torch.minimum(P[0], Q[0]).sum().item()
-    tolerance = frequency_tolerance(alpha, rounds, spec.DELTA)
-    assert abs(kept - alpha) <= tolerance, (
-        f"the first draft was kept in {kept:.4f} of the rounds; it should be kept with probability "
-        f"sum_x min(p_0(x), q_0(x)) = {alpha:.2f} (tolerance {tolerance:.4f})"
+    expect_frequencies(
+        (n_accepted > 0).long(),
+        [1 - alpha, alpha],
+        f"whether the first draft was kept (1) or not (0): it is kept with probability sum_x min(p_0(x), q_0(x)) = "
+        f"{alpha:.2f}",
     )
 
 
@@ -183,7 +176,7 @@ def test_step_first_token_follows_the_target(student):
 def test_step_randomness_comes_from_the_generator(student):
     """speculative_step draws only from the generator: the same seed gives the same verdicts, another seed others"""
     rounds = 500
-    drafts = torch.multinomial(Q, rounds, replacement=True, generator=_generator(8)).T
+    drafts = torch.multinomial(Q, rounds, replacement=True, generator=seeded(8)).T
     p, q = P.expand(rounds, 3, 3), Q.expand(rounds, 2, 3)
     first, second, other = (_step(student, p, q, drafts, seed=seed) for seed in (9, 9, 10))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]), (
@@ -214,16 +207,16 @@ def test_step_refuses_shapes_that_do_not_fit(student, p_shape, q_shape, d_shape)
 @points(2)
 def test_generate_returns_the_prompt_then_new_tokens(student):
     """speculative_generate returns int64 (1, positions + max_new_tokens): the prompt, then the new ids"""
-    target, draft = spec.model_pair(4, spec.hashed_rule(1), spec.hashed_rule(2))
-    new = spec.generate(student, target, draft, [0, 1, 2], 7, 3, generator=_generator(11))
+    target, draft = spec.hashed_pair(4, 1, 2)
+    new = spec.generate(student, target, draft, [0, 1, 2], 7, 3, generator=seeded(11))
     assert len(new) == 7
 
 
 @points(4)
 def test_generate_with_the_target_as_draft_keeps_every_draft(student):
     """with a draft equal to the target every draft is kept: 20 tokens with k = 3 take 5 target forwards"""
-    target, draft = spec.model_pair(4, spec.hashed_rule(3), spec.hashed_rule(3))
-    spec.generate(student, target, draft, [1, 2], 20, 3, generator=_generator(12))
+    target, draft = spec.hashed_pair(4, 3, 3)
+    spec.generate(student, target, draft, [1, 2], 20, 3, generator=seeded(12))
     forwards = len(target.forwards)
     assert forwards in (5, 6), (
         f"with the draft equal to the target, every round keeps its 3 drafts and adds the bonus token (4 tokens), so "
@@ -234,9 +227,9 @@ def test_generate_with_the_target_as_draft_keeps_every_draft(student):
 @points(6)
 def test_generate_runs_each_model_on_its_own_cache_and_crops_it(student):
     """each model keeps one KVCache, cropped after every round: no forward sees a rejected draft or re-runs a position"""
-    target, draft = spec.model_pair(4, spec.hashed_rule(4), spec.hashed_rule(5))
+    target, draft = spec.hashed_pair(4, 4, 5)
     prompt = [3, 0]
-    new = spec.generate(student, target, draft, prompt, 16, 3, generator=_generator(13))
+    new = spec.generate(student, target, draft, prompt, 16, 3, generator=seeded(13))
     problems = spec.loop_problems(target, draft, prompt, new, 3)
     assert not problems, problems[0]
     assert len(target.forwards) < 16, (
@@ -247,9 +240,10 @@ def test_generate_runs_each_model_on_its_own_cache_and_crops_it(student):
 @points(4)
 def test_generate_never_keeps_a_draft_the_target_does_not_sample(student):
     """a draft that only proposes tokens the target never samples: every round yields one token, the target's own"""
-    target, draft = spec.model_pair(4, spec.hashed_rule(6), spec.hashed_rule(7))
-    target.allowed, draft.allowed = [0, 1], [2, 3]
-    new = spec.generate(student, target, draft, [0], 10, 2, generator=_generator(14))
+    target, draft = spec.model_pair(
+        4, spec.only([0, 1], spec.hashed_rule(6, 4)), spec.only([2, 3], spec.hashed_rule(7, 4))
+    )
+    new = spec.generate(student, target, draft, [0], 10, 2, generator=seeded(14))
     assert set(new) <= {0, 1}, (
         f"the target only samples tokens 0 and 1, but the result holds {sorted(set(new) - {0, 1})}: a rejected "
         "draft went into the output"
@@ -266,10 +260,9 @@ def test_generate_follows_the_target(student):
     """400 continuations of 3 tokens (k = 2): each position and the whole continuation follow the target's law"""
     samples = []
     for seed in range(400):
-        target, draft = spec.model_pair(3, spec.hashed_rule(8, 2.0), spec.hashed_rule(9, 2.0))
-        samples.append(tuple(spec.generate(student, target, draft, [2], 3, 2, generator=_generator(seed))))
-    problem = spec.sample_problem(samples, spec.continuation_law(target, [2], 3))
-    assert problem is None, problem
+        target, draft = spec.model_pair(3, spec.hashed_rule(8, 3, 2.0), spec.hashed_rule(9, 3, 2.0))
+        samples.append(tuple(spec.generate(student, target, draft, [2], 3, 2, generator=seeded(seed))))
+    spec.expect_continuations(samples, spec.continuation_law(target, [2], 3))
 
 
 @points(3)
@@ -277,12 +270,9 @@ def test_generate_samples_at_the_temperature(student):
     """at temperature 0.5 the target's logits are divided by 0.5: 400 first tokens follow softmax(logits / 0.5)"""
     samples = []
     for seed in range(400):  # the target's token 5 has probability 0.51 at temperature 1, and 0.89 at 0.5
-        target, draft = spec.model_pair(8, spec.peak_rule(5, 2.0), spec.peak_rule(2, 1.0))
-        samples.append(
-            tuple(spec.generate(student, target, draft, [0], 1, 2, temperature=0.5, generator=_generator(seed)))
-        )
-    problem = spec.sample_problem(samples, spec.continuation_law(target, [0], 1, temperature=0.5))
-    assert problem is None, problem
+        target, draft = spec.model_pair(8, spec.peak_rule(5, 2.0, 8), spec.peak_rule(2, 1.0, 8))
+        samples.append(tuple(spec.generate(student, target, draft, [0], 1, 2, temperature=0.5, generator=seeded(seed))))
+    spec.expect_continuations(samples, spec.continuation_law(target, [0], 1, temperature=0.5))
 
 
 @points(2)
@@ -290,8 +280,8 @@ def test_generate_randomness_comes_from_the_generator(student):
     """speculative_generate draws only from the generator: the same seed gives the same ids, another seed others"""
     runs = []
     for seed in (15, 15, 16):
-        target, draft = spec.model_pair(4, spec.hashed_rule(12), spec.hashed_rule(13))
-        runs.append(spec.generate(student, target, draft, [1], 12, 3, generator=_generator(seed)))
+        target, draft = spec.hashed_pair(4, 12, 13)
+        runs.append(spec.generate(student, target, draft, [1], 12, 3, generator=seeded(seed)))
     assert runs[0] == runs[1], "two calls with identically seeded generators gave different ids"
     assert runs[0] != runs[2], "differently seeded generators gave the same ids: draw with the generator argument"
 
@@ -311,11 +301,12 @@ def test_generate_randomness_comes_from_the_generator(student):
 @points(1)
 def test_generate_refuses_bad_arguments(student, change, why):
     """speculative_generate raises ValueError for bad arguments, before running either model"""
-    target = spec.ChainModel(4, spec.hashed_rule(1), name="target")
-    draft = spec.ChainModel(change.get("draft_vocab", 4), spec.hashed_rule(2), name="draft")
+    draft_vocab = change.get("draft_vocab", 4)
+    target = spec.CachedModel(spec.hashed_rule(1, 4), 4, name="target")
+    draft = spec.CachedModel(spec.hashed_rule(2, draft_vocab), draft_vocab, name="draft")
     arguments = dict(max_new_tokens=5, k=2, temperature=1.0)
     arguments.update({key: value for key, value in change.items() if key in arguments})
     prompt = torch.tensor(change.get("prompt", [[1, 2]]))
     with pytest.raises(ValueError):
-        student.speculative_generate(target.exposed(), draft.exposed(), prompt, **arguments, generator=_generator(0))
+        student.speculative_generate(target.exposed(), draft.exposed(), prompt, **arguments, generator=seeded(0))
     assert not target.forwards and not draft.forwards, f"with {why}, raise ValueError before running any model"
