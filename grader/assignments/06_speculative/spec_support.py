@@ -95,13 +95,14 @@ class CachedModel(PrefixModel):
             raise ValueError(
                 f"the {self.name} was called more than {self.limits.calls} times in one test: far more than needed"
             )
-        expect_tensor(idx, dtype=torch.int64, what=f"the ids given to the {self.name}")
+        expect_tensor(idx, what=f"the ids given to the {self.name}")
         vocab, block = self.config.vocab_size, self.config.block_size
-        if idx.dim() == 2 and idx.shape[1] == 0:
+        if idx.dim() == 2 and idx.shape[1] == 0:  # before the dtype: torch.tensor([[]]) is float32
             raise ValueError(
                 f"the {self.name} was called on 0 positions: run it on the tokens its cache does not hold yet (was its "
                 "cache cropped after the last round?)"
             )
+        expect_tensor(idx, dtype=torch.int64, what=f"the ids given to the {self.name}")
         if idx.dim() != 2 or idx.shape[0] != 1 or not 1 <= idx.shape[1] <= block:
             raise ValueError(
                 f"the {self.name} takes ids of shape (1, positions), 1 to {block} positions, not {tuple(idx.shape)}"

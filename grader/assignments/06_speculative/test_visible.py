@@ -295,15 +295,25 @@ def test_generate_randomness_comes_from_the_generator(student):
         ({"prompt": [[1, 2], [3, 0]]}, "a batch of two prompts"),
         ({"draft_vocab": 5}, "models with different vocabularies"),
         ({"max_new_tokens": 61}, "positions + max_new_tokens + k > block_size"),
+        ({"draft_block_size": 8}, "positions + max_new_tokens + k > the draft's block_size"),
     ],
-    ids=["k-0", "negative-max-new-tokens", "temperature-0", "two-prompts", "vocabularies-differ", "too-long"],
+    ids=[
+        "k-0",
+        "negative-max-new-tokens",
+        "temperature-0",
+        "two-prompts",
+        "vocabularies-differ",
+        "too-long",
+        "too-long-for-the-draft",
+    ],  # fmt: skip
 )
 @points(1)
 def test_generate_refuses_bad_arguments(student, change, why):
     """speculative_generate raises ValueError for bad arguments, before running either model"""
     draft_vocab = change.get("draft_vocab", 4)
     target = spec.CachedModel(spec.hashed_rule(1, 4), 4, name="target")
-    draft = spec.CachedModel(spec.hashed_rule(2, draft_vocab), draft_vocab, name="draft")
+    draft_block_size = change.get("draft_block_size", 64)
+    draft = spec.CachedModel(spec.hashed_rule(2, draft_vocab), draft_vocab, draft_block_size, name="draft")
     arguments = dict(max_new_tokens=5, k=2, temperature=1.0)
     arguments.update({key: value for key, value in change.items() if key in arguments})
     prompt = torch.tensor(change.get("prompt", [[1, 2]]))
