@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from grader.testing import seeded
+
 
 def round_law(target_probs: torch.Tensor, draft_probs: torch.Tensor) -> dict[tuple[int, int], float]:
     """{(n_accepted, next_token): probability} of one round (float64), for target_probs (k + 1, V), draft_probs (k, V)."""
@@ -34,7 +36,7 @@ def round_law(target_probs: torch.Tensor, draft_probs: torch.Tensor) -> dict[tup
 def rows(seed: int, k: int, vocab: int, zeros: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded target_probs (k + 1, V) and draft_probs (k, V), float32, peaked enough that drafts are often rejected,
     each row with `zeros` tokens of probability 0 (so that some drafts are never kept and some tokens never drafted)."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     logits = torch.randn(2 * k + 1, vocab, generator=g) * 2.0
     for row in logits:
         row[torch.randperm(vocab, generator=g)[:zeros]] = float("-inf")

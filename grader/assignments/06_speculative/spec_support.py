@@ -28,7 +28,6 @@ from grader.testing import (
     PrefixModel,
     expect_frequencies,
     expect_tensor,
-    frequency_tolerance,
     hashed_model,
     logit_offset,
     type_name,
@@ -205,7 +204,7 @@ def check_ids(out, prompt: list[int], max_new_tokens: int, vocab_size: int) -> l
 def expect_law(samples, law: dict, what: str) -> None:
     """The outcomes `samples` (hashable: tokens, tuples) are independent draws from `law` ({outcome: probability}):
     grader.testing.expect_frequencies, one check per outcome of non-zero probability, on the outcomes numbered in
-    the law's order. The message names the outcome furthest outside its bound."""
+    the law's order. The message names the outcome furthest from its probability, in standard deviations."""
     samples = list(samples)
     unknown = Counter(s for s in samples if law.get(s, 0.0) == 0.0)
     if unknown:
@@ -214,15 +213,16 @@ def expect_law(samples, law: dict, what: str) -> None:
     numbered = {outcome: number for number, outcome in enumerate(law)}
     try:
         expect_frequencies(torch.tensor([numbered[s] for s in samples]), list(law.values()), what)
-    except AssertionError:
+    except AssertionError as failure:
         counts, n = Counter(samples), len(samples)
-        outcome, p = max(
-            law.items(), key=lambda item: abs(counts[item[0]] / n - item[1]) / frequency_tolerance(item[1], n)
-        )
+
+        def deviations(item):  # |frequency - p| over the standard deviation of a frequency, times sqrt(n)
+            return abs(counts[item[0]] / n - item[1]) / math.sqrt(max(item[1] * (1 - item[1]), 1e-12))
+
+        outcome, p = max(law.items(), key=deviations)
         raise AssertionError(
             f"{what} {outcome} came out with frequency {counts[outcome] / n:.4f} in {n} draws, but the target samples "
-            f"it with probability {p:.4f} (tolerance {frequency_tolerance(p, n):.4f}, a bound a correct sampler "
-            "misses with probability below 1e-9)"
+            f"it with probability {p:.4f} ({failure})"
         ) from None
 
 
