@@ -25,7 +25,7 @@ def test_the_model_fixture_has_a_peaked_and_a_flat_prompt_with_their_tokens():
         assert prompt == fixtures.PROMPTS[name]
         assert logits.dtype == torch.float32 and logits.shape == (len(tokens),)
         assert torch.isfinite(logits).all()
-    assert fixtures.describe().startswith("the course model (")
+    assert fixtures.describe().startswith("a model trained with the kit (")
 
 
 def test_on_the_peaked_prompt_the_model_is_sure_and_top_p_keeps_few_tokens():

@@ -156,11 +156,13 @@ README_COMMAND = re.compile(r"`((?:course|grader|make) [^`]+)`")
 
 def readme_commands(readme: str) -> list[list[str]]:
     """The commands of a README's code spans, as argument lists: not the messages (`course prepare: error: ...`), nor
-    patterns (with '...' or a placeholder such as DIR or NAME), nor a bare mention of a subcommand (`grader batch`)."""
+    patterns (with '...' or a placeholder such as DIR or NAME), nor a bare mention of a subcommand (`grader batch`);
+    `make demo` is a command."""
     commands = []
     for span in README_COMMAND.findall(readme):
         words = span.split()
-        if ":" in words[1] or "..." in span or any(word.isupper() for word in words) or len(words) == 2:
+        bare = len(words) == 2 and words[0] != "make"
+        if ":" in words[1] or "..." in span or any(word.isupper() for word in words) or bare:
             continue
         commands.append(shlex.split(span))
     return commands
@@ -187,28 +189,108 @@ def full_kit(tmp_path_factory):
     return out
 
 
+INDENTED_COMMAND = re.compile(r"^ {4,}((?:course|grader|make) .+)$", flags=re.MULTILINE)
+MADE_BY_THE_KIT = ("runs/", "data/cache/")  # by training and by `course prepare`
+KIT_PATH = re.compile(r"`([\w.-]+(?:/[\w.-]*)*)`")
+PARSE_EACH = """
+import contextlib, io, json, sys
+from course.cli import make_parser as course
+from grader.cli import make_parser as grader
+refused = []
+for command in json.loads(sys.argv[1]):
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
+            {"course": course, "grader": grader}[command[0]]().parse_args(command[1:])
+    except SystemExit as exit:
+        if exit.code:
+            refused.append([command, said.getvalue().strip()[-300:]])
+print(json.dumps(refused))
+"""
+
+
+def what_a_student_reads(release_dir) -> dict[str, str]:
+    """The student README and every notebook's text cells, by file."""
+    texts = {"README.md": (release_dir / "README.md").read_text()}
+    for notebook in sorted((release_dir / "assignments").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        texts[notebook.name] = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return texts
+
+
+def stated_commands(text: str) -> list[list[str]]:
+    """readme_commands, and the commands of indented code blocks (filtered alike, comments left out)."""
+    spans = "".join(f"`{line.split(' #')[0].strip()}`" for line in INDENTED_COMMAND.findall(text))  # no comment
+    return readme_commands(text) + readme_commands(spans)
+
+
 @pytest.mark.parametrize("kit_name", ["student_kit", "full_kit"])
-def test_every_command_in_the_student_readme_is_one_the_release_knows(kit_name, request):
-    """Each `course` and `grader` command of the README parses with the release's own parsers, each `make` target
-    it names is in the release's Makefile, and each notebook or folder it names is in the release (runs/ is made
-    by training)."""
+def test_every_command_file_and_target_a_student_reads_of_is_in_the_release(kit_name, request):
+    """In the README and in every notebook: each `course` and `grader` command parses with the release's own
+    parsers, each `make` target is in the release's Makefile, each notebook or folder a command names and each
+    path of the kit (its first part a file or folder of this repository: `bench/decode.py`) is in the release.
+    (runs/ and data/cache/ are made by training and preparing; a notebook's commands may name notebooks beside it.)"""
     release_dir = request.getfixturevalue(kit_name)
-    readme = (release_dir / "README.md").read_text()
-    commands = readme_commands(readme)
+    targets = set(re.findall(r"^([\w-]+):", (release_dir / "Makefile").read_text(), flags=re.MULTILINE))
+    kit_names = {path.name for path in kit.ROOT.iterdir()} - {"runs"}
+    commands, missing = [], []
+    for source, text in what_a_student_reads(release_dir).items():
+        for command in stated_commands(text):
+            if command[0] == "make":
+                missing += [f"{source}: make {target}" for target in command[1:] if target not in targets]
+                continue
+            commands.append(command)
+            for word in command[1:]:
+                named = (word.endswith(".ipynb") or word.endswith("/")) and not word.startswith(MADE_BY_THE_KIT)
+                if named and not ((release_dir / word).exists() or (release_dir / "assignments" / word).exists()):
+                    missing.append(f"{source}: {shlex.join(command)} names {word}")
+        for path in KIT_PATH.findall(text):
+            of_the_kit = "/" in path and path.split("/")[0] in kit_names and not path.startswith(MADE_BY_THE_KIT)
+            if of_the_kit and not (release_dir / path).exists():
+                missing.append(f"{source}: `{path}`")
+    assert not missing, f"named to students but not in the release: {missing}"
     assert {command[0] for command in commands} == {"course", "grader"}
-    assert {"make env", "make check"} <= set(README_COMMAND.findall(readme))
-    assert {"env", "check"} <= set(re.findall(r"^(\w+):", (release_dir / "Makefile").read_text(), flags=re.MULTILINE))
-    for command in commands:
-        parsed = in_release(
-            release_dir,
-            "-c",
-            f"import sys; from {command[0]}.cli import make_parser; make_parser().parse_args(sys.argv[1:])",
-            *command[1:],
-        )
-        assert parsed.returncode == 0, f"{shlex.join(command)}: {parsed.stderr}"
-        for word in command[1:]:
-            if word.endswith(".ipynb") or word.endswith("/"):
-                assert (release_dir / word).exists(), f"{shlex.join(command)} names {word}, which is not shipped"
+    assert {"make env", "make check"} <= set(README_COMMAND.findall((release_dir / "README.md").read_text()))
+    parsed = in_release(release_dir, "-c", PARSE_EACH, json.dumps(commands))
+    assert parsed.returncode == 0, parsed.stderr
+    assert json.loads(parsed.stdout) == [], "commands the release's parsers refuse"
+
+
+PRESET = re.compile(r"\b(tiny|laptop|course)`? preset|\b(course) model\b|`(tiny|laptop)` model")  # not "a tiny model"
+PRESET_FIGURES = {  # a figure stated in a sentence that names one preset: how to read it from the preset
+    r"~?(?:about )?([\d.]+)M parameters": lambda model, defaults: model.num_params() / 1e6,
+    r"([\d,]+) steps\b": lambda model, defaults: defaults.get("max_steps"),
+    r"(\d+) epochs\b": lambda model, defaults: defaults.get("epochs"),
+    r"(\d+) layers\b": lambda model, defaults: model.config.n_layer,
+    r"(\d+) heads\b": lambda model, defaults: model.config.n_head,
+    r"(?:width|`n_embd`) (\d+)": lambda model, defaults: model.config.n_embd,
+    r"context(?: of)? ([\d,]+)": lambda model, defaults: model.config.block_size,
+}
+
+
+def test_every_figure_stated_about_a_preset_is_the_presets(full_kit):
+    """A sentence of the README or a notebook that names one preset states its parameters (to 5%, the text rounds
+    them), steps, epochs, layers, heads, width and context as the preset defines them."""
+    from course.model import GPT, preset
+    from course.train import PRESET_DEFAULTS
+
+    checked, wrong = 0, []
+    for source, text in what_a_student_reads(full_kit).items():
+        for sentence in re.split(r"(?<=[.;])\s+|\n\n", text):
+            named = {name for names in PRESET.findall(sentence) for name in names if name}
+            if len(named) != 1:
+                continue
+            [name] = named
+            defaults = PRESET_DEFAULTS[name]
+            model = GPT(preset(name, defaults["vocab_size"]))
+            for pattern, read in PRESET_FIGURES.items():
+                for stated in re.findall(pattern, sentence):
+                    value, actual = float(stated.replace(",", "")), read(model, defaults)
+                    checked += 1
+                    if actual is None or abs(value - actual) > 0.05 * actual:
+                        wrong.append(f"{source}: {name} {pattern!r} says {stated}, the preset {actual}")
+    assert not wrong, wrong
+    assert checked >= 10, f"only {checked} figures found: has the text's wording changed?"
 
 
 @pytest.mark.slow

@@ -133,6 +133,7 @@ def test_zipf_coefficient_worked_examples(student, samples, expected, what):
         pytest.param([1, 2, 1, 2, 1, 2], False, "its phrase 1 2 is under 3 tokens with 3 copies", id="2-tokens"),
         pytest.param([9] + [4] * 60, True, "it ends with 60 copies of one token, more than 50", id="60-copies"),
         pytest.param([1, 2, 3, 4, 5], False, "no phrase occurs twice back to back at its end", id="no-loop"),
+        pytest.param([5, 4, 4, 5, 4, 4], False, "4 and 5 4 4 tie at 2 copies: the shorter counts, under 3 tokens", id="tie"),
     ],
 )
 @points(1)
