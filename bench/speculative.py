@@ -174,6 +174,7 @@ def main(argv=None) -> None:
     if not 1 <= args.prompts <= len(PROMPTS) or args.rounds < 1 or args.new_tokens < 1 or min(args.ks) < 1:
         raise UserError(f"expected 1 <= --prompts <= {len(PROMPTS)}, --rounds, --new-tokens and every k >= 1")
     torch.set_num_threads(args.threads)
+    load_before = load_average()
 
     found = solution_functions(["speculative_generate", "speculative_step"], also=["KVCache", "sample_plainly"])
     cache_class, sample_plainly = found["KVCache"], found["sample_plainly"]
@@ -222,7 +223,7 @@ def main(argv=None) -> None:
     verdict_ms = {k: step_ms(found["speculative_step"], vocab, k) for k in args.ks}
     tokens = args.new_tokens * len(prompts)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-          f"{torch.__version__} on {args.threads} thread(s); load average before: {load_average()}")  # fmt: skip
+          f"{torch.__version__} on {args.threads} thread(s); load average before: {load_before}")  # fmt: skip
     print(f"target: {args.target} ({target.config.n_layer} layers x {target.config.n_embd}, vocabulary "
           f"{target.config.vocab_size}); {len(prompts)} prompts x {args.new_tokens} new tokens, temperature "
           f"{args.temperature}, {args.rounds} rounds")  # fmt: skip
