@@ -47,24 +47,27 @@ print(json.dumps({"times": times, "scores": scores}))
 
 
 def old_tree(commit: str, folder: Path) -> Path:
-    """The grader and course packages of `commit`, extracted under `folder` (git state untouched)."""
+    """The grader and course packages and the solutions of `commit`, extracted under `folder` (git state untouched):
+    each tree checks its own solution notebook, from its own folder (a grader finds its kit from where it runs)."""
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "grader", "course"], capture_output=True, check=True
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "grader", "course", "solutions"],
+        capture_output=True,
+        check=True,
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
+        tar.extractall(folder)  # our own repository's archive: nothing to filter
     return folder
 
 
 def session(pythonpath: Path | str, args, extra_path: str = "") -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (extra_path, str(pythonpath)) if p))
-    notebook = ROOT / "solutions" / f"{args.assignment}.ipynb"
+    notebook = Path(pythonpath) / "solutions" / f"{args.assignment}.ipynb"
     done = subprocess.run(
         [sys.executable, "-c", SESSION, args.assignment, str(notebook), str(args.repeats), str(args.pause)],
         capture_output=True,
         text=True,
         env=env,
-        cwd=ROOT,
+        cwd=pythonpath,
     )
     if done.returncode != 0:
         raise SystemExit(f"a session failed: {done.stderr.strip().splitlines()[-1:]}")

@@ -29,11 +29,10 @@ from pathlib import Path
 
 from course import generated, kit
 from course.assignments import MANIFEST_FILE, Assignment, assignments, check_reuses
-from course.build import DROP_TAG, joined_source, planned_assignments, solution_regions
+from course.build import DROP_TAG, PLACEHOLDER_REPOSITORY, joined_source, planned_assignments, solution_regions
 from course.errors import UserError
 from course.notebook import read_notebook
 
-PLACEHOLDER_REPOSITORY = b"YOUR-COURSE/YOUR-STUDENT-KIT"  # the Colab cell's address until an instructor sets it
 TRIVIAL_LINE = 12  # characters: shorter solution lines (`else:`, `return ids`) appear anywhere and reveal nothing
 LIBRARY = ("course", "grader")
 KIT_FILES = ("pyproject.toml", "data/README.md", ".gitignore")
@@ -106,10 +105,10 @@ def release(
             print(
                 f"note: lectures/{name}.ipynb runs the solutions, which a release does not hold: students can read it, not run it"
             )
-    placeholder = [name for name in names if PLACEHOLDER_REPOSITORY in built[f"{name}.ipynb"]]
+    placeholder = [name for name in names if PLACEHOLDER_REPOSITORY.encode() in built[f"{name}.ipynb"]]
     if placeholder:
         print(
-            f"note: on Colab, {', '.join(placeholder)} would clone the placeholder {PLACEHOLDER_REPOSITORY.decode()}: "
+            f"note: on Colab, {', '.join(placeholder)} would clone the placeholder {PLACEHOLDER_REPOSITORY}: "
             "set `student-repository` under [tool.course] in pyproject.toml to the students' repository and run "
             "`course build` first"
         )

@@ -401,6 +401,16 @@ def test_mistakes_are_one_line(tmp_path, capsys, arguments, message):
     assert not (tmp_path / "kit").exists()
 
 
+def test_a_release_whose_colab_cell_clones_the_placeholder_says_so(tmp_path, capsys):
+    from course.build import PLACEHOLDER_REPOSITORY
+
+    first = names()[0]
+    assert release(tmp_path / "kit", [first]) == 0
+    out = capsys.readouterr().out
+    assert f"note: on Colab, {first} would clone the placeholder {PLACEHOLDER_REPOSITORY}: " in out
+    assert "set `student-repository` under [tool.course] in pyproject.toml" in out
+
+
 def test_an_existing_folder_is_never_written_into(tmp_path, capsys):
     (tmp_path / "kit").mkdir()
     (tmp_path / "kit" / "notes.txt").write_text("mine")
