@@ -65,15 +65,15 @@ def test_the_figures_caption_names_the_checkpoint_that_drew_them():
 
 
 def test_the_gradescope_sentence_is_the_benchmarks_table():
+    """The README's claim holds for every row of the benchmark's table, and the table has a row per assignment: a new
+    assignment adds its row to bench/RESULTS.md, and the README's sentence stays true without an edit."""
     results = (ROOT / "bench" / "RESULTS.md").read_text()
     section = results.split("## Grading in Gradescope's default container")[1].split("\n## ")[0]
     rows = re.findall(r"^\| (\d\d_\w+) \| ([\d.]+) s \| (\d+) MB \| (\d+)/(\d+) \|$", section, flags=re.MULTILINE)
     assert sorted(name for name, *_ in rows) == sorted(path.stem for path in (ROOT / "solutions").glob("*.ipynb"))
     assert all(score == total for *_, score, total in rows)  # each solution at full marks
-    seconds = [float(wall) for _, wall, *_ in rows]
-    memory = [int(peak) for _, _, peak, *_ in rows]
     sentence = " ".join(README.split())
-    in_words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")[len(rows)]
-    assert f"for the {in_words} assignments" in sentence
-    assert f"a peak of {min(memory)} to {max(memory)} MB" in sentence
-    assert f"{int(min(seconds))} to {int(max(seconds)) + 1} s each" in sentence
+    assert "well inside both limits, under two thirds of the memory and a tenth of the time" in sentence
+    gradescope_memory_mb, gradescope_timeout_s = 768, 600
+    for name, wall, peak, *_ in rows:
+        assert int(peak) < gradescope_memory_mb * 2 / 3 and float(wall) < gradescope_timeout_s / 10, name
