@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/wikitext-2)
 export COURSE_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/wiki.train.tokens),$(SHARED_DATA),)
 
-.PHONY: demo test test-fast lint bench env
+.PHONY: demo test test-fast audit lint bench env
 
 # What the tests need (CI installs only this); `make env` adds JupyterLab, to open the notebooks.
 $(VENV)/.installed: pyproject.toml
@@ -32,7 +32,11 @@ test: $(VENV)/.installed
 	@echo "make test: lint, the assignments' freshness, then every test: about 18 minutes on 2 CPU cores (make test-fast: about 1 minute)"
 	@$(MAKE) --no-print-directory lint
 	$(VENV)/bin/course build --check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not audit"
+
+audit: $(VENV)/.installed
+	@echo "make audit: every function the student release ships, wrapped as each graded function and graded: about 5 minutes on 2 CPU cores"
+	$(PY) -m pytest -q -m audit
 
 test-fast: $(VENV)/.installed
 	@echo "make test-fast: the tests not marked slow, about 1 minute on 2 CPU cores"

@@ -247,7 +247,7 @@ def test_perplexity_worked_example(student):
 
 
 @points(2)
-def test_perplexity_scores_the_continuation_only(student):
+def test_perplexity_of_one_token_after_a_prompt(student):
     """perplexity scores the continuation's tokens only; the whole prompt is context"""
     out = student.perplexity(support.worked_example().exposed(), [[0, C]], [[C]])
     expect_number(out, what="perplexity")
