@@ -48,14 +48,14 @@ MISTAKES = [
         "a causal mask that is not offset by the cached positions: new query i sees keys 0 .. i instead of "
         "0 .. S - T + i",
         lambda d, T, S: dict(diagonal=0),
-    ),  # fmt: skip
+    ),
     ("no causal mask: the new queries also see the keys after them", lambda d, T, S: dict(diagonal=S)),
     ("a causal mask one key short: query i does not see its own key", lambda d, T, S: dict(diagonal=S - T - 1)),
     ("attention that ignores key_mask: the padding is attended", lambda d, T, S: dict(key_mask_rule="ignore")),
     (
         "key_mask read the wrong way round: True is a key to keep, False is padding",
         lambda d, T, S: dict(key_mask_rule="flip"),
-    ),  # fmt: skip
+    ),
 ]
 
 

@@ -331,5 +331,7 @@ def test_generate_batch_cuts_each_row_after_its_eos(student):
                 f"on for {len(row) - len(expected)} more: cut each row just after its first eos_id, even while other "
                 "rows are still generating"
             )
-        raise AssertionError(f"row {i} should be {expected} (greedy decoding of its prompt alone, cut after its "
-                             f"first eos_id {BATCH_EOS_ID}), not {row}")  # fmt: skip
+        raise AssertionError(
+            f"row {i} should be {expected} (greedy decoding of its prompt alone, cut after its first eos_id "
+            f"{BATCH_EOS_ID}), not {row}"
+        )
