@@ -318,21 +318,6 @@ def test_sample_next_top_k_1_is_greedy(student):
 
 
 @points(1)
-def test_sample_next_applies_the_temperature_before_the_filters(student):
-    """sample_next divides by the temperature first, then filters: top-p sees the sharpened distribution"""
-    # probabilities [0.5, 0.35, 0.15]: top-p 0.6 keeps tokens 0 and 1 at T=1, but at T=0.5 ([0.64, 0.31, 0.06])
-    # token 0 alone holds 0.6
-    logits = torch.log(torch.tensor([0.5, 0.35, 0.15])).expand(400, 3)
-    out = student.sample_next(logits, temperature=0.5, top_p=0.6, generator=seeded(9))
-    expect_tensor(out, dtype=torch.int64, shape=(400,))
-    drawn = sorted(set(out.tolist()))
-    assert drawn == [0], (
-        f"sample_next drew tokens {drawn}: at temperature 0.5 top-p 0.6 keeps token 0 only; a token 1 means the "
-        "filters ran before the temperature (temperature, then top-k, then top-p, then min-p)"
-    )
-
-
-@points(1)
 def test_sample_next_is_reproducible(student):
     """two calls with identically seeded generators give the same tokens"""
     logits = torch.zeros(50, 10)
@@ -351,37 +336,42 @@ def test_sample_next_min_p_cuts_the_tail(student):
     assert set(out.tolist()) <= {0, 1}, "with min_p=0.2 the bar is 0.2 * 0.6 = 0.12: only tokens 0 and 1 may be drawn"
 
 
-@points(1)
-def test_sample_next_applies_top_k_before_top_p(student):
-    """sample_next applies top-k before top-p: top-p adds up the renormalised probabilities top-k left"""
-    # probabilities [0.45, 0.35, 0.2]: top-k 2 leaves [0.5625, 0.4375], where top-p 0.55 keeps token 0 only;
-    # top-p first would keep tokens 0 and 1 (0.45 < 0.55)
-    logits = torch.log(torch.tensor([0.45, 0.35, 0.2])).expand(400, 3)
-    out = student.sample_next(logits, top_k=2, top_p=0.55, generator=seeded(6))
-    expect_tensor(out, dtype=torch.int64, shape=(400,))
-    drawn = sorted(set(out.tolist()))
-    assert drawn == [0], (
-        f"sample_next(top_k=2, top_p=0.55) drew tokens {drawn}: top-k 2 leaves [0.5625, 0.4375] and top-p 0.55 then "
-        "keeps token 0 alone; a token 1 means top-p ran before top-k (temperature, then top-k, top-p, min-p)"
-    )
+ORDER = "temperature, then top-k, then top-p, then min-p"
 
 
+@pytest.mark.parametrize(
+    "probabilities, settings, kept, wrong_order",
+    [
+        # [0.5, 0.35, 0.15] at T=0.5 is [0.64, 0.31, 0.06]: top-p 0.6 keeps token 0 alone (at T=1, tokens 0 and 1)
+        pytest.param(
+            [0.5, 0.35, 0.15],
+            dict(temperature=0.5, top_p=0.6),
+            [0],
+            "the filters ran before the temperature",
+            id="temperature-before-the-filters",
+        ),
+        # top-k 2 leaves [0.5625, 0.4375], where top-p 0.55 keeps token 0 alone (top-p first: tokens 0 and 1)
+        pytest.param(
+            [0.45, 0.35, 0.2], dict(top_k=2, top_p=0.55), [0], "top-p ran before top-k", id="top-k-before-top-p"
+        ),
+        # top-p 0.55 keeps tokens 0 and 1 ([0.6, 0.4]) and min-p 0.6 (bar 0.36) keeps both; min-p first leaves
+        # [0.6, 0.4], where top-p keeps token 0 alone. A correct sampler misses token 1 in all 400 draws with
+        # probability 0.6 ** 400 < 1e-88.
+        pytest.param(
+            [0.45, 0.3, 0.25], dict(top_p=0.55, min_p=0.6), [0, 1], "min-p ran before top-p", id="top-p-before-min-p"
+        ),
+    ],
+)
 @points(1)
-def test_sample_next_applies_top_p_before_min_p(student):
-    """sample_next applies top-p before min-p: min-p's renormalised probabilities never reach top-p"""
-    # probabilities [0.45, 0.3, 0.25]: top-p 0.55 keeps tokens 0 and 1 ([0.6, 0.4]), min-p 0.6 (bar 0.36) keeps both;
-    # min-p first would leave [0.6, 0.4], where top-p 0.55 keeps token 0 only. A correct sampler misses token 1
-    # (probability 0.4) in all 400 draws with probability 0.6 ** 400 < 1e-88.
-    logits = torch.log(torch.tensor([0.45, 0.3, 0.25])).expand(400, 3)
-    out = student.sample_next(logits, top_p=0.55, min_p=0.6, generator=seeded(7))
+def test_sample_next_filters_in_order(student, probabilities, settings, kept, wrong_order):
+    """sample_next divides by the temperature, then applies top-k, top-p and min-p, each on what the last left"""
+    logits = torch.log(torch.tensor(probabilities)).expand(400, len(probabilities))
+    out = student.sample_next(logits, **settings, generator=seeded(9))
     expect_tensor(out, dtype=torch.int64, shape=(400,))
     drawn = sorted(set(out.tolist()))
-    assert drawn == [0, 1], (
-        f"sample_next(top_p=0.55, min_p=0.6) drew tokens {drawn}: top-p keeps tokens 0 and 1 and min-p keeps both, so "
-        "both must be drawn"
-        + (
-            ": token 0 alone means min-p ran before top-p (temperature, then top-k, top-p, min-p)"
-            if drawn == [0]
-            else ""
-        )
+    called = ", ".join(f"{name}={value}" for name, value in settings.items())
+    assert drawn == kept, (
+        f"sample_next({called}) on probabilities {probabilities} drew tokens {drawn}, where it should draw {kept}: "
+        f"{'tokens' if len(drawn) > 1 else 'token'} {drawn} mean{'' if len(drawn) > 1 else 's'} {wrong_order} "
+        f"({ORDER})"
     )
