@@ -35,7 +35,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not audit"
 
 audit: $(VENV)/.installed
-	@echo "make audit: every function the student release ships, wrapped as each graded function and graded: about 5 minutes on 2 CPU cores"
+	@echo "make audit: every function the student release ships, wrapped as each graded function and graded: about 18 minutes on 2 shared CPU cores"
 	$(PY) -m pytest -q -m audit
 
 test-fast: $(VENV)/.installed

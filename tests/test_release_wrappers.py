@@ -1,4 +1,4 @@
-"""No shipped function earns a point for a student who wraps it (slow: about 300 real gradings, 5 minutes).
+"""No shipped function earns a point for a student who wraps it (slow: about 450 real gradings, 18 minutes).
 
 A release of every assignment is built; for every assignment and every graded function, notebooks whose graded
 functions wrap the release's own functions and classes (tests/release_wrappers.py: imported from course/ and
