@@ -1,7 +1,8 @@
 """The 04_kv_cache assignment: the solution is right and follows the kit's one next_token contract, the
 grader's trusted helpers see what they claim (the attention checks name each known mistake, the batch checks
 find wrong masks, positions and histories), the solution notebook scores 100% (and, written to the earlier
-one-argument next_token call, loses only the history test) and the blank assignment 0 (slow: real grading),
+one-argument next_token call, loses only the history test) and the blank assignment 0 (slow: real grading; the
+solution's and the blank's as the mutation suite graded them, tests/mutants/harness.py),
 and the solution notebook runs from top to bottom in a couple of minutes (slow)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from course.generation import generate as library_generate
 from course.kit import ROOT
 from course.notebook import load_notebook
 from grader.testing import helper_module
+from mutants.harness import graded
 
 SOLUTION = ROOT / "solutions" / "04_kv_cache.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "04_kv_cache.ipynb"
@@ -405,8 +407,9 @@ def _lost_points(results) -> list[str]:
 
 
 @pytest.mark.slow
-def test_solution_scores_full_marks(tmp_path):
-    results, total = _grade(SOLUTION, tmp_path)
+def test_solution_scores_full_marks():
+    results = graded("04_kv_cache")["solution"].results  # the mutation suite's grading of the solution
+    total = sum(t["max_score"] for t in results["tests"])
     assert results["score"] == total == TOTAL_POINTS, _lost_points(results)
     assert any(t["visibility"] != "visible" for t in results["tests"])  # hidden tests ran too
 
@@ -435,9 +438,9 @@ def test_generate_written_to_the_one_argument_call_loses_only_the_history_tests(
 
 
 @pytest.mark.slow
-def test_blank_assignment_scores_zero(tmp_path):
-    results, total = _grade(ASSIGNMENT, tmp_path)
-    assert total == TOTAL_POINTS
+def test_blank_assignment_scores_zero():
+    results = graded("04_kv_cache")["blank"].results  # the mutation suite's grading of the blank notebook
+    assert sum(t["max_score"] for t in results["tests"]) == TOTAL_POINTS
     assert results["score"] == 0, [t["name"] for t in results["tests"] if t["score"] > 0]
     unanswered = [t["output"] for t in results["tests"] if "not implemented yet" not in t["output"]]
     assert len(unanswered) == PREDICTIONS and all("PREDICT_" in output for output in unanswered), unanswered

@@ -1,5 +1,6 @@
 """03_penalties: the solution's functions (fast, in-process: the lecture's worked example), the notebook
-as a whole (slow: executed top to bottom, plugged into `course generate`)."""
+as a whole (slow: executed top to bottom). The solution plugged into `course generate` with both penalties: the
+notebook's own commands, run by tests/test_notebooks_run_all.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ ASSIGNMENT = ROOT / "assignments" / "03_penalties.ipynb"
 INF = float("-inf")
 HISTORY = [0, 1, 0, 2, 0, 0]
 SAMPLING_02 = ("greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter", "min_p_filter", "sample_next")
-GAME_PROMPT = ("--prompt", "The game was", "--max-new-tokens", "12", "--seed", "0")  # for `course generate`
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +98,3 @@ def test_solution_notebook_runs_top_to_bottom_without_checkpoint(monkeypatch, tm
     assert "No trained checkpoint found: train one first" in text
     assert "I do the leg press and then" in text  # the penalties break the toy model's loop
     assert "is not implemented yet" not in text  # every function is written: no demo was skipped
-
-
-@pytest.mark.slow
-def test_course_generate_with_penalties(tiny_checkpoint, course_cli):
-    penalties = ("--frequency-penalty", "1.2", "--presence-penalty", "1.2")
-    run = course_cli(
-        "generate", str(tiny_checkpoint), *GAME_PROMPT, *penalties, "--sampler", str(SOLUTION), timeout=300
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith("The game was") and len(run.stdout.strip()) > len("The game was")

@@ -1,13 +1,10 @@
 """01_training: the solution's graded functions (fast, in-process), the notebooks as a whole (slow: the
-solution executed top to bottom with a short training run, the solution and the blank graded by `grader grade`)."""
+solution executed top to bottom with a short training run; the solution and the blank as `grader batch` graded
+them for the mutation suite, tests/mutants/harness.py)."""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -16,11 +13,12 @@ import torch.nn.functional as F
 
 from course.kit import ROOT
 from course.notebook import load_notebook
+from mutants.harness import graded
 
 SOLUTION = ROOT / "solutions" / "01_training.ipynb"
 ASSIGNMENT = ROOT / "assignments" / "01_training.ipynb"
 GRADED = ["mean_nll", "perplexity", "perplexity_per_word"]
-TRAIN_STEPS = 30
+TRAIN_STEPS = 20  # two validations (every 10 steps), as in tests/test_notebooks_run_all.py
 
 
 @pytest.fixture(scope="module")
@@ -113,22 +111,9 @@ def test_solution_notebook_runs_top_to_bottom(tmp_path, monkeypatch, wikitext2_d
     assert any(o.get("data", {}).get("text/plain") == "01_training: 12/12 visible points" for o in check), check
 
 
-def _grade(notebook: Path, tmp_path: Path) -> dict:
-    results = tmp_path / f"{notebook.stem}-{notebook.parent.name}.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "grader.cli", "grade", str(notebook), "--results", str(results)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    return json.loads(results.read_text())
-
-
 @pytest.mark.slow
-def test_solution_scores_full_marks(tmp_path):
-    results = _grade(SOLUTION, tmp_path)
+def test_solution_scores_full_marks():
+    results = graded("01_training")["solution"].results  # the mutation suite's grading of the solution
     failed = [f"{t['name']}: {t['output']}" for t in results["tests"] if t["score"] < t["max_score"]]
     assert not failed
     assert results["score"] == sum(t["max_score"] for t in results["tests"]) == 24
@@ -136,7 +121,7 @@ def test_solution_scores_full_marks(tmp_path):
 
 
 @pytest.mark.slow
-def test_blank_assignment_scores_zero(tmp_path):
-    results = _grade(ASSIGNMENT, tmp_path)
+def test_blank_assignment_scores_zero():
+    results = graded("01_training")["blank"].results  # the mutation suite's grading of the blank notebook
     assert results["score"] == 0 and len(results["tests"]) == 23
     assert all("not implemented yet" in t["output"] for t in results["tests"])

@@ -181,8 +181,9 @@ def test_every_command_shown_works_from_the_folder_it_names(tiny_checkpoint, wik
                 timeout=600,
             )
             assert done.returncode == 0, f"{name}: from {folder}/: {command}\n{done.stderr[-2000:]}"
-            if args[0] == "generate":
-                assert done.stdout.startswith(args[args.index("--prompt") + 1]), done.stdout
+            if args[0] == "generate":  # the prompt, then text generated after it
+                prompt = args[args.index("--prompt") + 1]
+                assert done.stdout.startswith(prompt) and done.stdout.strip() != prompt, done.stdout
             ran.append(command)
     generated = [command for command in ran if command.startswith("course generate")]
     assert len(generated) == 5 and any(command.startswith("course eval") for command in ran), ran

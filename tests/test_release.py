@@ -183,7 +183,8 @@ def test_the_student_readme_speaks_only_of_what_was_shipped(student_kit, tmp_pat
 
 @pytest.fixture(scope="module")
 def full_kit(tmp_path_factory):
-    """A release of every assignment (the README's commands of every assignment, the bake-off's among them)."""
+    """A release of every assignment, `course release`'s default (the README's commands of every assignment, the
+    bake-off's among them; what each assignment's hidden tests load, left behind)."""
     out = tmp_path_factory.mktemp("published") / "full-kit"
     assert course_main(["release", str(out)]) == 0
     return out
@@ -445,26 +446,18 @@ def test_only_the_files_the_visible_tests_load_are_shipped(tmp_path):
     ]
 
 
-@pytest.fixture(scope="module")
-def every_assignment(tmp_path_factory):
-    """A release of every assignment of solutions/ (course release's default)."""
-    out = tmp_path_factory.mktemp("every") / "kit"
-    assert release(out) == 0
-    return out
-
-
-def test_what_the_hidden_tests_load_stays_behind(every_assignment):
+def test_what_the_hidden_tests_load_stays_behind(full_kit):
     """Of each assignment's folder only its manifest, test_visible.py and what `ship` lists reach a release of every
     assignment: the modules only the hidden tests load (references that hold correct answers), mutants.toml and the
     folder's README.md stay in the kit, though a shipped helper may mention them."""
     left_behind = []
     for one in assignments():
         shipped = {"assignment.toml", "test_visible.py", *one.ship}
-        in_release = every_assignment / "grader" / "assignments" / one.name
+        in_release = full_kit / "grader" / "assignments" / one.name
         assert sorted(p.name for p in in_release.iterdir()) == sorted(shipped), one.name
         left_behind += [p for p in one.folder.iterdir() if p.is_file() and p.name not in shipped]
     assert {p.name for p in left_behind} >= {"test_hidden.py", "mutants.toml"}
-    assert not [p for p in left_behind if (every_assignment / p.relative_to(kit.ROOT)).exists()]
+    assert not [p for p in left_behind if (full_kit / p.relative_to(kit.ROOT)).exists()]
 
 
 def hidden_predictions() -> dict[str, str]:
@@ -477,13 +470,13 @@ def hidden_predictions() -> dict[str, str]:
     return found
 
 
-def test_no_shipped_file_states_a_hidden_prediction(every_assignment):
+def test_no_shipped_file_states_a_hidden_prediction(full_kit):
     """Predictions are graded by hidden tests only: no shipped file but the student's notebook names one, and the
     notebook does not assign it (its cell is a stub whose hint lists the choices)."""
     predictions = hidden_predictions()
     assert len(predictions) >= 10 and all(name.startswith("PREDICT_") for name in predictions)
-    notebooks = set((every_assignment / "assignments").glob("*.ipynb"))
-    for path in every_assignment.rglob("*"):
+    notebooks = set((full_kit / "assignments").glob("*.ipynb"))
+    for path in full_kit.rglob("*"):
         if not path.is_file() or path.suffix in (".pt", ".zip"):
             continue
         if path in notebooks:

@@ -412,34 +412,39 @@ def test_bad_command_lines_get_one_line_and_exit_2(argv, fragment, tmp_path, mon
 # this project's 2-core machine when quiet (timed there, not here: a test shares the machine), and 393.9 per
 # WikiText word on the whole validation split. The bound is the issue's 455, which leaves 15% for other CPUs' rounding.
 TINY_MAX_VALID_PERPLEXITY_PER_WORD = 455
+EVAL_LINE = r"^{split}: loss [\d.]+, perplexity ([\d.]+) per token, ([\d.]+) per word"  # what `course eval` prints
+
+
+@pytest.fixture(scope="module")
+def tiny_defaults(tmp_path_factory, wikitext2_dir, course_cli):
+    """The tiny preset trained with its defaults by `course train`, then scored by `course eval` with its default
+    splits: (what training printed, what eval printed). Trained and scored once for the tests below."""
+    assert course_cli("prepare", "--data-dir", str(wikitext2_dir)).returncode == 0
+    out = tmp_path_factory.mktemp("tiny-defaults") / "tiny"
+    trained = course_cli("train", "--preset", "tiny", "--out", str(out), "--data-dir", str(wikitext2_dir))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    scored = course_cli("eval", str(out), "--data-dir", str(wikitext2_dir))
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    return trained.stdout + trained.stderr, scored.stdout
 
 
 @pytest.mark.slow
-def test_course_train_tiny_defaults_reach_the_promised_perplexity(tmp_path, wikitext2_dir, course_cli):
+def test_course_train_tiny_defaults_reach_the_promised_perplexity(tiny_defaults):
     """The demo's promise: the tiny preset's defaults train a model that `course eval` scores at most 455 per
     word on validation, under a third of the unigram baseline's perplexity per token, and print text."""
-    assert course_cli("prepare", "--data-dir", str(wikitext2_dir)).returncode == 0
-    out = tmp_path / "tiny"
-    result = course_cli("train", "--preset", "tiny", "--out", str(out), "--data-dir", str(wikitext2_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
-    assert "greedy: " in output
-    unigram = float(re.findall(r"\(unigram ([\d.]+) per token\)", output)[-1])
-    scored = course_cli("eval", str(out), "--split", "valid", "--data-dir", str(wikitext2_dir))
-    assert scored.returncode == 0, scored.stderr[-3000:]
-    per_token, per_word = map(
-        float, re.search(r"perplexity ([\d.]+) per token, ([\d.]+) per word", scored.stdout).groups()
-    )
-    assert per_word <= TINY_MAX_VALID_PERPLEXITY_PER_WORD, scored.stdout
+    trained, scored = tiny_defaults
+    assert "greedy: " in trained
+    unigram = float(re.findall(r"\(unigram ([\d.]+) per token\)", trained)[-1])
+    per_token, per_word = map(float, re.search(EVAL_LINE.format(split="valid"), scored, re.M).groups())
+    assert per_word <= TINY_MAX_VALID_PERPLEXITY_PER_WORD, scored
     assert per_token <= unigram / 3, (per_token, unigram)
 
 
 @pytest.mark.slow
-def test_course_eval_reports_valid_and_test_perplexity(tiny_checkpoint, wikitext2_dir, course_cli):
-    result = course_cli("eval", str(tiny_checkpoint), "--data-dir", str(wikitext2_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_course_eval_reports_valid_and_test_perplexity(tiny_defaults):
+    _, scored = tiny_defaults
     for split in ("valid", "test"):
-        assert re.search(rf"^{split}: loss [\d.]+, perplexity [\d.]+ per token, [\d.]+ per word", result.stdout, re.M)
+        assert re.search(EVAL_LINE.format(split=split), scored, re.M), scored
 
 
 @pytest.mark.slow
