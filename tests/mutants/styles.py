@@ -319,6 +319,6 @@ def _earlier_03():
 # assignment -> (a notebook as written before min-p, the other penalties and the predictions; the tests it may fail:
 # exactly those of what it lacks, matched against the test's function name)
 EARLIER = {
-    "02_sampling": (_earlier_02, r"min_p|predicted"),
+    "02_sampling": (_earlier_02, r"min[_-]p|predicted"),
     "03_penalties": (_earlier_03, r"repetition_penalty|additive|predicted"),
 }
