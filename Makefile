@@ -29,7 +29,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 
 test: $(VENV)/.installed
-	@echo "make test: lint, the assignments' freshness, then every test: about 18 minutes on 2 CPU cores (make test-fast: about 1 minute)"
+	@echo "make test: lint, the assignments' freshness, then every test but the long audits: about 12 minutes on 2 CPU cores (make test-fast: about 1 minute)"
 	@$(MAKE) --no-print-directory lint
 	$(VENV)/bin/course build --check
 	$(PY) -m pytest -q -m "not audit"
