@@ -54,7 +54,7 @@ from grader.testing import POINTS_ATTRIBUTE, StudentView, frequency_checks_made
 ASSIGNMENTS_DIR = ROOT / "grader" / "assignments"
 MAX_REPORT_BYTES = 64 * 2**20  # the grading process's two reports together
 CREDENTIALS = struct.Struct("3i")  # SCM_CREDENTIALS: pid, uid, gid
-SPEC_LENGTH = struct.Struct("!Q")  # the task's length, before the task, on the grading process's channel
+TASK_LENGTH = struct.Struct("!Q")  # the task's length, before the task, on the grading process's channel
 HIDDEN_FILE = "test_hidden.py"
 MAX_FEEDBACK_CHARS = 2000
 GRADING_TIME_LIMIT = 3600.0  # seconds for a whole notebook: a backstop behind the per-call limits
@@ -242,7 +242,7 @@ def _run_grading_process(
     try:
         with ours:
             task = json.dumps(spec).encode()
-            ours.sendall(SPEC_LENGTH.pack(len(task)) + task)  # a stream: no size limit but the loader's caps
+            ours.sendall(TASK_LENGTH.pack(len(task)) + task)  # a stream: no size limit but the loader's caps
             reports, stopped = _read_reports(ours, grading.pid, time.monotonic() + time_limit)
     finally:
         grading.kill()
@@ -336,7 +336,7 @@ def grading_process(channel_fd: int, workers: socket.socket) -> None:
     pytest on those tests and reports back the tests it collected and then their outcomes, a JSON line each;
     it asks the zygote for workers on `workers`."""
     channel = socket.socket(fileno=channel_fd)
-    spec = json.loads(_receive_exactly(channel, SPEC_LENGTH.unpack(_receive_exactly(channel, SPEC_LENGTH.size))[0]))
+    spec = json.loads(_receive_exactly(channel, TASK_LENGTH.unpack(_receive_exactly(channel, TASK_LENGTH.size))[0]))
     limits = Limits(**spec["limits"])
     limit_address_space(limits.grading_memory_bytes)  # what student replies can make the trusted side allocate
     user = None if spec["user"] is None else WorkerUser(*spec["user"])
